@@ -1,0 +1,37 @@
+"""hubjax: exact k-nearest neighbours, k-occurrence and hubness measures in JAX."""
+
+from hubjax.distances import pairwise_distances
+from hubjax.measures import (
+    HubnessReport,
+    antihub_occurrence,
+    atkinson,
+    gini,
+    groupie_ratio,
+    hub_occurrence,
+    hubness,
+    k_skewness,
+    k_skewness_truncnorm,
+    robinhood,
+)
+from hubjax.neighbors import knn
+from hubjax.occurrence import hub_histogram, hub_values, k_occurrence
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HubnessReport",
+    "antihub_occurrence",
+    "atkinson",
+    "gini",
+    "groupie_ratio",
+    "hub_histogram",
+    "hub_occurrence",
+    "hub_values",
+    "hubness",
+    "k_occurrence",
+    "k_skewness",
+    "k_skewness_truncnorm",
+    "knn",
+    "pairwise_distances",
+    "robinhood",
+]

@@ -1,0 +1,107 @@
+"""Eager input validation shared by the public functions.
+
+Shapes, dtypes and static arguments are checked in Python before anything is traced, so the
+errors are the same inside and outside ``jax.jit``. Values (finiteness, index ranges) can only be
+checked when the arrays are concrete; under ``jit`` those checks are skipped, as documented in
+each public function.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+METRICS = ("sqeuclidean", "euclidean", "cosine", "dot")
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` holds values (not a tracer inside ``jit``/``vmap``)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def as_points(x, name: str) -> jax.Array:
+    """Returns ``x`` as a rank-2 floating array ``[num_points, num_features]``.
+
+    Integer and boolean inputs are cast to the default float dtype (float32 unless x64 is on).
+    Complex and non-numeric inputs raise ``TypeError``.
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    dtype = np.dtype(x.dtype)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real-valued, got dtype {dtype}.")
+    if not (jnp.issubdtype(dtype, jnp.number) or dtype == np.bool_):
+        raise TypeError(f"{name} must be numeric, got dtype {dtype}.")
+    if len(x.shape) != 2:
+        raise ValueError(
+            f"{name} must have shape [num_points, num_features], got shape {tuple(x.shape)}. "
+            "Batch independent point sets with jax.vmap."
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}.")
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def compute_dtype(*arrays) -> jnp.dtype:
+    """Float dtype that distances are accumulated in: at least float32."""
+    wide = any(np.dtype(a.dtype).itemsize > 4 for a in arrays)
+    return jnp.dtype(jnp.float64 if wide else jnp.float32)
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"Unknown metric {metric!r}; expected one of {METRICS}.")
+    return metric
+
+
+def check_same_features(x, y) -> None:
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"x and y must have the same number of features, got x {tuple(x.shape)} "
+            f"and y {tuple(y.shape)}."
+        )
+
+
+def check_static_int(value, name: str, *, minimum: int = 1) -> int:
+    """``value`` as a Python int >= minimum; tracers and non-integers raise ``TypeError``."""
+    if isinstance(value, bool) or isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"{name} must be a Python int (it fixes output shapes and is static under jit), "
+            f"got {type(value).__name__}."
+        )
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a Python int, got {value!r}.") from None
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    return value
+
+
+def check_k(k, num_candidates: int, explanation: str) -> int:
+    """Checks ``1 <= k <= num_candidates``; ``explanation`` says where the candidates come from."""
+    k = check_static_int(k, "k")
+    if k > num_candidates:
+        raise ValueError(f"k={k} is larger than the {num_candidates} candidates ({explanation}).")
+    return k
+
+
+def check_finite(x, name: str) -> None:
+    """Raises ``ValueError`` naming the rows with NaN/inf when ``x`` is concrete."""
+    if not is_concrete(x):
+        return
+    bad = np.asarray(~jnp.isfinite(x).all(axis=1))
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(map(str, rows[:5])) + (", ..." if rows.size > 5 else "")
+        raise ValueError(
+            f"{name} has non-finite values (NaN or inf) in {rows.size} row(s): {shown}. "
+            "Drop or impute them, or pass check_finite=False to skip this check "
+            "(such rows are then never anyone's neighbour)."
+        )

@@ -1,0 +1,161 @@
+"""Distance functions: dense ``pairwise_distances`` and the tile kernel shared by ``knn``.
+
+Every metric is computed as "prepare each point once, then one matrix product per tile":
+
+* ``sqeuclidean``: ``|x|^2 + |y|^2 - 2 x.y``, clamped at 0.
+* ``euclidean``: square root of ``sqeuclidean`` (neighbour search ranks by the squared value,
+  which orders identically, and takes the root of the k survivors only).
+* ``cosine``: ``1 - x.y / (|x| |y|)``, clamped at 0; a zero vector has similarity 0 to
+  everything (distance 1), itself included.
+* ``dot``: ``-x.y``, so the largest inner product is nearest.
+
+Inputs in bf16/fp16 are upcast and accumulated in float32. Matrix products use
+``Precision.HIGHEST`` so that GPUs/TPUs do not silently drop to TF32/bf16 passes.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jaxtyping import Array, Float
+
+from hubjax import _checks
+
+
+class Prepared(NamedTuple):
+    """Points prepared for a metric: features for the matrix product and per-point offsets."""
+
+    features: jax.Array  # [n, d] (unit-normalised for cosine)
+    sqnorms: jax.Array  # [n] squared norms (sqeuclidean/euclidean), zeros otherwise
+
+
+def prepare(x: jax.Array, metric: str, dtype) -> Prepared:
+    """Casts ``x`` to the accumulation dtype and precomputes what each tile needs."""
+    x = x.astype(dtype)
+    sq = jnp.sum(x * x, axis=-1)
+    if metric == "cosine":
+        norm = jnp.sqrt(sq)
+        safe = jnp.where(norm > 0, norm, jnp.ones_like(norm))
+        x = jnp.where(norm[:, None] > 0, x / safe[:, None], jnp.zeros_like(x))
+    if metric not in ("sqeuclidean", "euclidean"):
+        sq = jnp.zeros_like(sq)
+    return Prepared(x, sq)
+
+
+def tile(xp: Prepared, yp: Prepared, metric: str) -> jax.Array:
+    """Ranking distances ``[b, c]`` between two prepared tiles.
+
+    For ``euclidean`` this returns squared distances (same order); :func:`finish` maps them.
+    Values are normalised for exact, deterministic selection (see :func:`_normalise`).
+    """
+    prod = lax.dot_general(
+        xp.features,
+        yp.features,
+        (((1,), (1,)), ((), ())),
+        precision=lax.Precision.HIGHEST,
+    )
+    if metric == "dot":
+        d = -prod
+    elif metric == "cosine":
+        d = 1.0 - prod
+    else:
+        d = xp.sqnorms[:, None] + yp.sqnorms[None, :] - 2.0 * prod
+    return _normalise(d, metric)
+
+
+def _normalise(d: jax.Array, metric: str) -> jax.Array:
+    """NaN to +inf; clamp at 0 (all but ``dot``); -0.0 to +0.0 (``lax.top_k`` ranks them apart)."""
+    zero = jnp.zeros((), d.dtype)
+    d = jnp.where(jnp.isnan(d), jnp.full((), jnp.inf, d.dtype), d)
+    if metric == "dot":
+        return jnp.where(d == 0, zero, d)
+    return jnp.where(d > 0, d, zero)
+
+
+def pairs(x_rows: Prepared, y: Prepared, columns: jax.Array, metric: str) -> jax.Array:
+    """Distances ``[b, c]`` from each row to its own candidates ``y[columns]`` (``columns [b, c]``).
+
+    Computed per pair (``sum((x - y)**2)``, not the matrix-product expansion), so the value of a
+    pair does not depend on tile shapes and has no cancellation error.
+    """
+    yc = y.features[columns]  # [b, c, d]
+    xr = x_rows.features[:, None, :]
+    if metric in ("sqeuclidean", "euclidean"):
+        diff = xr - yc
+        d = jnp.sum(diff * diff, axis=-1)
+    else:
+        prod = jnp.sum(xr * yc, axis=-1)
+        d = -prod if metric == "dot" else 1.0 - prod
+    return _normalise(d, metric)
+
+
+def self_distance(xp: Prepared, metric: str) -> jax.Array:
+    """The exact distance of each point to itself ``[n]`` (ranking scale, see :func:`tile`)."""
+    if metric == "dot":
+        return -jnp.sum(xp.features * xp.features, axis=-1)
+    if metric == "cosine":
+        nonzero = jnp.any(xp.features != 0, axis=-1)
+        return jnp.where(nonzero, 0.0, 1.0).astype(xp.features.dtype)
+    return jnp.zeros(xp.features.shape[0], xp.features.dtype)
+
+
+def finish(d: jax.Array, metric: str) -> jax.Array:
+    """Maps ranking distances to reported distances (square root for ``euclidean``)."""
+    return jnp.sqrt(d) if metric == "euclidean" else d
+
+
+def pairwise_distances(
+    x: Float[Array, "n d"],
+    y: Float[Array, "m d"] | None = None,
+    *,
+    metric: str = "sqeuclidean",
+) -> Float[Array, "n m"]:
+    """Dense distance matrix between two point sets.
+
+    This builds the whole ``[n, m]`` matrix; use it for small inputs and as a reference.
+    :func:`hubjax.knn` never builds it.
+
+    Args:
+      x: points ``[n, d]``. Integer inputs are cast to the default float dtype.
+      y: reference points ``[m, d]``; ``None`` means ``y = x``, in which case the diagonal is the
+        exact self-distance (0, or for ``cosine`` 1 on zero vectors, ``-|x|^2`` for ``dot``).
+      metric: ``"sqeuclidean"``, ``"euclidean"``, ``"cosine"`` or ``"dot"``.
+
+    Returns:
+      Distances ``[n, m]`` in float32 (float64 for float64 inputs with x64 enabled). NaN entries
+      (from non-finite inputs) are reported as +inf.
+
+    Raises:
+      ValueError: unknown metric, rank other than 2, empty input, or mismatched features.
+      TypeError: complex or non-numeric inputs.
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> x = jnp.array([[0.0, 0.0], [3.0, 4.0]])
+      >>> hubjax.pairwise_distances(x, metric="euclidean")
+      Array([[0., 5.],
+             [5., 0.]], dtype=float32)
+    """
+    _checks.check_metric(metric)
+    x = _checks.as_points(x, "x")
+    if y is not None:
+        y = _checks.as_points(y, "y")
+        _checks.check_same_features(x, y)
+    return _pairwise(x, y, metric)
+
+
+@functools.partial(jax.jit, static_argnames=("metric",))
+def _pairwise(x, y, metric):
+    dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
+    xp = prepare(x, metric, dtype)
+    if y is None:
+        d = tile(xp, xp, metric)
+        n = x.shape[0]
+        d = d.at[jnp.arange(n), jnp.arange(n)].set(self_distance(xp, metric))
+    else:
+        d = tile(xp, prepare(y, metric, dtype), metric)
+    return finish(d, metric)

@@ -1,0 +1,287 @@
+"""Hubness measures of a k-occurrence vector and the :class:`HubnessReport`.
+
+Definitions follow scikit-hubness (see design notes); each is a pure function of the counts
+``O [m]`` that works under ``jit`` and ``vmap``. Measures are returned in the default float
+dtype. A constant k-occurrence (zero variance) gives NaN skewness, as ``scipy.stats.skew`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import erfc
+from jaxtyping import Array, Float, Int
+
+from hubjax import _checks, neighbors, occurrence
+
+
+def _float(counts) -> jax.Array:
+    counts = jnp.asarray(counts)
+    if not jnp.issubdtype(counts.dtype, jnp.integer) and not jnp.issubdtype(
+        counts.dtype, jnp.floating
+    ):
+        raise TypeError(f"counts must be numeric, got dtype {counts.dtype}.")
+    if counts.ndim != 1 or counts.shape[0] == 0:
+        raise ValueError(f"counts must be a non-empty vector, got shape {counts.shape}.")
+    return counts.astype(jnp.result_type(float))
+
+
+def k_skewness(counts: Int[Array, " m"]) -> Float[Array, ""]:
+    """Biased sample skewness ``m3 / m2**1.5`` of the k-occurrence (``scipy.stats.skew``).
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> float(hubjax.k_skewness(jnp.array([0, 0, 0, 4])))
+      1.1547...
+    """
+    o = _float(counts)
+    c = o - o.mean()
+    m2 = jnp.mean(c * c)
+    m3 = jnp.mean(c * c * c)
+    return jnp.where(m2 > 0, m3 / jnp.where(m2 > 0, m2, 1.0) ** 1.5, jnp.nan)
+
+
+def k_skewness_truncnorm(counts: Int[Array, " m"]) -> Float[Array, ""]:
+    """Third raw moment of the standard normal truncated to ``[a, b]`` (scikit-hubness).
+
+    ``a = (0 - mean O) / std(O, ddof=1)`` and ``b = (int64 max - mean O) / std(O, ddof=1)``; b is
+    effectively +inf, so the moment is ``(2 phi(a) + a**2 phi(a)) / (1 - Phi(a))``.
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> round(float(hubjax.k_skewness_truncnorm(jnp.array([0, 1, 2, 5]))), 4)
+      0.9025
+    """
+    o = _float(counts)
+    std = jnp.std(o, ddof=1)
+    safe = jnp.where(std > 0, std, 1.0)
+    a = (0.0 - o.mean()) / safe
+    phi = jnp.exp(-0.5 * a * a) / jnp.sqrt(2.0 * jnp.pi)
+    tail = 0.5 * erfc(a / jnp.sqrt(2.0))  # 1 - Phi(a), accurate for a << 0
+    moment = (2.0 * phi + a * a * phi) / tail
+    return jnp.where(std > 0, moment, jnp.nan)
+
+
+def robinhood(counts: Int[Array, " m"]) -> Float[Array, ""]:
+    """Robin Hood index ``0.5 * sum|O_i - mean O| / sum O``.
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> float(hubjax.robinhood(jnp.array([0, 0, 2, 2])))
+      0.5
+    """
+    o = _float(counts)
+    return 0.5 * jnp.sum(jnp.abs(o - o.mean())) / jnp.sum(o)
+
+
+def gini(counts: Int[Array, " m"]) -> Float[Array, ""]:
+    """Gini index ``sum_ij |O_i - O_j| / (2 m sum O)``, computed sorted in O(m log m).
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> float(hubjax.gini(jnp.array([0, 0, 0, 4])))
+      0.75
+    """
+    o = jnp.sort(_float(counts))
+    m = o.shape[0]
+    weights = 2.0 * jnp.arange(1, m + 1, dtype=o.dtype) - m - 1
+    return jnp.sum(weights * o) / (m * jnp.sum(o))
+
+
+def atkinson(counts: Int[Array, " m"], *, eps: float = 0.5) -> Float[Array, ""]:
+    """Atkinson index ``1 - (mean O**(1-eps))**(1/(1-eps)) / mean O`` (geometric mean at eps=1).
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> round(float(hubjax.atkinson(jnp.array([1, 1, 4, 4]))), 6)
+      0.1
+    """
+    o = _float(counts)
+    if eps == 1:
+        general = jnp.exp(jnp.mean(jnp.log(o)))
+    else:
+        general = jnp.mean(o ** (1.0 - eps)) ** (1.0 / (1.0 - eps))
+    return 1.0 - general / o.mean()
+
+
+def antihub_occurrence(counts: Int[Array, " m"]) -> Float[Array, ""]:
+    """Fraction of points that occur in no list (``O_i == 0``).
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> float(hubjax.antihub_occurrence(jnp.array([0, 0, 1, 3])))
+      0.5
+    """
+    return jnp.mean((_float(counts) == 0).astype(jnp.result_type(float)))
+
+
+def hub_occurrence(counts: Int[Array, " m"], *, k: int, hub_size: float = 2.0) -> Float[Array, ""]:
+    """Share of all list entries that point to hubs (``O_i >= hub_size * k``).
+
+    The denominator ``k * n_queries`` equals ``sum O`` (every list has k entries).
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> float(hubjax.hub_occurrence(jnp.array([0, 1, 1, 4]), k=1))
+      0.6666...
+    """
+    o = _float(counts)
+    return jnp.sum(jnp.where(o >= hub_size * k, o, 0.0)) / jnp.sum(o)
+
+
+def groupie_ratio(counts: Int[Array, " m"]) -> Float[Array, ""]:
+    """Largest k-occurrence over all list entries: ``max O / (k * n_queries)``.
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> float(hubjax.groupie_ratio(jnp.array([0, 1, 1, 4])))
+      0.6666...
+    """
+    o = _float(counts)
+    return jnp.max(o) / jnp.sum(o)
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "k_skewness",
+        "k_skewness_truncnorm",
+        "robinhood",
+        "gini",
+        "atkinson",
+        "antihub_occurrence",
+        "hub_occurrence",
+        "groupie_ratio",
+        "k_occurrence",
+        "histogram",
+    ],
+    meta_fields=["k", "hub_size", "metric"],
+)
+@dataclasses.dataclass(frozen=True)
+class HubnessReport:
+    """Hubness of one point set: every measure, the k-occurrence and its histogram.
+
+    A pytree: it passes through ``jit`` and ``vmap`` (batched fields gain a leading axis).
+    ``histogram`` has ``n_queries + 1`` bins, the largest possible count plus one, so its shape
+    is static.
+    """
+
+    k_skewness: jax.Array
+    k_skewness_truncnorm: jax.Array
+    robinhood: jax.Array
+    gini: jax.Array
+    atkinson: jax.Array
+    antihub_occurrence: jax.Array
+    hub_occurrence: jax.Array
+    groupie_ratio: jax.Array
+    k_occurrence: jax.Array
+    histogram: jax.Array
+    k: int
+    hub_size: float
+    metric: str
+
+    MEASURES = (
+        "k_skewness",
+        "k_skewness_truncnorm",
+        "robinhood",
+        "gini",
+        "atkinson",
+        "antihub_occurrence",
+        "hub_occurrence",
+        "groupie_ratio",
+    )
+
+    def measures(self) -> dict[str, float]:
+        """The scalar measures as Python floats (needs concrete, unbatched values)."""
+        return {name: float(getattr(self, name)) for name in self.MEASURES}
+
+    def __str__(self) -> str:
+        rows = [f"HubnessReport(k={self.k}, metric={self.metric!r}, hub_size={self.hub_size})"]
+        if np.ndim(self.k_skewness) == 0 and _checks.is_concrete(self.k_skewness):
+            rows += [f"  {name:<22} {value: .4f}" for name, value in self.measures().items()]
+            rows.append(f"  {'max k-occurrence':<22} {int(jnp.max(self.k_occurrence)):d}")
+        return "\n".join(rows)
+
+
+def report_from_counts(
+    counts: Int[Array, " m"], *, k: int, num_queries: int, hub_size: float = 2.0, metric=""
+) -> HubnessReport:
+    """All measures of a k-occurrence vector from ``num_queries`` lists of length k."""
+    return HubnessReport(
+        k_skewness=k_skewness(counts),
+        k_skewness_truncnorm=k_skewness_truncnorm(counts),
+        robinhood=robinhood(counts),
+        gini=gini(counts),
+        atkinson=atkinson(counts),
+        antihub_occurrence=antihub_occurrence(counts),
+        hub_occurrence=hub_occurrence(counts, k=k, hub_size=hub_size),
+        groupie_ratio=groupie_ratio(counts),
+        k_occurrence=counts,
+        histogram=occurrence._histogram(counts, num_queries),
+        k=k,
+        hub_size=hub_size,
+        metric=metric,
+    )
+
+
+def hubness(
+    x: Float[Array, "n d"],
+    y: Float[Array, "m d"] | None = None,
+    *,
+    k: int = 10,
+    metric: str = "sqeuclidean",
+    hub_size: float = 2.0,
+    include_self: bool = False,
+    block_size: int | None = None,
+    check_finite: bool = True,
+) -> HubnessReport:
+    """Hubness report of a point set: k-NN lists, k-occurrence, histogram and every measure.
+
+    In-sample (``y=None``) the k-occurrence counts how often each point of ``x`` is in the other
+    points' lists. With ``y`` given, each row of ``x`` queries ``y`` and the k-occurrence is over
+    the m points of ``y``.
+
+    Args:
+      x: query points ``[n, d]``.
+      y: indexed points ``[m, d]`` or ``None``.
+      k: neighbours per list (static).
+      metric, include_self, block_size, check_finite: as in :func:`hubjax.knn`.
+      hub_size: a hub occurs at least ``hub_size * k`` times (static).
+
+    Returns:
+      :class:`HubnessReport` with scalar measures, ``k_occurrence [m]`` and
+      ``histogram [n + 1]``.
+
+    Example:
+      >>> import jax, hubjax
+      >>> x = jax.random.normal(jax.random.key(0), (500, 64))
+      >>> report = hubjax.hubness(x, k=10)
+      >>> int(report.k_occurrence.sum())
+      5000
+      >>> bool(report.k_skewness > 0.5)
+      True
+    """
+    x, y, k = neighbors._validate(x, y, k, metric, include_self, check_finite)
+    _, idx = neighbors.knn(
+        x,
+        y,
+        k=k,
+        metric=metric,
+        include_self=include_self,
+        block_size=block_size,
+        check_finite=False,
+    )
+    num_points = x.shape[0] if y is None else y.shape[0]
+    return _report(idx, num_points=num_points, k=k, hub_size=float(hub_size), metric=metric)
+
+
+@functools.partial(jax.jit, static_argnames=("num_points", "k", "hub_size", "metric"))
+def _report(idx, *, num_points, k, hub_size, metric):
+    counts = occurrence._count(idx, num_points)
+    return report_from_counts(
+        counts, k=k, num_queries=idx.shape[0], hub_size=hub_size, metric=metric
+    )

@@ -1,0 +1,48 @@
+import numpy as np
+
+import reference
+
+
+def random_points(n, d, seed=0, dtype=np.float32):
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(dtype)
+
+
+def tie_points(n, d, seed=0, levels=3):
+    """Integer grid points: exact duplicates and exact distance ties everywhere."""
+    return np.random.default_rng(seed).integers(0, levels, size=(n, d)).astype(np.float32)
+
+
+def assert_knn_exact(result, ref):
+    """Exact (distance, index) order; distances to float32 rounding."""
+    dist, idx = (np.asarray(a) for a in result)
+    np.testing.assert_array_equal(idx, ref[1])
+    np.testing.assert_allclose(dist, ref[0], rtol=1e-5, atol=1e-5)
+
+
+def assert_knn_close(result, x, y, ref, metric, *, rtol=1e-4, atol=1e-4):
+    """For data whose float32 distances round differently from float64: every returned
+    neighbour is at the reference's k-th smallest distances (up to rounding), lists are
+    distinct, and indices agree wherever the reference has no near-tie."""
+    dist, idx = (np.asarray(a) for a in result)
+    ref_dist, ref_idx = ref
+    np.testing.assert_allclose(dist, ref_dist, rtol=rtol, atol=atol)
+    full = reference.distances(x, x if y is None else y, metric)
+    got = np.take_along_axis(full, idx, axis=1)
+    in_sample = y is None
+    if in_sample:
+        rows = np.arange(len(idx))[:, None]
+        got = np.where(idx == rows, ref_dist, got)  # self entries (include_self) checked above
+    np.testing.assert_allclose(got, ref_dist, rtol=rtol, atol=atol)
+    for row in idx:
+        assert len(set(row.tolist())) == len(row)
+    # The distance just past the list: a near-tie there makes the last position ambiguous.
+    after = np.empty(len(idx))
+    for i, row in enumerate(full):
+        cand = np.delete(row, i) if in_sample else row
+        used = len(ref_idx[i]) - int(in_sample and ref_idx[i][0] == i)
+        after[i] = np.sort(cand)[used] if used < len(cand) else np.inf
+    padded = np.concatenate([ref_dist, after[:, None]], axis=1)
+    gaps = np.diff(padded, axis=1)
+    clear = gaps > atol
+    clear[:, 1:] &= gaps[:, :-1] > atol
+    np.testing.assert_array_equal(idx[clear], ref_idx[clear])

@@ -1,0 +1,188 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from helpers import assert_knn_close, assert_knn_exact, random_points, tie_points
+
+import hubjax
+from hubjax import _select, neighbors
+
+METRICS = ["sqeuclidean", "euclidean", "cosine", "dot"]
+EXACT_ON_GRID = ["sqeuclidean", "euclidean", "dot"]  # integer data: exact float32 arithmetic
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("include_self", [False, True])
+def test_in_sample_random(metric, include_self):
+    x = random_points(203, 12, seed=3)
+    got = hubjax.knn(x, k=7, metric=metric, include_self=include_self, block_size=64)
+    ref = reference.knn(x, k=7, metric=metric, include_self=include_self)
+    assert_knn_close(got, x, None, ref, metric)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_query_vs_reference_random(metric):
+    x, y = random_points(77, 9, seed=4), random_points(131, 9, seed=5)
+    got = hubjax.knn(x, y, k=10, metric=metric, block_size=16)
+    assert_knn_close(got, x, y, reference.knn(x, y, k=10, metric=metric), metric)
+
+
+@pytest.mark.parametrize("metric", EXACT_ON_GRID)
+@pytest.mark.parametrize("include_self", [False, True])
+@pytest.mark.parametrize("block_size", [1, 24, 1000])
+def test_ties_and_duplicates_exact(metric, include_self, block_size):
+    x = tie_points(150, 3, seed=6)  # 27 distinct grid points: every point has duplicates
+    got = hubjax.knn(x, k=9, metric=metric, include_self=include_self, block_size=block_size)
+    assert_knn_exact(got, reference.knn(x, k=9, metric=metric, include_self=include_self))
+
+
+@pytest.mark.parametrize("metric", EXACT_ON_GRID)
+def test_ties_query_vs_reference_exact(metric):
+    x, y = tie_points(61, 4, seed=7), tie_points(97, 4, seed=8)
+    got = hubjax.knn(x, y, k=12, metric=metric, block_size=20)
+    assert_knn_exact(got, reference.knn(x, y, k=12, metric=metric))
+
+
+def test_ties_cosine_duplicates():
+    base = random_points(20, 5, seed=9)
+    x = np.concatenate([base, base, base[:7], np.zeros((2, 5), np.float32)])
+    got = hubjax.knn(x, k=4, metric="cosine", block_size=8)
+    ref = reference.knn(x, k=4, metric="cosine")
+    assert_knn_close(got, x, None, ref, "cosine")
+    # duplicates of a point are its nearest, in index order
+    idx = np.asarray(got[1])
+    assert idx[0, 0] == 20 and idx[20, 0] == 0 and idx[40, 0] == 0 and idx[40, 1] == 20
+
+
+def test_all_points_identical():
+    x = np.ones((10, 3), np.float32)
+    dist, idx = hubjax.knn(x, k=9)
+    np.testing.assert_array_equal(dist, 0.0)
+    expected = np.array([[j for j in range(10) if j != i] for i in range(10)])
+    np.testing.assert_array_equal(idx, expected)
+
+
+def test_include_self_is_first_whatever_the_distances():
+    x = np.array([[0.0], [0.0], [5.0]], np.float32)
+    _, idx = hubjax.knn(x, k=2, include_self=True)
+    np.testing.assert_array_equal(idx, [[0, 1], [1, 0], [2, 0]])
+    _, idx = hubjax.knn(x, k=1, include_self=True)
+    np.testing.assert_array_equal(idx, [[0], [1], [2]])
+    # dot metric: self is first even though another point has a larger inner product
+    dist, idx = hubjax.knn(
+        np.array([[1.0], [2.0]], np.float32), k=2, metric="dot", include_self=True
+    )
+    np.testing.assert_array_equal(idx, [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(dist, [[-1.0, -2.0], [-4.0, -2.0]])
+
+
+@pytest.mark.parametrize("k", [1, 5, 31, 32, 33, 64, 99])
+def test_strip_engine_equals_dense_path_across_blocks_and_k(k):
+    x = tie_points(100, 4, seed=10, levels=4)
+    dense = neighbors.knn_dense(jnp.asarray(x), k=k)
+    for block_size in (7, 32, 100):
+        for group in (None, 1, 8, 32):
+            got = neighbors._knn(
+                jnp.asarray(x),
+                None,
+                k=k,
+                metric="sqeuclidean",
+                include_self=False,
+                block_size=block_size,
+                group=group,
+            )
+            np.testing.assert_array_equal(got[1], dense[1])
+            np.testing.assert_array_equal(got[0], dense[0])
+
+
+def test_random_data_identical_across_block_sizes():
+    x = random_points(300, 16, seed=11)
+    first = hubjax.knn(x, k=10, block_size=300)
+    for block_size in (1, 13, 128):
+        got = hubjax.knn(x, k=10, block_size=block_size)
+        np.testing.assert_array_equal(got[1], first[1])
+        np.testing.assert_array_equal(got[0], first[0])
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 31])
+@pytest.mark.parametrize("group", [8, 32])
+def test_two_stage_selection_equals_top_k(k, group):
+    rng = np.random.default_rng(k)
+    d = jnp.asarray(rng.integers(0, 5, size=(40, 64 * group)).astype(np.float32))
+    d = d.at[3].set(jnp.inf)
+    simple = _select.smallest_k_simple(d, k)
+    fast = _select.smallest_k(d, k, group)
+    np.testing.assert_array_equal(fast[1], simple[1])
+    np.testing.assert_array_equal(fast[0], simple[0])
+    order = np.lexsort((np.broadcast_to(np.arange(d.shape[1]), d.shape), np.asarray(d)), axis=-1)
+    np.testing.assert_array_equal(simple[1], order[:, :k])
+
+
+def test_merge_smallest_k_orders_by_value_then_index():
+    va = jnp.array([[1.0, 2.0, 2.0]])
+    ia = jnp.array([[5, 7, 9]], jnp.int32)
+    vb = jnp.array([[2.0, 3.0, 0.5]])
+    ib = jnp.array([[6, 1, 8]], jnp.int32)
+    v, i = _select.merge_smallest_k(va, ia, vb, ib, 4)
+    np.testing.assert_array_equal(i, [[8, 5, 6, 7]])
+    np.testing.assert_array_equal(v, [[0.5, 1.0, 2.0, 2.0]])
+
+
+@pytest.mark.parametrize("include_self", [False, True])
+def test_jit_and_vmap(include_self):
+    xb = np.stack([tie_points(45, 3, seed=s) for s in range(3)])
+
+    def f(x):
+        return hubjax.knn(x, k=6, include_self=include_self, block_size=16)
+
+    refs = [reference.knn(xb[b], k=6, include_self=include_self) for b in range(3)]
+    assert_knn_exact(jax.jit(f)(xb[0]), refs[0])
+    for fn in (jax.vmap(f), jax.jit(jax.vmap(f))):
+        dist, idx = fn(xb)
+        for b in range(3):
+            assert_knn_exact((dist[b], idx[b]), refs[b])
+
+
+def test_vmap_query_vs_reference():
+    xb = np.stack([tie_points(20, 3, seed=s) for s in range(2)])
+    yb = np.stack([tie_points(33, 3, seed=10 + s) for s in range(2)])
+    dist, idx = jax.vmap(lambda x, y: hubjax.knn(x, y, k=5, block_size=8))(xb, yb)
+    for b in range(2):
+        assert_knn_exact((dist[b], idx[b]), reference.knn(xb[b], yb[b], k=5))
+
+
+def test_second_call_does_not_recompile():
+    x1, x2 = random_points(90, 8, seed=1), random_points(90, 8, seed=2)
+    hubjax.knn(x1, k=5, metric="cosine")
+    before = neighbors._knn._cache_size()
+    hubjax.knn(x2, k=5, metric="cosine")
+    hubjax.knn(jnp.asarray(x2), k=5, metric="cosine")
+    assert neighbors._knn._cache_size() == before
+    hubjax.knn(x2, k=6, metric="cosine")  # a new static k does compile: the guard can fail
+    assert neighbors._knn._cache_size() == before + 1
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_half_precision_inputs(dtype):
+    x = jnp.asarray(tie_points(50, 4), dtype)
+    dist, idx = hubjax.knn(x, k=5)
+    assert dist.dtype == jnp.float32 and idx.dtype == jnp.int32
+    assert_knn_exact((dist, idx), reference.knn(np.asarray(x.astype(jnp.float32)), k=5))
+
+
+def test_integer_input_is_cast():
+    x = tie_points(40, 3).astype(np.int64)
+    assert_knn_exact(hubjax.knn(x, k=4), reference.knn(x, k=4))
+
+
+def test_nan_rows_under_jit_are_nobodys_neighbour():
+    x = random_points(30, 4)
+    x[5, 2] = np.nan
+    _, idx = jax.jit(lambda x: hubjax.knn(x, k=5))(x)
+    idx = np.asarray(idx)
+    others = np.delete(idx, 5, axis=0)
+    assert not (others == 5).any()
+    clean = np.delete(x, 5, axis=0)
+    ref = reference.knn(clean, k=5)[1]
+    np.testing.assert_array_equal(np.where(others >= 5, others - 1, others), ref)
