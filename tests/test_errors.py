@@ -1,0 +1,101 @@
+import jax
+import numpy as np
+import pytest
+from helpers import random_points
+
+import hubjax
+
+X = random_points(10, 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"k": 0}, ValueError, "k must be >= 1"),
+        ({"k": 10}, ValueError, "k=10 is larger than the 9 candidates"),
+        ({"k": 11, "include_self": True}, ValueError, "k=11 is larger than the 10"),
+        ({"k": 2.0}, TypeError, "k must be a Python int"),
+        ({"k": True}, TypeError, "k must be a Python int"),
+        ({"k": 2, "metric": "manhattan"}, ValueError, "Unknown metric"),
+        ({"k": 2, "block_size": 0}, ValueError, "block_size must be >= 1"),
+    ],
+)
+def test_knn_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        hubjax.knn(X, **kwargs)
+
+
+def test_k_equal_to_candidates_is_allowed():
+    assert hubjax.knn(X, k=9)[1].shape == (10, 9)
+    assert hubjax.knn(X, k=10, include_self=True)[1].shape == (10, 10)
+    assert hubjax.knn(X, X[:4], k=4)[1].shape == (10, 4)
+    with pytest.raises(ValueError, match="y has 4 points"):
+        hubjax.knn(X, X[:4], k=5)
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "error", "match"),
+    [
+        (X, random_points(5, 4), ValueError, "same number of features"),
+        (np.zeros((0, 3)), None, ValueError, "empty"),
+        (np.zeros((4, 0)), None, ValueError, "empty"),
+        (X, np.zeros((0, 3)), ValueError, "y is empty"),
+        (X[0], None, ValueError, "must have shape \\[num_points, num_features\\]"),
+        (X[None], None, ValueError, "jax.vmap"),
+        (X.astype(np.complex64), None, TypeError, "real-valued"),
+        (np.array([["a", "b"], ["c", "d"]]), None, TypeError, "numeric"),
+    ],
+)
+def test_bad_arrays(x, y, error, match):
+    with pytest.raises(error, match=match):
+        hubjax.knn(x, y, k=1)
+    with pytest.raises(error, match=match):
+        hubjax.hubness(x, y, k=1)
+    if y is None:
+        with pytest.raises(error, match=match):
+            hubjax.hub_values(x, k=1)
+    with pytest.raises(error, match=match):
+        hubjax.pairwise_distances(x, y)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_inputs_are_reported(bad):
+    x = X.copy()
+    x[[2, 7], 1] = bad
+    with pytest.raises(ValueError, match=r"non-finite values .* 2 row\(s\): 2, 7"):
+        hubjax.knn(x, k=3)
+    with pytest.raises(ValueError, match="non-finite"):
+        hubjax.hub_values(x, k=3)
+    with pytest.raises(ValueError, match="y has non-finite"):
+        hubjax.knn(X, x, k=3)
+    hubjax.knn(x, k=3, check_finite=False)  # opt-out: runs
+    jax.jit(lambda a: hubjax.knn(a, k=3))(x)  # under jit: not checkable, runs
+
+
+def test_errors_are_raised_under_jit_too():
+    with pytest.raises(ValueError, match="larger than"):
+        jax.jit(lambda a: hubjax.knn(a, k=10))(X)
+    with pytest.raises(ValueError, match="same number of features"):
+        jax.jit(lambda a, b: hubjax.knn(a, b, k=1))(X, random_points(3, 2))
+
+
+def test_k_occurrence_bad_input():
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        hubjax.k_occurrence(np.array([[0, 5]]), 5)
+    with pytest.raises(ValueError, match=r"\[0, 5\)"):
+        hubjax.k_occurrence(np.array([[-1, 2]]), 5)
+    with pytest.raises(TypeError, match="integers"):
+        hubjax.k_occurrence(np.array([[0.0, 1.0]]), 5)
+    with pytest.raises(TypeError, match="num_points must be a Python int"):
+        jax.jit(lambda n: hubjax.k_occurrence(np.array([[0, 1]]), n))(5)
+
+
+def test_histogram_and_measures_bad_input():
+    with pytest.raises(ValueError, match="non-negative"):
+        hubjax.hub_histogram(np.array([1, -1]))
+    with pytest.raises(TypeError, match="integers"):
+        hubjax.hub_histogram(np.array([1.5]))
+    with pytest.raises(ValueError, match="non-empty vector"):
+        hubjax.hub_histogram(np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match="non-empty vector"):
+        hubjax.gini(np.zeros((0,), int))

@@ -1,0 +1,33 @@
+"""knn must not materialise the n x n matrix: peak memory stays far below it."""
+
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import resource
+    import jax, numpy as np
+    import hubjax
+
+    def peak_mb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    n = 20_000
+    x = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    hubjax.hub_values(x[:500], k=10)  # load and initialise XLA first
+    before = peak_mb()
+    counts = jax.block_until_ready(hubjax.hub_values(x, k=10))
+    assert int(counts.sum()) == n * 10
+    print(peak_mb() - before)
+    """
+)
+
+
+def test_knn_memory_is_far_below_dense_matrix():
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300, check=True
+    )
+    growth_mb = float(out.stdout.strip().splitlines()[-1])
+    dense_mb = 20_000 * 20_000 * 4 / 2**20  # 1526 MiB for the float32 matrix alone
+    assert growth_mb < dense_mb / 4, f"peak grew by {growth_mb:.0f} MiB"
