@@ -58,11 +58,28 @@ def smallest_k(d: jax.Array, k: int, group: int | None = None) -> tuple[jax.Arra
     return values, jnp.take_along_axis(columns, pos, axis=-1).astype(jnp.int32)
 
 
+def sort_small(values: jax.Array, index: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """The k smallest of short candidate lists ``[b, c]`` by (value, index), in that order.
+
+    Ranks by counting instead of sorting: entry a's rank is the number of entries before it in
+    (value, index) order, computed with ``c * c`` vectorised comparisons per row. On CPU this is
+    an order of magnitude faster than ``lax.sort`` for ``c`` up to ~64. Indices within a row must
+    be distinct (then ranks are a permutation).
+    """
+    va, vb = values[:, :, None], values[:, None, :]
+    ia, ib = index[:, :, None], index[:, None, :]
+    before = (vb < va) | ((vb == va) & (ib < ia))
+    rank = jnp.sum(before, axis=-1, dtype=jnp.int32)  # [b, c]
+    onehot = rank[:, :, None] == jnp.arange(k, dtype=jnp.int32)  # [b, c, k]
+    out_v = jnp.sum(jnp.where(onehot, values[:, :, None], jnp.zeros((), values.dtype)), axis=1)
+    out_i = jnp.sum(jnp.where(onehot, index[:, :, None], jnp.zeros((), index.dtype)), axis=1)
+    return out_v, out_i
+
+
 def merge_smallest_k(
     values_a: jax.Array, index_a: jax.Array, values_b: jax.Array, index_b: jax.Array, k: int
 ) -> tuple[jax.Array, jax.Array]:
     """The k smallest of two candidate lists ``[b, ka]`` and ``[b, kb]`` by (value, index)."""
     values = jnp.concatenate([values_a, values_b], axis=-1)
     index = jnp.concatenate([index_a, index_b], axis=-1)
-    values, index = lax.sort((values, index), dimension=-1, num_keys=2)
-    return values[:, :k], index[:, :k]
+    return sort_small(values, index, k)

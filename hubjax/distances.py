@@ -27,15 +27,23 @@ from hubjax import _checks
 
 
 class Prepared(NamedTuple):
-    """Points prepared for a metric: features for the matrix product and per-point offsets."""
+    """Points prepared for a metric, computed once per call.
 
-    features: jax.Array  # [n, d] (unit-normalised for cosine)
+    Points with a NaN/inf coordinate get zero features and an infinite ``penalty``, so every
+    distance to or from them is +inf instead of NaN: they never poison other points' results.
+    Padding rows use the same mechanism.
+    """
+
+    features: jax.Array  # [n, d], unit-normalised for cosine
     sqnorms: jax.Array  # [n] squared norms (sqeuclidean/euclidean), zeros otherwise
+    penalty: jax.Array  # [n] 0, or +inf for non-finite (and padding) points
 
 
 def prepare(x: jax.Array, metric: str, dtype) -> Prepared:
     """Casts ``x`` to the accumulation dtype and precomputes what each tile needs."""
     x = x.astype(dtype)
+    finite = jnp.all(jnp.isfinite(x), axis=-1)
+    x = jnp.where(finite[:, None], x, jnp.zeros((), dtype))
     sq = jnp.sum(x * x, axis=-1)
     if metric == "cosine":
         norm = jnp.sqrt(sq)
@@ -43,34 +51,63 @@ def prepare(x: jax.Array, metric: str, dtype) -> Prepared:
         x = jnp.where(norm[:, None] > 0, x / safe[:, None], jnp.zeros_like(x))
     if metric not in ("sqeuclidean", "euclidean"):
         sq = jnp.zeros_like(sq)
-    return Prepared(x, sq)
+    penalty = jnp.where(finite, jnp.zeros((), dtype), jnp.full((), jnp.inf, dtype))
+    return Prepared(x, sq, penalty)
+
+
+def pad(p: Prepared, size: int) -> Prepared:
+    """Pads to ``size`` points; padding points are at distance +inf from everything."""
+    extra = size - p.features.shape[0]
+    inf = jnp.full((extra,), jnp.inf, p.penalty.dtype)
+    return Prepared(
+        jnp.pad(p.features, [(0, extra), (0, 0)]),
+        jnp.pad(p.sqnorms, [(0, extra)]),
+        jnp.concatenate([p.penalty, inf]),
+    )
+
+
+def ranking_operands(p: Prepared, metric: str, side: str) -> jax.Array:
+    """Operands whose plain matrix product ranks pairs like the metric: ``[n, d + 2]``.
+
+    ``query @ reference.T`` equals ``|x|^2 + |y|^2 - 2 x.y (+ penalty_y)`` for the Euclidean
+    metrics and ``-x.y (+ penalty_y)`` for ``dot``/``cosine`` (``1 - s`` ranks like ``-s``), so a
+    ranking tile needs no elementwise pass at all. Values are only used to pick candidates;
+    reported distances come from :func:`pairs`.
+    """
+    ones = jnp.ones_like(p.sqnorms)[:, None]
+    if side == "query":
+        scale = 2.0 if metric in ("sqeuclidean", "euclidean") else 1.0
+        return jnp.concatenate([-scale * p.features, p.sqnorms[:, None], ones], axis=1)
+    return jnp.concatenate([p.features, ones, (p.sqnorms + p.penalty)[:, None]], axis=1)
+
+
+def ranking_tile(query: jax.Array, reference: jax.Array) -> jax.Array:
+    """``query @ reference.T`` at full float32 precision (no TF32/bf16 passes on accelerators)."""
+    return lax.dot_general(
+        query, reference, (((1,), (1,)), ((), ())), precision=lax.Precision.HIGHEST
+    )
 
 
 def tile(xp: Prepared, yp: Prepared, metric: str) -> jax.Array:
-    """Ranking distances ``[b, c]`` between two prepared tiles.
+    """Exact-form distances ``[b, c]`` between two prepared sets (dense path and references).
 
     For ``euclidean`` this returns squared distances (same order); :func:`finish` maps them.
-    Values are normalised for exact, deterministic selection (see :func:`_normalise`).
     """
-    prod = lax.dot_general(
-        xp.features,
-        yp.features,
-        (((1,), (1,)), ((), ())),
-        precision=lax.Precision.HIGHEST,
-    )
+    prod = ranking_tile(xp.features, yp.features)
     if metric == "dot":
         d = -prod
     elif metric == "cosine":
         d = 1.0 - prod
     else:
         d = xp.sqnorms[:, None] + yp.sqnorms[None, :] - 2.0 * prod
+    d = d + xp.penalty[:, None] + yp.penalty[None, :]
     return _normalise(d, metric)
 
 
 def _normalise(d: jax.Array, metric: str) -> jax.Array:
-    """NaN to +inf; clamp at 0 (all but ``dot``); -0.0 to +0.0 (``lax.top_k`` ranks them apart)."""
+    """Clamps at 0 (all but ``dot``) and turns -0.0 into +0.0 so equal distances compare equal
+    bit for bit (``lax.top_k`` ranks -0.0 before +0.0)."""
     zero = jnp.zeros((), d.dtype)
-    d = jnp.where(jnp.isnan(d), jnp.full((), jnp.inf, d.dtype), d)
     if metric == "dot":
         return jnp.where(d == 0, zero, d)
     return jnp.where(d > 0, d, zero)
@@ -90,6 +127,7 @@ def pairs(x_rows: Prepared, y: Prepared, columns: jax.Array, metric: str) -> jax
     else:
         prod = jnp.sum(xr * yc, axis=-1)
         d = -prod if metric == "dot" else 1.0 - prod
+    d = d + x_rows.penalty[:, None] + y.penalty[columns]
     return _normalise(d, metric)
 
 
@@ -126,8 +164,8 @@ def pairwise_distances(
       metric: ``"sqeuclidean"``, ``"euclidean"``, ``"cosine"`` or ``"dot"``.
 
     Returns:
-      Distances ``[n, m]`` in float32 (float64 for float64 inputs with x64 enabled). NaN entries
-      (from non-finite inputs) are reported as +inf.
+      Distances ``[n, m]`` in float32 (float64 for float64 inputs with x64 enabled). Distances
+      to or from a point with a NaN/inf coordinate are +inf.
 
     Raises:
       ValueError: unknown metric, rank other than 2, empty input, or mismatched features.

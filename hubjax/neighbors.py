@@ -25,6 +25,7 @@ _COLUMN_ALIGN = 32  # columns are padded to this so the group selection always a
 # per pair and re-sorted, so that rounding differences between tile shapes (which change the
 # matrix product's summation) cannot change the reported distances or the order of near-ties.
 _SLACK = 8
+_SORT_SMALL_MAX = 96  # candidate lists up to this length are ranked by counting, not sorted
 
 
 def _round_up(a: int, b: int) -> int:
@@ -155,47 +156,51 @@ def _knn(x, y, *, k, metric, include_self, block_size, group=None):
 
 
 def _strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, group):
-    """Running exact top-k of ``xp`` rows against all ``yp`` rows, one row strip at a time."""
+    """Exact top-k of ``xp`` rows against all ``yp`` rows, one row strip at a time.
+
+    Each strip ``[rows, m]`` is a plain matrix product of the ranking operands (no elementwise
+    pass over it), reduced by the two-stage selection to ``k + _SLACK`` candidates (one more when
+    the diagonal is excluded: the point itself is dropped in :func:`refine`).
+    """
     n = xp.features.shape[0]
     m = yp.features.shape[0]
     width = _round_up(m, _COLUMN_ALIGN)
-    ypad = jax.tree.map(lambda a: _pad_rows(a, width), yp)
+    ypad = distances.pad(yp, width)
+    reference = distances.ranking_operands(ypad, metric, "reference")
     rows = min(block_size, n)
     num_blocks = -(-n // rows)
-    xpad = jax.tree.map(lambda a: _pad_rows(a, num_blocks * rows), xp)
-    blocks = jax.tree.map(lambda a: a.reshape(num_blocks, rows, *a.shape[1:]), xpad)
+    xpad = distances.pad(xp, num_blocks * rows)
+    query = distances.ranking_operands(xpad, metric, "query")
+    blocks = jax.tree.map(lambda a: a.reshape(num_blocks, rows, *a.shape[1:]), (xpad, query))
     starts = jnp.arange(num_blocks, dtype=jnp.int32) * rows
-    columns = jnp.arange(width, dtype=jnp.int32)[None, :]
+    keep = min(k + _SLACK + int(exclude_diagonal), width)
 
     def one_strip(args):
-        start, block = args
-        d = distances.tile(block, ypad, metric)
-        invalid = columns >= m
-        if exclude_diagonal:
-            row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None]
-            invalid = invalid | (columns == row_ids)
-        d = jnp.where(invalid, jnp.full((), jnp.inf, d.dtype), d)
-        values, cols = _select.smallest_k(d, min(k + _SLACK, width), group)
-        return refine(block, ypad, values, cols, k, metric)
+        start, (block, block_query) = args
+        ranking = distances.ranking_tile(block_query, reference)
+        values, cols = _select.smallest_k(ranking, keep, group)
+        row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
+        return refine(block, ypad, values, cols, k, metric, row_ids=row_ids)
 
     dist, idx = lax.map(one_strip, (starts, blocks))
     return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n]
 
 
-def refine(rows, yp, values, columns, k, metric):
+def refine(rows, yp, values, columns, k, metric, *, row_ids=None):
     """Recomputes candidate distances per pair; keeps the k smallest by (distance, index).
 
-    ``values``/``columns`` ``[b, c]`` are the ranking's candidates; +inf marks excluded ones
-    (self, padding), which stay excluded.
+    ``values``/``columns`` ``[b, c]`` are the ranking's candidates; +inf ranking values (padding,
+    non-finite points) stay excluded, and so does column ``row_ids`` (the point itself) if given.
     """
     d = distances.pairs(rows, yp, columns, metric)
-    d = jnp.where(values == jnp.inf, values, d)
+    excluded = values == jnp.inf
+    if row_ids is not None:
+        excluded = excluded | (columns == row_ids)
+    d = jnp.where(excluded, jnp.full((), jnp.inf, d.dtype), d)
+    if columns.shape[1] <= _SORT_SMALL_MAX:
+        return _select.sort_small(d, columns, k)
     d, columns = lax.sort((d, columns), dimension=-1, num_keys=2)
     return d[:, :k], columns[:, :k]
-
-
-def _pad_rows(a, size):
-    return jnp.pad(a, [(0, size - a.shape[0])] + [(0, 0)] * (a.ndim - 1))
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "include_self"))

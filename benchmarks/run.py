@@ -1,0 +1,307 @@
+"""hubjax vs faiss-cpu vs scikit-learn: exact k-NN / hub values, timed in the same process.
+
+Usage (from the repository root)::
+
+    pip install -e ".[benchmarks]"
+    python -m benchmarks.run                 # full grid, writes benchmarks/results/<backend>.*
+    python -m benchmarks.run --quick         # small sizes, a smoke test (nothing written)
+    python -m benchmarks.run --only hub-10k-512 --repeats 7
+
+Each workload runs in a fresh subprocess, so its peak memory is its own. Inside it the
+libraries take turns (hubjax, faiss, scikit-learn, hubjax, ...) after one warm-up call each, so
+machine noise hits all of them alike; the table reports medians and the ratio hubjax / faiss of
+those medians. hubjax's compile time is the first call minus the median run. Peak memory is the
+largest resident-set growth above the pre-call baseline, sampled every 2 ms during the calls.
+"matmul-bound" is the time the workload's pairwise matrix products alone would take at the
+plain matmul throughput measured on the same device in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+# name, kind, n queries, m indexed (None: in-sample), d, k, repeats, peers
+WORKLOADS = [
+    ("hub-10k-512", "hub", 10_000, None, 512, 10, 5, ("faiss", "sklearn")),
+    ("hub-20k-128", "hub", 20_000, None, 128, 10, 5, ("faiss", "sklearn")),
+    ("knn-10kx20k-128", "knn", 10_000, 20_000, 128, 10, 5, ("faiss", "sklearn")),
+    ("hub-100k-128", "hub", 100_000, None, 128, 10, 1, ("faiss",)),
+    ("hub-10k-128-k5", "hub", 10_000, None, 128, 5, 5, ("faiss",)),
+    ("hub-10k-128-k50", "hub", 10_000, None, 128, 50, 5, ("faiss",)),
+    ("hub-10k-64", "hub", 10_000, None, 64, 10, 5, ("faiss",)),
+    ("hub-10k-256", "hub", 10_000, None, 256, 10, 5, ("faiss",)),
+    ("hub-10k-1024", "hub", 10_000, None, 1024, 10, 5, ("faiss",)),
+]
+QUICK = [
+    ("quick-hub", "hub", 2_000, None, 64, 10, 3, ("faiss", "sklearn")),
+    ("quick-knn", "knn", 1_000, 3_000, 32, 5, 3, ("faiss", "sklearn")),
+]
+
+
+class PeakRSS:
+    """Largest resident-set growth while the block runs (sampled in a thread)."""
+
+    def __init__(self):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.peak = 0
+
+    def __enter__(self):
+        self.base = self.proc.memory_info().rss
+        self.peak = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.proc.memory_info().rss - self.base)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss - self.base)
+
+
+def _hubjax_fn(kind, x, y, k):
+    import jax
+
+    import hubjax
+
+    if kind == "hub":
+        return lambda: jax.block_until_ready(hubjax.hub_values(x, k=k, check_finite=False))
+    return lambda: jax.block_until_ready(hubjax.knn(x, y, k=k, check_finite=False)[1])
+
+
+def _faiss_fn(kind, x, y, k):
+    import faiss
+
+    def run():
+        index = faiss.IndexFlatL2(x.shape[1])
+        index.add(y if kind == "knn" else x)
+        if kind == "knn":
+            return index.search(x, k)[1]
+        _, idx = index.search(x, k + 1)  # the point itself comes first (or a duplicate)
+        rows = np.arange(len(x))[:, None]
+        keep = np.where((idx == rows).any(1)[:, None], idx != rows, np.arange(k + 1) < k)
+        return np.bincount(idx[keep].reshape(len(x), k).ravel(), minlength=len(x))
+
+    return run
+
+
+def _sklearn_fn(kind, x, y, k):
+    from sklearn.neighbors import NearestNeighbors
+
+    def run():
+        nn = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(y if kind == "knn" else x)
+        if kind == "knn":
+            return nn.kneighbors(x, return_distance=False)
+        idx = nn.kneighbors(return_distance=False)
+        return np.bincount(idx.ravel(), minlength=len(x))
+
+    return run
+
+
+def matmul_throughput(d: int) -> float:
+    """GFLOP/s of a plain float32 4096 x 4096 x d matrix product on the default device."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (4096, d))
+    b = jax.random.normal(jax.random.key(1), (4096, d))
+    f = jax.jit(lambda a, b: jnp.matmul(a, b.T, precision="highest"))
+    jax.block_until_ready(f(a, b))
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        jax.block_until_ready(f(a, b))
+        times.append(time.perf_counter() - t)
+    return 2 * 4096 * 4096 * d / statistics.median(times) / 1e9
+
+
+def run_workload(spec) -> dict:
+    """Runs one workload in this process; returns its measurements."""
+    import jax
+    import jax.numpy as jnp
+
+    name, kind, n, m, d, k, repeats, peers = spec
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = rng.normal(size=(m, d)).astype(np.float32) if m else None
+    xj, yj = jnp.asarray(x), (jnp.asarray(y) if m else None)
+    fns = {"hubjax": _hubjax_fn(kind, xj, yj, k)}
+    makers = {"faiss": _faiss_fn, "sklearn": _sklearn_fn}
+    for peer in peers:
+        fns[peer] = makers[peer](kind, x, y, k)
+
+    out = {"workload": name, "kind": kind, "n": n, "m": m or n, "d": d, "k": k}
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        first = fns["hubjax"]()
+        first_call = time.perf_counter() - t
+    results = {"hubjax": np.asarray(first)}
+    peaks = {"hubjax": mem.peak}
+    for peer in peers:  # warm-up (thread pools, allocations)
+        with PeakRSS() as mem:
+            results[peer] = np.asarray(fns[peer]())
+        peaks[peer] = mem.peak
+    times = {lib: [] for lib in fns}
+    for _ in range(repeats):
+        for lib, fn in fns.items():
+            with PeakRSS() as mem:
+                t = time.perf_counter()
+                fn()
+                times[lib].append(time.perf_counter() - t)
+            peaks[lib] = max(peaks[lib], mem.peak)
+    med = {lib: statistics.median(ts) for lib, ts in times.items()}
+    out["median_s"] = med
+    out["compile_s"] = max(first_call - med["hubjax"], 0.0)
+    out["first_call_s"] = first_call
+    out["peak_mb"] = {lib: p / 2**20 for lib, p in peaks.items()}
+    if "faiss" in med:
+        out["ratio_faiss"] = med["hubjax"] / med["faiss"]
+        # agreement with faiss (float rounding can swap near-ties, so not always 1.0)
+        a, b = results["hubjax"], results["faiss"]
+        out["agreement_faiss"] = float(np.mean(a == b))
+    if "sklearn" in med:
+        out["ratio_sklearn"] = med["hubjax"] / med["sklearn"]
+    gflops = matmul_throughput(d)
+    pair_flops = 2.0 * n * (m or n) * d
+    out["matmul_gflops"] = gflops
+    out["matmul_bound_s"] = pair_flops / gflops / 1e9
+    out["backend"] = jax.default_backend()
+    return out
+
+
+def machine() -> dict:
+    import jax
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "jax": jax.__version__}
+    for mod in ("jaxlib", "numpy", "faiss", "sklearn"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except Exception:
+            versions[mod] = None
+    dev = jax.devices()[0]
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "device": getattr(dev, "device_kind", str(dev)),
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def to_markdown(info: dict, rows: list[dict]) -> str:
+    v = info["versions"]
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores; backend {info['backend']} "
+        f"({info['device']}); jax {v['jax']}, faiss {v['faiss']}, scikit-learn {v['sklearn']}, "
+        f"Python {v['python']}; {info['date']}.",
+        "",
+        "| workload | n x m, d, k | hubjax s | faiss s | sklearn s | hubjax/faiss | "
+        "hubjax/sklearn | compile s | peak MB hubjax / faiss | matmul-bound s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        med, peak = r["median_s"], r["peak_mb"]
+
+        def fmt(lib, med=med):
+            return f"{med[lib]:.3f}" if lib in med else "-"
+
+        lines.append(
+            f"| {r['workload']} | {r['n']} x {r['m']}, {r['d']}, {r['k']} | {fmt('hubjax')} | "
+            f"{fmt('faiss')} | {fmt('sklearn')} | "
+            f"{r.get('ratio_faiss', float('nan')):.2f}x | "
+            f"{r.get('ratio_sklearn', float('nan')):.2f}x | {r['compile_s']:.2f} | "
+            f"{peak['hubjax']:.0f} / {peak.get('faiss', float('nan')):.0f} | "
+            f"{r['matmul_bound_s']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def update_readme(markdown: str, backend: str) -> None:
+    start, end = f"<!-- bench:{backend}:start -->", f"<!-- bench:{backend}:end -->"
+    text = README.read_text()
+    if start not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    README.write_text(f"{head}{start}\n{markdown}\n{end}{tail}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke-test grid")
+    parser.add_argument("--only", nargs="*", help="workload names to run")
+    parser.add_argument("--repeats", type=int, help="override repeats per workload")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+
+    grid = QUICK if args.quick else WORKLOADS
+    if args.worker:
+        spec = next(s for s in QUICK + WORKLOADS if s[0] == args.worker)
+        if args.repeats:
+            spec = (*spec[:6], args.repeats, spec[7])
+        print(json.dumps(run_workload(spec)))
+        return 0
+    if args.only:
+        grid = [s for s in QUICK + WORKLOADS if s[0] in args.only]
+    rows = []
+    for spec in grid:
+        cmd = [sys.executable, "-m", "benchmarks.run", "--worker", spec[0]]
+        if args.repeats:
+            cmd += ["--repeats", str(args.repeats)]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=README.parent)
+        if res.returncode:
+            print(f"{spec[0]} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
+            continue
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(
+            f"{row['workload']:>18}: hubjax {row['median_s']['hubjax']:.3f} s, "
+            f"x{row.get('ratio_faiss', float('nan')):.2f} faiss, "
+            f"compile {row['compile_s']:.2f} s, peak {row['peak_mb']['hubjax']:.0f} MB",
+            flush=True,
+        )
+    info = machine()
+    markdown = to_markdown(info, rows)
+    print(markdown)
+    if not (args.quick or args.no_write or args.only):
+        RESULTS.mkdir(exist_ok=True)
+        stem = RESULTS / info["backend"]
+        stem.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
+        stem.with_suffix(".md").write_text(markdown + "\n")
+        update_readme(markdown, info["backend"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
