@@ -58,6 +58,31 @@ def smallest_k(d: jax.Array, k: int, group: int | None = None) -> tuple[jax.Arra
     return values, jnp.take_along_axis(columns, pos, axis=-1).astype(jnp.int32)
 
 
+def smallest_k_columns(
+    d: jax.Array, k: int, group: int | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """``smallest_k(d.T, k, group)`` without materialising the transpose of ``d [r, c]``.
+
+    Group minima are taken over groups of rows (a reduction along the contiguous axis); only the
+    ``[r / group, c]`` minima are transposed, and the chosen groups are gathered column-wise.
+    """
+    rows, cols = d.shape
+    if group is None:
+        group = pick_group(rows, k)
+    if group <= 1 or rows % group or rows // group < k:
+        return smallest_k_simple(d.T, k)
+    num_groups = rows // group
+    grouped = d.reshape(num_groups, group, cols)
+    _, chosen = lax.top_k(-grouped.min(axis=1).T, k)  # [cols, k]
+    chosen = jnp.sort(chosen, axis=-1)
+    row_ids = (chosen[:, :, None] * group + jnp.arange(group, dtype=chosen.dtype)).reshape(
+        cols, k * group
+    )
+    candidates = d[row_ids, jnp.arange(cols)[:, None]]  # [cols, k * group]
+    values, pos = smallest_k_simple(candidates, k)
+    return values, jnp.take_along_axis(row_ids, pos, axis=-1).astype(jnp.int32)
+
+
 def sort_small(values: jax.Array, index: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """The k smallest of short candidate lists ``[b, c]`` by (value, index), in that order.
 
@@ -70,16 +95,35 @@ def sort_small(values: jax.Array, index: jax.Array, k: int) -> tuple[jax.Array, 
     ia, ib = index[:, :, None], index[:, None, :]
     before = (vb < va) | ((vb == va) & (ib < ia))
     rank = jnp.sum(before, axis=-1, dtype=jnp.int32)  # [b, c]
-    onehot = rank[:, :, None] == jnp.arange(k, dtype=jnp.int32)  # [b, c, k]
-    out_v = jnp.sum(jnp.where(onehot, values[:, :, None], jnp.zeros((), values.dtype)), axis=1)
-    out_i = jnp.sum(jnp.where(onehot, index[:, :, None], jnp.zeros((), index.dtype)), axis=1)
-    return out_v, out_i
+    return _scatter_ranks(rank, values, index, k)
 
 
 def merge_smallest_k(
     values_a: jax.Array, index_a: jax.Array, values_b: jax.Array, index_b: jax.Array, k: int
 ) -> tuple[jax.Array, jax.Array]:
-    """The k smallest of two candidate lists ``[b, ka]`` and ``[b, kb]`` by (value, index)."""
-    values = jnp.concatenate([values_a, values_b], axis=-1)
-    index = jnp.concatenate([index_a, index_b], axis=-1)
-    return sort_small(values, index, k)
+    """The k smallest of two lists ``[b, ka]``, ``[b, kb]``, each sorted by (value, index).
+
+    An entry's merged rank is its position in its own list plus the number of entries of the
+    other list before it, so only ``ka * kb`` cross comparisons are needed. Indices must be
+    distinct across the two lists.
+    """
+    va, vb = values_a[:, :, None], values_b[:, None, :]
+    ia, ib = index_a[:, :, None], index_b[:, None, :]
+    b_first = (vb < va) | ((vb == va) & (ib < ia))  # [b, ka, kb]
+    ka, kb = values_a.shape[1], values_b.shape[1]
+    rank_a = jnp.arange(ka, dtype=jnp.int32) + jnp.sum(b_first, axis=2, dtype=jnp.int32)
+    rank_b = jnp.arange(kb, dtype=jnp.int32) + jnp.sum(~b_first, axis=1, dtype=jnp.int32)
+    return _scatter_ranks(
+        jnp.concatenate([rank_a, rank_b], axis=1),
+        jnp.concatenate([values_a, values_b], axis=1),
+        jnp.concatenate([index_a, index_b], axis=1),
+        k,
+    )
+
+
+def _scatter_ranks(rank, values, index, k):
+    """Places entry a at output position ``rank[a]`` (ranks form a permutation); keeps k."""
+    rows = jnp.arange(rank.shape[0], dtype=jnp.int32)[:, None]
+    out_v = jnp.zeros((rank.shape[0], k), values.dtype).at[rows, rank].set(values, mode="drop")
+    out_i = jnp.zeros((rank.shape[0], k), index.dtype).at[rows, rank].set(index, mode="drop")
+    return out_v, out_i

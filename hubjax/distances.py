@@ -69,16 +69,17 @@ def pad(p: Prepared, size: int) -> Prepared:
 def ranking_operands(p: Prepared, metric: str, side: str) -> jax.Array:
     """Operands whose plain matrix product ranks pairs like the metric: ``[n, d + 2]``.
 
-    ``query @ reference.T`` equals ``|x|^2 + |y|^2 - 2 x.y (+ penalty_y)`` for the Euclidean
-    metrics and ``-x.y (+ penalty_y)`` for ``dot``/``cosine`` (``1 - s`` ranks like ``-s``), so a
-    ranking tile needs no elementwise pass at all. Values are only used to pick candidates;
-    reported distances come from :func:`pairs`.
+    ``query @ reference.T`` equals ``|x|^2 + |y|^2 - 2 x.y`` for the Euclidean metrics and
+    ``-x.y`` for ``dot``/``cosine`` (``1 - s`` ranks like ``-s``), plus both points' penalties,
+    so a ranking tile needs no elementwise pass at all and is symmetric in the two points.
+    Values are only used to pick candidates; reported distances come from :func:`pairs`.
     """
     ones = jnp.ones_like(p.sqnorms)[:, None]
+    offset = (p.sqnorms + p.penalty)[:, None]
     if side == "query":
         scale = 2.0 if metric in ("sqeuclidean", "euclidean") else 1.0
-        return jnp.concatenate([-scale * p.features, p.sqnorms[:, None], ones], axis=1)
-    return jnp.concatenate([p.features, ones, (p.sqnorms + p.penalty)[:, None]], axis=1)
+        return jnp.concatenate([-scale * p.features, offset, ones], axis=1)
+    return jnp.concatenate([p.features, ones, offset], axis=1)
 
 
 def ranking_tile(query: jax.Array, reference: jax.Array) -> jax.Array:

@@ -1,8 +1,8 @@
-"""Exact k-nearest neighbours, computed strip by strip with a bounded working set.
+"""Exact k-nearest neighbours: the public :func:`knn` and its clear dense reference.
 
-The query points are processed ``block_size`` rows at a time. Each strip of distances
-``[block_size, m]`` is reduced to its k smallest entries (ties to the smaller index) and thrown
-away, so memory is ``O(block_size * m + n * k)``: the ``[n, m]`` matrix is never built.
+The engines live in :mod:`hubjax._engines`; this module validates, picks one and handles the
+in-sample self conventions. The ``[n, m]`` distance matrix is never built (except by
+:func:`knn_dense`, the test reference).
 """
 
 from __future__ import annotations
@@ -14,30 +14,33 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _select, distances
+from hubjax import _checks, _engines, distances
 
-# Bytes of distances one strip may hold. CPU strips stay near the last-level cache size class;
-# accelerators have the memory and the parallelism for much wider strips.
+# Bytes of ranking values one strip may hold. CPU strips stay small; accelerators have the
+# memory and the parallelism for much wider ones.
 _STRIP_BYTES = {"cpu": 64 << 20}
 _STRIP_BYTES_ACCELERATOR = 512 << 20
-_COLUMN_ALIGN = 32  # columns are padded to this so the group selection always applies
-# Candidates kept beyond k by the matrix-product ranking. Their distances are then recomputed
-# per pair and re-sorted, so that rounding differences between tile shapes (which change the
-# matrix product's summation) cannot change the reported distances or the order of near-ties.
-_SLACK = 8
-_SORT_SMALL_MAX = 96  # candidate lists up to this length are ranked by counting, not sorted
+# In-sample search uses the symmetric engine from this many features on: below it the extra
+# selection work outweighs the halved matrix products (measured on a 2-core CPU; benchmarks/).
+_SYMMETRIC_MIN_FEATURES = 512
+_SYMMETRIC_MAX_BLOCK = 2048
 
 
-def _round_up(a: int, b: int) -> int:
-    return -(-a // b) * b
+def _budget() -> int:
+    return _STRIP_BYTES.get(jax.default_backend(), _STRIP_BYTES_ACCELERATOR)
 
 
 def default_block_size(num_queries: int, num_candidates: int, itemsize: int = 4) -> int:
-    """Rows per strip chosen for the default backend: a strip holds at most a fixed budget."""
-    budget = _STRIP_BYTES.get(jax.default_backend(), _STRIP_BYTES_ACCELERATOR)
-    width = _round_up(num_candidates, _COLUMN_ALIGN)
-    rows = max(8, min(4096, budget // (itemsize * width)) // 8 * 8)
-    return min(rows, _round_up(num_queries, 8))
+    """Rows per strip for the default backend: a strip holds at most a fixed budget."""
+    width = _engines.round_up(num_candidates, _engines._COLUMN_ALIGN)
+    rows = max(8, min(4096, _budget() // (itemsize * width)) // 8 * 8)
+    return min(rows, _engines.round_up(num_queries, 8))
+
+
+def default_symmetric_block(n: int, itemsize: int = 4) -> int:
+    """Block for the symmetric engine: its ``block x n/2`` strip within 4x the strip budget."""
+    block = 4 * _budget() // (itemsize * max(n // 2, 1))
+    return max(256, min(_SYMMETRIC_MAX_BLOCK, block))
 
 
 def knn(
@@ -72,8 +75,8 @@ def knn(
       metric: ``"sqeuclidean"``, ``"euclidean"``, ``"cosine"`` or ``"dot"`` (static). For
         ``euclidean`` the ranking uses squared distances.
       include_self: in-sample convention, see above (static).
-      block_size: query rows per strip (static); ``None`` picks a size whose strip of distances
-        holds about 64 MiB on CPU and 512 MiB on accelerators. Results do not depend on it.
+      block_size: rows per block (static); ``None`` picks one per backend (a strip of ranking
+        values of about 64 MiB on CPU, 512 MiB on accelerators). Results do not depend on it.
       check_finite: when the inputs are concrete, raise if they hold NaN or inf. Under ``jit``
         this check is skipped; a NaN distance then counts as +inf, so a point with non-finite
         values is nobody's neighbour (before the padding) and its own row is unspecified.
@@ -103,10 +106,8 @@ def knn(
              [3, 2]], dtype=int32)
     """
     x, y, k = _validate(x, y, k, metric, include_self, check_finite)
-    num_candidates = x.shape[0] if y is None else y.shape[0]
-    if block_size is None:
-        block_size = default_block_size(x.shape[0], num_candidates)
-    block_size = _checks.check_static_int(block_size, "block_size")
+    if block_size is not None:
+        block_size = _checks.check_static_int(block_size, "block_size")
     return _knn(x, y, k=k, metric=metric, include_self=bool(include_self), block_size=block_size)
 
 
@@ -133,74 +134,38 @@ def _validate(x, y, k, metric, include_self, check_finite):
     return x, y, k
 
 
-@functools.partial(jax.jit, static_argnames=("k", "metric", "include_self", "block_size", "group"))
-def _knn(x, y, *, k, metric, include_self, block_size, group=None):
+@functools.partial(
+    jax.jit, static_argnames=("k", "metric", "include_self", "block_size", "engine", "group")
+)
+def _knn(x, y, *, k, metric, include_self, block_size, engine="auto", group=None):
+    """Jitted core of :func:`knn`; ``engine`` is "auto", "strip" or "symmetric" (for tests)."""
     dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
     xp = distances.prepare(x, metric, dtype)
     in_sample = y is None
     yp = xp if in_sample else distances.prepare(y, metric, dtype)
     with_self = in_sample and include_self
     others = k - 1 if with_self else k
-    n = x.shape[0]
-    if others:
-        dist, idx = _strip_search(
-            xp, yp, others, metric, exclude_diagonal=in_sample, block_size=block_size, group=group
+    n, dim = x.shape
+    plan = None
+    if in_sample and others and engine != "strip":
+        if engine == "symmetric" or dim >= _SYMMETRIC_MIN_FEATURES:
+            block = block_size or default_symmetric_block(n)
+            plan = _engines.symmetric_plan(n, others, block)
+    if not others:
+        dist, idx = jnp.zeros((n, 0), dtype), jnp.zeros((n, 0), jnp.int32)
+    elif plan is not None:
+        dist, idx = _engines.symmetric_search(
+            xp, others, metric, num_blocks=plan[0], block=plan[1], group=group
         )
     else:
-        dist = jnp.zeros((n, 0), dtype)
-        idx = jnp.zeros((n, 0), jnp.int32)
+        rows = block_size or default_block_size(n, yp.features.shape[0])
+        dist, idx = _engines.strip_search(
+            xp, yp, others, metric, exclude_diagonal=in_sample, block_size=rows, group=group
+        )
     if with_self:
         dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
         idx = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], idx], axis=1)
     return distances.finish(dist, metric), idx
-
-
-def _strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, group):
-    """Exact top-k of ``xp`` rows against all ``yp`` rows, one row strip at a time.
-
-    Each strip ``[rows, m]`` is a plain matrix product of the ranking operands (no elementwise
-    pass over it), reduced by the two-stage selection to ``k + _SLACK`` candidates (one more when
-    the diagonal is excluded: the point itself is dropped in :func:`refine`).
-    """
-    n = xp.features.shape[0]
-    m = yp.features.shape[0]
-    width = _round_up(m, _COLUMN_ALIGN)
-    ypad = distances.pad(yp, width)
-    reference = distances.ranking_operands(ypad, metric, "reference")
-    rows = min(block_size, n)
-    num_blocks = -(-n // rows)
-    xpad = distances.pad(xp, num_blocks * rows)
-    query = distances.ranking_operands(xpad, metric, "query")
-    blocks = jax.tree.map(lambda a: a.reshape(num_blocks, rows, *a.shape[1:]), (xpad, query))
-    starts = jnp.arange(num_blocks, dtype=jnp.int32) * rows
-    keep = min(k + _SLACK + int(exclude_diagonal), width)
-
-    def one_strip(args):
-        start, (block, block_query) = args
-        ranking = distances.ranking_tile(block_query, reference)
-        values, cols = _select.smallest_k(ranking, keep, group)
-        row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
-        return refine(block, ypad, values, cols, k, metric, row_ids=row_ids)
-
-    dist, idx = lax.map(one_strip, (starts, blocks))
-    return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n]
-
-
-def refine(rows, yp, values, columns, k, metric, *, row_ids=None):
-    """Recomputes candidate distances per pair; keeps the k smallest by (distance, index).
-
-    ``values``/``columns`` ``[b, c]`` are the ranking's candidates; +inf ranking values (padding,
-    non-finite points) stay excluded, and so does column ``row_ids`` (the point itself) if given.
-    """
-    d = distances.pairs(rows, yp, columns, metric)
-    excluded = values == jnp.inf
-    if row_ids is not None:
-        excluded = excluded | (columns == row_ids)
-    d = jnp.where(excluded, jnp.full((), jnp.inf, d.dtype), d)
-    if columns.shape[1] <= _SORT_SMALL_MAX:
-        return _select.sort_small(d, columns, k)
-    d, columns = lax.sort((d, columns), dimension=-1, num_keys=2)
-    return d[:, :k], columns[:, :k]
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "include_self"))
@@ -220,8 +185,8 @@ def knn_dense(x, y=None, *, k, metric="sqeuclidean", include_self=False):
         d = d.at[jnp.arange(n), jnp.arange(n)].set(jnp.inf)
     others = k - 1 if with_self else k
     d, idx = lax.sort((d, idx), dimension=-1, num_keys=2)
-    keep = min(others + _SLACK, m)
-    d, idx = refine(xp, yp, d[:, :keep], idx[:, :keep], others, metric)
+    keep = min(others + _engines._SLACK, m)
+    d, idx = _engines.refine(xp, yp, d[:, :keep], idx[:, :keep], others, metric)
     if with_self:
         d = jnp.concatenate([distances.self_distance(xp, metric)[:, None], d], axis=1)
         idx = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], idx], axis=1)

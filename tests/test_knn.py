@@ -6,7 +6,7 @@ import reference
 from helpers import assert_knn_close, assert_knn_exact, random_points, tie_points
 
 import hubjax
-from hubjax import _select, neighbors
+from hubjax import _engines, _select, neighbors
 
 METRICS = ["sqeuclidean", "euclidean", "cosine", "dot"]
 EXACT_ON_GRID = ["sqeuclidean", "euclidean", "dot"]  # integer data: exact float32 arithmetic
@@ -77,23 +77,74 @@ def test_include_self_is_first_whatever_the_distances():
     np.testing.assert_array_equal(dist, [[-1.0, -2.0], [-4.0, -2.0]])
 
 
-@pytest.mark.parametrize("k", [1, 5, 31, 32, 33, 64, 99])
+def _engine(x, k, engine, block_size, group=None, include_self=False, metric="sqeuclidean"):
+    return neighbors._knn(
+        jnp.asarray(x),
+        None,
+        k=k,
+        metric=metric,
+        include_self=include_self,
+        block_size=block_size,
+        engine=engine,
+        group=group,
+    )
+
+
+@pytest.mark.parametrize("k", [1, 5, 32, 33, 99])
 def test_strip_engine_equals_dense_path_across_blocks_and_k(k):
     x = tie_points(100, 4, seed=10, levels=4)
     dense = neighbors.knn_dense(jnp.asarray(x), k=k)
     for block_size in (7, 32, 100):
-        for group in (None, 1, 8, 32):
-            got = neighbors._knn(
-                jnp.asarray(x),
-                None,
-                k=k,
-                metric="sqeuclidean",
-                include_self=False,
-                block_size=block_size,
-                group=group,
-            )
+        for group in (None, 1, 8):
+            got = _engine(x, k, "strip", block_size, group)
             np.testing.assert_array_equal(got[1], dense[1])
             np.testing.assert_array_equal(got[0], dense[0])
+
+
+@pytest.mark.parametrize("k", [1, 4, 10, 15])
+@pytest.mark.parametrize("metric", ["sqeuclidean", "dot"])
+def test_symmetric_engine_equals_dense_path_on_ties(k, metric):
+    x = tie_points(457, 3, seed=12, levels=4)  # 457: no block size divides it
+    dense = neighbors.knn_dense(jnp.asarray(x), k=k, metric=metric)
+    for block_size, group in ((128, None), (160, 8), (96, None)):
+        assert _engines.symmetric_plan(457, k, block_size) is not None
+        got = _engine(x, k, "symmetric", block_size, group, metric=metric)
+        np.testing.assert_array_equal(got[1], dense[1])
+        np.testing.assert_array_equal(got[0], dense[0])
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "euclidean", "cosine", "dot"])
+@pytest.mark.parametrize("include_self", [False, True])
+def test_symmetric_engine_equals_strip_engine_random(metric, include_self):
+    x = random_points(700, 24, seed=13)
+    strip = _engine(x, 10, "strip", 128, include_self=include_self, metric=metric)
+    for block_size in (128, 224):
+        sym = _engine(x, 10, "symmetric", block_size, include_self=include_self, metric=metric)
+        np.testing.assert_array_equal(sym[1], strip[1])
+        np.testing.assert_array_equal(sym[0], strip[0])
+    ref = reference.knn(x, k=10, metric=metric, include_self=include_self)
+    assert_knn_close(sym, x, None, ref, metric)
+
+
+def test_symmetric_engine_is_the_default_for_wide_data_and_vmaps():
+    xb = np.stack([random_points(300, 512, seed=s) for s in range(2)])
+    assert _engines.symmetric_plan(300, 5, 100) is not None
+    dist, idx = jax.vmap(lambda x: hubjax.knn(x, k=5, block_size=100))(xb)
+    for b in range(2):
+        assert_knn_close((dist[b], idx[b]), xb[b], None, reference.knn(xb[b], k=5), "sqeuclidean")
+        np.testing.assert_array_equal(idx[b], _engine(xb[b], 5, "strip", 64)[1])
+
+
+def test_symmetric_engine_with_non_finite_rows_under_jit():
+    x = random_points(400, 8, seed=14)
+    x[[3, 250], 0] = np.nan
+    got = _engine(x, 6, "symmetric", 96)
+    idx = np.asarray(got[1])
+    assert not np.isin(idx[np.r_[0:3, 4:250, 251:400]], [3, 250]).any()
+    np.testing.assert_array_equal(
+        np.delete(idx, [3, 250], axis=0),
+        np.delete(np.asarray(_engine(x, 6, "strip", 64)[1]), [3, 250], axis=0),
+    )
 
 
 def test_random_data_identical_across_block_sizes():
@@ -115,6 +166,9 @@ def test_two_stage_selection_equals_top_k(k, group):
     fast = _select.smallest_k(d, k, group)
     np.testing.assert_array_equal(fast[1], simple[1])
     np.testing.assert_array_equal(fast[0], simple[0])
+    by_columns = _select.smallest_k_columns(d.T, k, group)
+    np.testing.assert_array_equal(by_columns[1], simple[1])
+    np.testing.assert_array_equal(by_columns[0], simple[0])
     order = np.lexsort((np.broadcast_to(np.arange(d.shape[1]), d.shape), np.asarray(d)), axis=-1)
     np.testing.assert_array_equal(simple[1], order[:, :k])
 
@@ -122,11 +176,15 @@ def test_two_stage_selection_equals_top_k(k, group):
 def test_merge_smallest_k_orders_by_value_then_index():
     va = jnp.array([[1.0, 2.0, 2.0]])
     ia = jnp.array([[5, 7, 9]], jnp.int32)
-    vb = jnp.array([[2.0, 3.0, 0.5]])
-    ib = jnp.array([[6, 1, 8]], jnp.int32)
+    vb = jnp.array([[0.5, 2.0, 3.0]])
+    ib = jnp.array([[8, 6, 1]], jnp.int32)
     v, i = _select.merge_smallest_k(va, ia, vb, ib, 4)
     np.testing.assert_array_equal(i, [[8, 5, 6, 7]])
     np.testing.assert_array_equal(v, [[0.5, 1.0, 2.0, 2.0]])
+    # sort_small: same order from unsorted input
+    v2, i2 = _select.sort_small(jnp.array([[3.0, 2.0, 0.5, 2.0]]), jnp.array([[1, 7, 8, 6]]), 3)
+    np.testing.assert_array_equal(i2, [[8, 6, 7]])
+    np.testing.assert_array_equal(v2, [[0.5, 2.0, 2.0]])
 
 
 @pytest.mark.parametrize("include_self", [False, True])
