@@ -1,5 +1,6 @@
 """hubjax: exact k-nearest neighbours, k-occurrence and hubness measures in JAX."""
 
+from hubjax import reduction
 from hubjax.distances import pairwise_distances
 from hubjax.measures import (
     HubnessReport,
@@ -33,5 +34,6 @@ __all__ = [
     "k_skewness_truncnorm",
     "knn",
     "pairwise_distances",
+    "reduction",
     "robinhood",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m hubjax [demo] [--n N] [--k K] [--plot FILE]``."""
+"""Command line: ``hubjax demo ...`` (the default) and ``hubjax analyze PATH ...``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--n", type=int, default=2000, help="points per set (default 2000)")
     demo.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
     demo.add_argument("--plot", metavar="FILE", help="also draw the histograms to FILE (.png)")
+    from hubjax import cli
+
+    cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "analyze":
+        return cli.run(args)
     if args.command == "demo":
         from hubjax import demo as demo_module
 

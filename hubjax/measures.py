@@ -17,6 +17,7 @@ from jax.scipy.special import erfc
 from jaxtyping import Array, Float, Int
 
 from hubjax import _checks, neighbors, occurrence
+from hubjax import reduction as _reduction
 
 
 def _float(counts) -> jax.Array:
@@ -238,6 +239,9 @@ def hubness(
     include_self: bool = False,
     block_size: int | None = None,
     check_finite: bool = True,
+    reduction: str | None = None,
+    candidates: int = 50,
+    reduction_params: dict | None = None,
 ) -> HubnessReport:
     """Hubness report of a point set: k-NN lists, k-occurrence, histogram and every measure.
 
@@ -251,6 +255,11 @@ def hubness(
       k: neighbours per list (static).
       metric, include_self, block_size, check_finite: as in :func:`hubjax.knn`.
       hub_size: a hub occurs at least ``hub_size * k`` times (static).
+      reduction: ``None``, or a method of :func:`hubjax.reduction.knn`; the report is then
+        computed on the re-ranked lists (which never contain the point itself; ``include_self``
+        must be False).
+      candidates: primary neighbours per point for the reduction (static).
+      reduction_params: extra keyword arguments of the reduction, e.g. ``{"local_k": 7}``.
 
     Returns:
       :class:`HubnessReport` with scalar measures, ``k_occurrence [m]`` and
@@ -265,16 +274,32 @@ def hubness(
       >>> bool(report.k_skewness > 0.5)
       True
     """
-    x, y, k = neighbors._validate(x, y, k, metric, include_self, check_finite)
-    _, idx = neighbors.knn(
-        x,
-        y,
-        k=k,
-        metric=metric,
-        include_self=include_self,
-        block_size=block_size,
-        check_finite=False,
-    )
+    if reduction is not None:
+        if include_self:
+            raise ValueError("include_self=True cannot be combined with a hubness reduction.")
+        _, idx = _reduction.knn(
+            x,
+            y,
+            k=k,
+            method=reduction,
+            candidates=candidates,
+            metric=metric,
+            block_size=block_size,
+            check_finite=check_finite,
+            **(reduction_params or {}),
+        )
+        x, y = _checks.as_points(x, "x"), (None if y is None else _checks.as_points(y, "y"))
+    else:
+        x, y, k = neighbors._validate(x, y, k, metric, include_self, check_finite)
+        _, idx = neighbors.knn(
+            x,
+            y,
+            k=k,
+            metric=metric,
+            include_self=include_self,
+            block_size=block_size,
+            check_finite=False,
+        )
     num_points = x.shape[0] if y is None else y.shape[0]
     return _report(idx, num_points=num_points, k=k, hub_size=float(hub_size), metric=metric)
 

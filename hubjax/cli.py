@@ -1,0 +1,253 @@
+"""``hubjax analyze PATH``: the hubness report of a data file, for people and for scripts.
+
+Reads ``.npy``, ``.npz`` (the array named by ``--key``, or the only/first array) or ``.csv``
+(comma-separated numbers; one header line is skipped if it is not numeric). Bad input -- a
+missing file, an unreadable format, non-numeric or non-finite data, k too large -- is reported
+as one line on stderr with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hubjax import _checks, reduction
+
+
+class UsageError(Exception):
+    """An input problem reported as one line on stderr."""
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "analyze",
+        help="hubness report of a .npy/.npz/.csv file",
+        description="Hubness report of the points (rows) in a .npy, .npz or .csv file.",
+    )
+    p.add_argument("path", help="data file: rows are points, columns are features")
+    p.add_argument("--k", type=int, default=10, help="neighbours per point (default 10)")
+    p.add_argument("--metric", default="sqeuclidean", choices=_checks.METRICS)
+    p.add_argument("--reduction", choices=reduction.METHODS, help="hubness reduction method")
+    p.add_argument("--candidates", type=int, default=50, help="primary neighbours for --reduction")
+    p.add_argument("--hub-size", type=float, default=2.0, help="hubs: O >= hub_size * k")
+    p.add_argument("--key", help="array name inside a .npz file")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    p.add_argument("--plot", metavar="FILE", help="k-occurrence histogram and top hubs (.png)")
+    p.add_argument("--top", type=int, default=10, help="number of top hubs to list")
+    return p
+
+
+def load(path: str, key: str | None = None) -> np.ndarray:
+    """Loads a rank-2 float array from ``.npy``, ``.npz`` or ``.csv``; raises UsageError."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"no such file: {path}")
+    if p.is_dir():
+        raise UsageError(f"{path} is a directory, not a data file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            data = np.load(p, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(p, allow_pickle=False) as archive:
+                names = list(archive.keys())
+                if not names:
+                    raise UsageError(f"{path} holds no arrays")
+                if key is not None and key not in names:
+                    raise UsageError(f"{path} has no array {key!r}; it has {names}")
+                data = archive[key or names[0]]
+        elif suffix == ".csv":
+            data = _load_csv(p)
+        else:
+            raise UsageError(
+                f"unsupported file type {suffix or '(none)'!r}; use .npy, .npz or .csv"
+            )
+    except UsageError:
+        raise
+    except (ValueError, OSError, EOFError) as err:
+        raise UsageError(f"cannot read {path}: {err}".splitlines()[0]) from None
+    if data.dtype.kind not in "biuf":
+        raise UsageError(f"{path} is not numeric (dtype {data.dtype})")
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2:
+        raise UsageError(f"{path} must hold a 2-D array (points x features), got {data.shape}")
+    if data.size == 0:
+        raise UsageError(f"{path} holds no data (shape {data.shape})")
+    bad = ~np.isfinite(data.astype(np.float64)).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise UsageError(
+            f"{path} has non-finite values (NaN or inf) in {rows.size} row(s), first row {rows[0]}"
+        )
+    return data.astype(np.float32)
+
+
+def _load_csv(p: Path) -> np.ndarray:
+    lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise UsageError(f"{p} is empty")
+
+    def parse(line, number):
+        try:
+            return [float(v) for v in line.split(",")]
+        except ValueError:
+            raise UsageError(f"{p}, line {number}: non-numeric value in {line[:60]!r}") from None
+
+    try:
+        parse(lines[0], 1)
+        start = 0
+    except UsageError:
+        start = 1  # a header line
+    rows = [parse(line, i + 1) for i, line in enumerate(lines) if i >= start]
+    if not rows:
+        raise UsageError(f"{p} has a header but no data")
+    widths = {len(r) for r in rows}
+    if len(widths) != 1:
+        raise UsageError(f"{p}: rows have different numbers of columns {sorted(widths)}")
+    return np.asarray(rows)
+
+
+class Progress:
+    """Prints the running stage and elapsed time to stderr every few seconds on long runs."""
+
+    def __init__(self, stage: str, every: float = 5.0, enabled: bool = True):
+        self.stage, self.every, self.enabled = stage, every, enabled
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        self.done = threading.Event()
+        if self.enabled:
+            self.thread = threading.Thread(target=self._tick, daemon=True)
+            self.thread.start()
+        return self
+
+    def _tick(self):
+        while not self.done.wait(self.every):
+            elapsed = time.perf_counter() - self.start
+            print(f"hubjax: {self.stage} ... {elapsed:.0f} s", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        self.done.set()
+
+
+def analyze(args) -> dict:
+    """Computes the report of ``args.path``; returns it as a JSON-ready dict."""
+    import jax
+
+    from hubjax import measures
+
+    x = load(args.path, args.key)
+    n, d = x.shape
+    if args.reduction is None:
+        available = n - 1
+        if args.k > available:
+            raise UsageError(f"--k {args.k} is too large: {n} points leave {available} neighbours")
+    else:
+        if args.k > min(args.candidates, n - 1):
+            raise UsageError(
+                f"--k {args.k} is too large: at most min(--candidates, n - 1) = "
+                f"{min(args.candidates, n - 1)} with --reduction"
+            )
+    if args.k < 1:
+        raise UsageError("--k must be at least 1")
+    with Progress(f"k-NN and hubness of {n} points x {d} features"):
+        try:
+            report = measures.hubness(
+                x,
+                k=args.k,
+                metric=args.metric,
+                hub_size=args.hub_size,
+                reduction=args.reduction,
+                candidates=args.candidates,
+                check_finite=False,
+            )
+            report = jax.block_until_ready(report)
+        except (ValueError, TypeError) as err:
+            raise UsageError(str(err).splitlines()[0]) from None
+    counts = np.asarray(report.k_occurrence)
+    top = np.lexsort((np.arange(n), -counts))[: max(args.top, 0)]
+    hist = np.asarray(report.histogram)
+    return {
+        "path": str(args.path),
+        "n_points": n,
+        "n_features": d,
+        "k": args.k,
+        "metric": args.metric,
+        "reduction": args.reduction,
+        "candidates": args.candidates if args.reduction else None,
+        "hub_size": args.hub_size,
+        "measures": report.measures(),
+        "max_k_occurrence": int(counts.max()),
+        "n_hubs": int(np.sum(counts >= args.hub_size * args.k)),
+        "n_antihubs": int(np.sum(counts == 0)),
+        "top_hubs": [{"index": int(i), "k_occurrence": int(counts[i])} for i in top],
+        "histogram": hist[: int(counts.max()) + 1].tolist(),
+        "k_occurrence": counts.tolist(),
+    }
+
+
+def format_report(r: dict) -> str:
+    red = f", reduction {r['reduction']} ({r['candidates']} candidates)" if r["reduction"] else ""
+    lines = [
+        f"{r['path']}: {r['n_points']} points x {r['n_features']} features",
+        f"k = {r['k']}, metric {r['metric']}{red}",
+        "",
+    ]
+    lines += [f"  {name:<22} {value: .4f}" for name, value in r["measures"].items()]
+    lines += [
+        "",
+        f"  hubs (O >= {r['hub_size'] * r['k']:g}): {r['n_hubs']}    "
+        f"anti-hubs (O = 0): {r['n_antihubs']}    max O: {r['max_k_occurrence']}",
+    ]
+    if r["top_hubs"]:
+        shown = ", ".join(f"#{h['index']} ({h['k_occurrence']})" for h in r["top_hubs"])
+        lines.append(f"  top hubs: {shown}")
+    return "\n".join(lines)
+
+
+def plot(r: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = np.asarray(r["histogram"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    nonzero = np.flatnonzero(hist)
+    ax1.bar(nonzero, hist[nonzero], width=1.0)
+    ax1.set(yscale="log", xlabel=f"k-occurrence (k = {r['k']})", ylabel="points (log)")
+    ax1.set_title("k-occurrence histogram")
+    top = r["top_hubs"]
+    ax2.bar([str(h["index"]) for h in top], [h["k_occurrence"] for h in top])
+    ax2.set(xlabel="point index", ylabel="k-occurrence", title=f"top {len(top)} hubs")
+    fig.suptitle(f"{Path(r['path']).name}: skewness {r['measures']['k_skewness']:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    try:
+        result = analyze(args)
+        if args.plot:
+            try:
+                plot(result, args.plot)
+            except (OSError, ValueError) as err:
+                raise UsageError(f"cannot write plot {args.plot}: {err}".splitlines()[0]) from None
+    except UsageError as err:
+        print(f"hubjax analyze: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_report(result))
+        if args.plot:
+            print(f"plot written to {args.plot}")
+    return 0

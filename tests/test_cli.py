@@ -1,0 +1,145 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import random_points
+
+import hubjax
+from hubjax import __main__ as entry
+
+
+def run(capsys, *args):
+    code = entry.main(["analyze", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def data(tmp_path):
+    x = random_points(150, 20, seed=1)
+    path = tmp_path / "points.npy"
+    np.save(path, x)
+    return x, path
+
+
+def test_json_report_equals_api(data, capsys):
+    x, path = data
+    code, out, err = run(capsys, path, "--k", 7, "--metric", "cosine", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    report = hubjax.hubness(x, k=7, metric="cosine")
+    for name, value in report.measures().items():
+        assert result["measures"][name] == pytest.approx(value, rel=1e-6, abs=1e-9)
+    assert result["k_occurrence"] == np.asarray(report.k_occurrence).tolist()
+    assert result["n_points"] == 150 and result["n_features"] == 20
+    top = result["top_hubs"][0]
+    assert top["k_occurrence"] == int(report.k_occurrence.max())
+
+
+def test_json_report_with_reduction_equals_api(data, capsys):
+    x, path = data
+    code, out, _ = run(
+        capsys, path, "--k", 5, "--reduction", "mp_gaussian", "--candidates", 30, "--json"
+    )
+    assert code == 0
+    report = hubjax.hubness(x, k=5, reduction="mp_gaussian", candidates=30)
+    result = json.loads(out)
+    assert result["k_occurrence"] == np.asarray(report.k_occurrence).tolist()
+    assert result["measures"]["k_skewness"] == pytest.approx(float(report.k_skewness), rel=1e-6)
+
+
+def test_readable_report_and_plot(data, capsys, tmp_path):
+    _, path = data
+    png = tmp_path / "hist.png"
+    code, out, _ = run(capsys, path, "--plot", png)
+    assert code == 0
+    assert "k_skewness" in out and "top hubs" in out and "anti-hubs" in out
+    assert len(out.splitlines()) < 25
+    assert png.stat().st_size > 1000
+
+
+def test_csv_with_header_and_npz(tmp_path, capsys):
+    x = random_points(40, 3, seed=2)
+    csv = tmp_path / "p.csv"
+    csv.write_text("a,b,c\n" + "\n".join(",".join(f"{v:.6f}" for v in row) for row in x))
+    code, out, _ = run(capsys, csv, "--k", 3, "--json")
+    assert code == 0
+    expected = hubjax.hub_values(np.loadtxt(csv, delimiter=",", skiprows=1), k=3)
+    assert json.loads(out)["k_occurrence"] == np.asarray(expected).tolist()
+    npz = tmp_path / "p.npz"
+    np.savez(npz, other=np.zeros(3), points=x)
+    code, out, _ = run(capsys, npz, "--key", "points", "--k", 3, "--json")
+    assert code == 0 and json.loads(out)["n_points"] == 40
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (None, [], "no such file"),
+        ("txt", [], "unsupported file type"),
+        ("garbage_npy", [], "cannot read"),
+        ("strings_npy", [], "not numeric"),
+        ("nan_npy", [], "non-finite"),
+        ("text_csv", [], "non-numeric value"),
+        ("ragged_csv", [], "different numbers of columns"),
+        ("empty_csv", [], "empty"),
+        ("ok_npy", ["--k", 40], "too large"),
+        ("ok_npy", ["--k", 0], "at least 1"),
+        ("ok_npy", ["--k", 5, "--reduction", "nicdm", "--candidates", 3], "too large"),
+        ("cube_npy", [], "2-D array"),
+        ("ok_npz", ["--key", "nope"], "has no array"),
+        ("ok_npy", ["--k", 3, "--reduction", "dis_sim_local", "--metric", "dot"], "Euclidean"),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(tmp_path, capsys, make, args, message):
+    path = tmp_path / "missing.npy"
+    if make == "txt":
+        path = tmp_path / "p.txt"
+        path.write_text("1,2\n")
+    elif make == "garbage_npy":
+        path.write_bytes(b"not an npy file at all")
+    elif make == "strings_npy":
+        np.save(path, np.array([["a", "b"]]))
+    elif make == "nan_npy":
+        x = random_points(10, 2)
+        x[4, 1] = np.nan
+        np.save(path, x)
+    elif make == "text_csv":
+        path = tmp_path / "p.csv"
+        path.write_text("1,2\n3,x\n")
+    elif make == "ragged_csv":
+        path = tmp_path / "p.csv"
+        path.write_text("1,2\n3,4,5\n")
+    elif make == "empty_csv":
+        path = tmp_path / "p.csv"
+        path.write_text("\n")
+    elif make == "ok_npy":
+        np.save(path, random_points(40, 3))
+    elif make == "cube_npy":
+        np.save(path, np.zeros((2, 3, 4)))
+    elif make == "ok_npz":
+        path = tmp_path / "p.npz"
+        np.savez(path, a=np.zeros((3, 2)))
+    code, out, err = run(capsys, path, *args)
+    assert code == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err and "Traceback" not in err
+
+
+def test_console_entry_point_subprocess(data):
+    _, path = data
+    res = subprocess.run(
+        [sys.executable, "-m", "hubjax", "analyze", str(path), "--k", "3", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0 and json.loads(res.stdout)["k"] == 3
+    res = subprocess.run(
+        [sys.executable, "-m", "hubjax", "analyze", "/nonexistent.npy"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
