@@ -1,6 +1,6 @@
 """hubjax: exact k-nearest neighbours, k-occurrence and hubness measures in JAX."""
 
-from hubjax import reduction
+from hubjax import distributed, reduction
 from hubjax.distances import pairwise_distances
 from hubjax.measures import (
     HubnessReport,
@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "HubnessReport",
     "antihub_occurrence",
+    "distributed",
     "atkinson",
     "gini",
     "groupie_ratio",

@@ -1,0 +1,327 @@
+"""k-NN and hub values of one point set spread over devices (and hosts).
+
+Building blocks for code already inside ``jax.shard_map`` or ``jax.pmap``:
+
+* :func:`ring_knn` -- the local shard's k-NN lists (global indices).
+* :func:`ring_hub_values` -- the local shard's hub values.
+
+Whole-array front ends with the signatures of the single-device functions:
+
+* :func:`knn` and :func:`hub_values` shard the points over a ``Mesh`` (default: every device on
+  one axis ``"points"``), run the ring and return global arrays. n need not divide the number of
+  devices: the points are padded with non-finite rows, which are nobody's neighbour.
+
+Algorithm (per device, P devices, shards of n/P points): queries stay local; the reference
+shards travel around a ring with ``lax.ppermute``. At each of the P steps a device searches the
+shard it holds with the single-device engine, keeps its best candidates (exact distances, ties to
+the smaller global index) and merges them into its running lists, then passes the shard on. Hub
+values are then a local scatter-add of global indices followed by one reduce-scatter.
+
+Bytes sent per device and call (float32, d features): the ring passes (P - 1) shards of
+n/P x (d + 2) values, i.e. about ``4 n (d + 2) (P - 1) / P`` bytes, plus ``4 n (P - 1) / P`` for
+the counts' reduce-scatter. An all-gather of the points moves the same ``4 n d (P - 1) / P``
+bytes into every device but then holds all n x d points (and an n/P x n distance strip) on each
+one; the ring holds two shards at a time and overlaps each transfer with a shard's search.
+Results are identical to :func:`hubjax.knn` / :func:`hubjax.hub_values` on one device.
+
+Several hosts: call ``jax.distributed.initialize(...)`` in every process first, build the mesh
+over ``jax.devices()`` (all processes' devices) and pass the same host data in every process (or
+a global ``jax.Array``); see ``tests/test_distributed.py`` for a two-process run on CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Float, Int
+
+from hubjax import _checks, _engines, _select, distances, neighbors, occurrence
+
+AXIS = "points"
+
+
+def ring_knn(
+    x_local: Float[Array, "nl d"],
+    y_local: Float[Array, "ml d"] | None = None,
+    *,
+    k: int,
+    axis_name,
+    metric: str = "sqeuclidean",
+    include_self: bool = False,
+    block_size: int | None = None,
+) -> tuple[Float[Array, "nl k"], Int[Array, "nl k"]]:
+    """k-NN of the local query shard against the reference shards of all devices on the axis.
+
+    Call inside ``jax.shard_map`` (or ``jax.pmap``) over ``axis_name``. Device p holds queries
+    with global indices ``p * nl + r`` and references ``p * ml + r``. With ``y_local=None`` the
+    query shards are the reference shards (in-sample; self conventions as in
+    :func:`hubjax.knn`). Shards with non-finite rows (e.g. padding) are nobody's neighbour.
+
+    Args:
+      x_local: this device's queries ``[nl, d]``.
+      y_local: this device's reference points ``[ml, d]`` or ``None``.
+      k, metric, include_self, block_size: as in :func:`hubjax.knn` (static).
+      axis_name: the mapped axis (static).
+
+    Returns:
+      ``(distances [nl, k], indices [nl, k])`` with global reference indices.
+
+    Example:
+      >>> import functools, jax, hubjax
+      >>> x = jax.random.normal(jax.random.key(0), (jax.local_device_count(), 50, 8))
+      >>> f = jax.pmap(functools.partial(hubjax.distributed.ring_knn, k=3, axis_name="i"),
+      ...              axis_name="i")
+      >>> f(x)[1].shape[-1]
+      3
+    """
+    _checks.check_metric(metric)
+    in_sample = y_local is None
+    x_local = _checks.as_points(x_local, "x_local")
+    y_local = x_local if in_sample else _checks.as_points(y_local, "y_local")
+    _checks.check_same_features(x_local, y_local)
+    num_devices = lax.axis_size(axis_name)
+    total = num_devices * y_local.shape[0]
+    if in_sample:
+        limit = total if include_self else total - 1
+    else:
+        limit = total
+    k = _checks.check_k(k, limit, f"{num_devices} shards of {y_local.shape[0]} points")
+    return _ring_knn(
+        x_local,
+        None if in_sample else y_local,
+        k=k,
+        axis_name=axis_name,
+        metric=metric,
+        include_self=bool(include_self),
+        block_size=block_size,
+    )
+
+
+def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, block_size):
+    in_sample = y_local is None
+    dtype = _checks.compute_dtype(x_local) if in_sample else _checks.compute_dtype(x_local, y_local)
+    xp = distances.prepare(x_local, metric, dtype)
+    yp = xp if in_sample else distances.prepare(y_local, metric, dtype)
+    nl, ml = xp.features.shape[0], yp.features.shape[0]
+    num_devices = lax.axis_size(axis_name)
+    me = lax.axis_index(axis_name)
+    with_self = in_sample and include_self
+    others = k - 1 if with_self else k
+    row_ids = me * nl + jnp.arange(nl, dtype=jnp.int32)
+    if others:
+        rows = block_size or neighbors.default_block_size(nl, ml)
+
+        def candidates(block, source, exclude_diagonal):
+            """The shard's best ``others`` (exact distance, global index), padded with +inf."""
+            count = min(others, ml - 1 if exclude_diagonal else ml)
+            if count:
+                d, cols = _engines.strip_search(
+                    xp, block, count, metric, exclude_diagonal=exclude_diagonal, block_size=rows
+                )
+                cols = cols + source * ml
+            else:  # a one-point shard searched against itself
+                d, cols = jnp.zeros((nl, 0), dtype), jnp.zeros((nl, 0), jnp.int32)
+            width = others - count
+            if width:  # placeholders: +inf, indices past every real one, distinct per source
+                filler = num_devices * ml + source * others + jnp.arange(width, dtype=jnp.int32)
+                d = jnp.concatenate([d, jnp.full((nl, width), jnp.inf, dtype)], axis=1)
+                cols = jnp.concatenate([cols, jnp.broadcast_to(filler, (nl, width))], axis=1)
+            return d, cols
+
+        perm = [(j, (j + 1) % num_devices) for j in range(num_devices)]
+
+        def step(s, carry):
+            (dist, idx), block = carry
+            block = jax.tree.map(lambda a: lax.ppermute(a, axis_name, perm), block)
+            d, cols = candidates(block, (me - s) % num_devices, False)
+            return _select.merge_smallest_k(dist, idx, d, cols, others), block
+
+        first = candidates(yp, me, in_sample)
+        (dist, idx), _ = lax.fori_loop(1, num_devices, step, (first, yp))
+    else:
+        dist = jnp.zeros((nl, 0), dtype)
+        idx = jnp.zeros((nl, 0), jnp.int32)
+    if with_self:
+        dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
+        idx = jnp.concatenate([row_ids[:, None], idx], axis=1)
+    return distances.finish(dist, metric), idx
+
+
+def ring_hub_values(
+    x_local: Float[Array, "nl d"],
+    *,
+    k: int,
+    axis_name,
+    metric: str = "sqeuclidean",
+    include_self: bool = False,
+    block_size: int | None = None,
+) -> Int[Array, " nl"]:
+    """In-sample hub values of the local shard's points (call inside shard_map / pmap).
+
+    The counts of all devices' lists are combined with one ``lax.psum_scatter``. Lists of rows
+    with non-finite values (such as padding) are not counted.
+
+    Example:
+      >>> import functools, jax, hubjax
+      >>> x = jax.random.normal(jax.random.key(0), (jax.local_device_count(), 50, 8))
+      >>> f = jax.pmap(functools.partial(hubjax.distributed.ring_hub_values, k=3,
+      ...                                axis_name="i"), axis_name="i")
+      >>> int(f(x).sum()) == x.shape[0] * 50 * 3
+      True
+    """
+    _, idx = ring_knn(
+        x_local,
+        k=k,
+        axis_name=axis_name,
+        metric=metric,
+        include_self=include_self,
+        block_size=block_size,
+    )
+    return _shard_counts(x_local, idx, axis_name)
+
+
+def _shard_counts(x_local, idx, axis_name):
+    """Global k-occurrence of all shards' lists, reduce-scattered to each shard's points.
+
+    Lists of rows with non-finite values (the padding) are not counted.
+    """
+    valid = jnp.all(jnp.isfinite(x_local), axis=1)
+    idx = jnp.where(valid[:, None], idx, -1)  # dropped by the count
+    counts = occurrence._count(idx, lax.axis_size(axis_name) * x_local.shape[0])
+    return lax.psum_scatter(counts, axis_name, scatter_dimension=0, tiled=True)
+
+
+def _mesh_axis(mesh, axis_name):
+    if mesh is None:
+        mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
+    if axis_name is None:
+        if len(mesh.axis_names) != 1:
+            raise ValueError(f"mesh has axes {mesh.axis_names}; pass axis_name to pick one.")
+        axis_name = mesh.axis_names[0]
+    return mesh, axis_name
+
+
+def _shard_points(a, mesh, axis_name, size):
+    """Pads ``a`` to ``size`` rows of NaN and places it sharded over ``axis_name``."""
+    sharding = NamedSharding(mesh, P(axis_name))
+    if isinstance(a, jax.core.Tracer):
+        a = jnp.pad(a, [(0, size - a.shape[0]), (0, 0)], constant_values=jnp.nan)
+        return jax.reshard(a, sharding) if hasattr(jax, "reshard") else a
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        if a.shape[0] != size:
+            raise ValueError(
+                f"a global array spanning several processes must already have a multiple of the "
+                f"{mesh.shape[axis_name]} devices as rows (got {a.shape[0]}); pad it with NaN."
+            )
+        return jax.device_put(a, sharding)
+    host = np.asarray(a)
+    host = np.concatenate(
+        [host, np.full((size - host.shape[0], host.shape[1]), np.nan, host.dtype)]
+    )
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def knn(
+    x: Float[Array, "n d"],
+    y: Float[Array, "m d"] | None = None,
+    *,
+    k: int,
+    mesh: Mesh | None = None,
+    axis_name: str | None = None,
+    metric: str = "sqeuclidean",
+    include_self: bool = False,
+    block_size: int | None = None,
+    check_finite: bool = True,
+) -> tuple[Float[Array, "n k"], Int[Array, "n k"]]:
+    """:func:`hubjax.knn` with the points sharded over the devices of ``mesh``.
+
+    Same arguments and results as :func:`hubjax.knn` (identical indices), plus ``mesh``
+    (default: all devices on one axis) and ``axis_name`` (default: the mesh's only axis). Inputs
+    may be host arrays (in multi-process runs, the same data in every process) or jax.Arrays.
+    The results are global arrays sharded over the mesh.
+
+    Example:
+      >>> import jax, hubjax
+      >>> x = jax.random.normal(jax.random.key(0), (101, 16))
+      >>> dist, idx = hubjax.distributed.knn(x, k=5)
+      >>> bool((idx == hubjax.knn(x, k=5)[1]).all())
+      True
+    """
+    x, y, k = neighbors._validate(x, y, k, metric, include_self, check_finite)
+    mesh, axis_name = _mesh_axis(mesh, axis_name)
+    devices = mesh.shape[axis_name]
+    n = x.shape[0]
+    args = [_shard_points(x, mesh, axis_name, _engines.round_up(n, devices))]
+    if y is not None:
+        args.append(_shard_points(y, mesh, axis_name, _engines.round_up(y.shape[0], devices)))
+    fn = _compiled("knn", mesh, axis_name, len(args), k, metric, bool(include_self), block_size)
+    dist, idx = fn(*args)
+    return dist[:n], idx[:n]
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(kind, mesh, axis_name, num_inputs, k, metric, include_self, block_size):
+    """The jitted shard_map of one configuration, built once (repeat calls do not retrace)."""
+    body = _ring_knn if kind == "knn" else _ring_hub_values
+    fn = functools.partial(
+        body,
+        k=k,
+        axis_name=axis_name,
+        metric=metric,
+        include_self=include_self,
+        block_size=block_size,
+    )
+    if num_inputs == 1 and kind == "knn":
+        fn = functools.partial(fn, y_local=None)
+    spec = P(axis_name)
+    out_specs = (spec, spec) if kind == "knn" else spec
+    mapped = jax.shard_map(
+        fn, mesh=mesh, in_specs=(spec,) * num_inputs, out_specs=out_specs, check_vma=False
+    )
+    return jax.jit(mapped)
+
+
+def hub_values(
+    x: Float[Array, "n d"],
+    *,
+    k: int,
+    mesh: Mesh | None = None,
+    axis_name: str | None = None,
+    metric: str = "sqeuclidean",
+    include_self: bool = False,
+    block_size: int | None = None,
+    check_finite: bool = True,
+) -> Int[Array, " n"]:
+    """:func:`hubjax.hub_values` with the points sharded over the devices of ``mesh``.
+
+    Example:
+      >>> import jax, hubjax
+      >>> x = jax.random.normal(jax.random.key(0), (101, 16))
+      >>> bool((hubjax.distributed.hub_values(x, k=5) == hubjax.hub_values(x, k=5)).all())
+      True
+    """
+    x, _, k = neighbors._validate(x, None, k, metric, include_self, check_finite)
+    mesh, axis_name = _mesh_axis(mesh, axis_name)
+    n = x.shape[0]
+    xs = _shard_points(x, mesh, axis_name, _engines.round_up(n, mesh.shape[axis_name]))
+    fn = _compiled("hub", mesh, axis_name, 1, k, metric, bool(include_self), block_size)
+    return fn(xs)[:n]
+
+
+def _ring_hub_values(x_local, *, k, axis_name, metric, include_self, block_size):
+    _, idx = _ring_knn(
+        x_local,
+        None,
+        k=k,
+        axis_name=axis_name,
+        metric=metric,
+        include_self=include_self,
+        block_size=block_size,
+    )
+    return _shard_counts(x_local, idx, axis_name)

@@ -1,0 +1,180 @@
+"""Sharded k-NN / hub values against the single-device functions (8 fake CPU devices)."""
+
+import functools
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import random_points, tie_points
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import hubjax
+from hubjax import distributed
+
+pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
+
+
+def assert_same(a, b):
+    np.testing.assert_array_equal(np.asarray(a[1]), np.asarray(b[1]))
+    np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
+
+
+@pytest.mark.parametrize("data", ["random", "ties"])
+@pytest.mark.parametrize("include_self", [False, True])
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
+def test_in_sample_equals_single_device(data, include_self, metric):
+    x = random_points(203, 12, seed=1) if data == "random" else tie_points(203, 3, seed=1)
+    got = distributed.knn(x, k=6, metric=metric, include_self=include_self)
+    assert_same(got, hubjax.knn(x, k=6, metric=metric, include_self=include_self))
+    counts = distributed.hub_values(x, k=6, metric=metric, include_self=include_self)
+    np.testing.assert_array_equal(
+        counts, hubjax.hub_values(x, k=6, metric=metric, include_self=include_self)
+    )
+
+
+@pytest.mark.parametrize("data", ["random", "ties"])
+def test_query_vs_reference_equals_single_device(data):
+    make = random_points if data == "random" else tie_points
+    x, y = make(45, 5, seed=2), make(131, 5, seed=3)
+    assert_same(distributed.knn(x, y, k=7), hubjax.knn(x, y, k=7))
+
+
+def test_tiny_shards_and_k_larger_than_a_shard():
+    x = tie_points(19, 2, seed=4)  # 3 points per device, some devices hold padding only
+    assert_same(distributed.knn(x, k=15), hubjax.knn(x, k=15))
+    assert_same(distributed.knn(x, k=18), hubjax.knn(x, k=18))
+    np.testing.assert_array_equal(distributed.hub_values(x, k=18), hubjax.hub_values(x, k=18))
+
+
+def test_sub_mesh_and_named_axis():
+    devices = np.asarray(jax.devices()[:4]).reshape(2, 2)
+    mesh = Mesh(devices, ("a", "b"))
+    x = random_points(50, 6, seed=5)
+    with pytest.raises(ValueError, match="pass axis_name"):
+        distributed.knn(x, k=3, mesh=mesh)
+    small = Mesh(np.asarray(jax.devices()[:3]), ("rows",))
+    assert_same(distributed.knn(x, k=3, mesh=small), hubjax.knn(x, k=3))
+
+
+def test_second_call_does_not_recompile():
+    x1, x2 = random_points(64, 4, seed=6), random_points(64, 4, seed=7)
+    distributed.hub_values(x1, k=4)
+    fn = distributed._compiled(
+        "hub", distributed._mesh_axis(None, None)[0], "points", 1, 4, "sqeuclidean", False, None
+    )
+    before = fn._cache_size()
+    distributed.hub_values(x2, k=4)
+    assert fn._cache_size() == before
+
+
+def test_shard_map_building_blocks():
+    mesh = jax.make_mesh((8,), ("i",))
+    x = random_points(8 * 20, 10, seed=8)
+    xs = jax.device_put(x, NamedSharding(mesh, P("i")))
+    f = jax.jit(
+        jax.shard_map(
+            functools.partial(distributed.ring_knn, k=5, axis_name="i"),
+            mesh=mesh,
+            in_specs=P("i"),
+            out_specs=(P("i"), P("i")),
+        )
+    )
+    assert_same(f(xs), hubjax.knn(x, k=5))
+    g = jax.jit(
+        jax.shard_map(
+            functools.partial(distributed.ring_hub_values, k=5, axis_name="i"),
+            mesh=mesh,
+            in_specs=P("i"),
+            out_specs=P("i"),
+        )
+    )
+    np.testing.assert_array_equal(g(xs), hubjax.hub_values(x, k=5))
+
+
+def test_pmap_building_blocks():
+    x = tie_points(8 * 13, 3, seed=9)
+    shards = x.reshape(8, 13, 3)
+    knn = jax.pmap(functools.partial(distributed.ring_knn, k=4, axis_name="d"), axis_name="d")
+    dist, idx = knn(shards)
+    assert_same((dist.reshape(-1, 4), idx.reshape(-1, 4)), hubjax.knn(x, k=4))
+    hub = jax.pmap(
+        functools.partial(distributed.ring_hub_values, k=4, include_self=True, axis_name="d"),
+        axis_name="d",
+    )
+    np.testing.assert_array_equal(
+        hub(shards).reshape(-1), hubjax.hub_values(x, k=4, include_self=True)
+    )
+    y = tie_points(8 * 5, 3, seed=10)
+    qr = jax.pmap(functools.partial(distributed.ring_knn, k=6, axis_name="d"), axis_name="d")
+    dist, idx = qr(shards, y.reshape(8, 5, 3))
+    assert_same((dist.reshape(-1, 6), idx.reshape(-1, 6)), hubjax.knn(x, y, k=6))
+
+
+def test_bad_input():
+    x = random_points(20, 3)
+    with pytest.raises(ValueError, match="larger than the 19"):
+        distributed.knn(x, k=20)
+    with pytest.raises(ValueError, match="non-finite"):
+        distributed.hub_values(np.full((10, 2), np.nan), k=2)
+    with pytest.raises(ValueError, match="larger than the 15 candidates"):
+        jax.pmap(functools.partial(distributed.ring_knn, k=16, axis_name="d"), axis_name="d")(
+            jnp.ones((8, 2, 3))
+        )
+
+
+TWO_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    jax.distributed.initialize(
+        coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2])
+    )
+    import numpy as np
+    from jax.experimental import multihost_utils
+    import hubjax
+
+    assert jax.device_count() == 8 and jax.local_device_count() == 4
+    x = np.random.default_rng(0).normal(size=(203, 16)).astype(np.float32)
+    counts = hubjax.distributed.hub_values(x, k=5)
+    _, idx = hubjax.distributed.knn(x, k=5)
+    counts = multihost_utils.process_allgather(counts, tiled=True)
+    idx = multihost_utils.process_allgather(idx, tiled=True)
+    print(json.dumps({"counts": np.asarray(counts).tolist(), "idx": np.asarray(idx).tolist()}))
+    jax.distributed.shutdown()
+    """
+)
+
+
+def test_two_processes_on_loopback_match_single_process(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "two_process.py"
+    script.write_text(TWO_PROCESS)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), f"127.0.0.1:{port}", str(pid)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for pid in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    x = np.random.default_rng(0).normal(size=(203, 16)).astype(np.float32)
+    for out, _ in outs:
+        result = json.loads(out.strip().splitlines()[-1])
+        np.testing.assert_array_equal(result["counts"], hubjax.hub_values(x, k=5))
+        np.testing.assert_array_equal(result["idx"], hubjax.knn(x, k=5)[1])
