@@ -1,6 +1,6 @@
 """hubjax: exact k-nearest neighbours, k-occurrence and hubness measures in JAX."""
 
-from hubjax import distributed, reduction
+from hubjax import distributed, metrics, reduction, sampling
 from hubjax.distances import pairwise_distances
 from hubjax.measures import (
     HubnessReport,
@@ -34,7 +34,9 @@ __all__ = [
     "k_skewness",
     "k_skewness_truncnorm",
     "knn",
+    "metrics",
     "pairwise_distances",
     "reduction",
+    "sampling",
     "robinhood",
 ]

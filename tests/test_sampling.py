@@ -1,0 +1,162 @@
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference
+from flax import linen, nnx
+from helpers import random_points, tie_points
+
+import hubjax
+from hubjax import sampling
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+@pytest.mark.parametrize("data", ["random", "ties"])
+def test_hub_scores_match_numpy(include_self, data):
+    z = random_points(300, 16, seed=1) if data == "random" else tie_points(300, 3, seed=1)
+    scores = sampling.hub_scores(z, k=5, include_self=include_self)
+    idx = reference.knn(z, k=5, metric="euclidean", include_self=include_self)[1]
+    np.testing.assert_array_equal(scores, reference.k_occurrence(idx, 300))
+    assert int(np.min(scores)) >= (1 if include_self else 0)
+
+
+def test_acceptance_rates_on_standard_normal_512():
+    """design.md: ~1.2-1.5 % accepted counting self (>= 50), ~1.8-1.9 % without (> 50)."""
+    z = jax.random.normal(jax.random.key(0), (10_000, 512))
+    paper = sampling.hub_scores(z, k=5, include_self=True)
+    blog = sampling.hub_scores(z, k=5, include_self=False)
+    assert 0.011 <= sampling.acceptance_rate(paper, 50) <= 0.016
+    assert 0.016 <= sampling.acceptance_rate(blog, 50, strict=True) <= 0.021
+    assert 0.45 <= float(np.mean(np.asarray(blog) == 0)) <= 0.55
+    assert int(blog.max()) > 100
+
+
+def test_mapping_fn_scaling_invariance():
+    z = random_points(400, 24, seed=2)
+    w = jnp.asarray(np.random.default_rng(3).normal(size=(24, 32)).astype(np.float32))
+    base = sampling.hub_scores(z, mapping_fn=lambda z: z @ w)
+    scaled = sampling.hub_scores(z, mapping_fn=lambda z: 7.5 * (z @ w))
+    np.testing.assert_array_equal(base, scaled)
+    assert not np.array_equal(base, sampling.hub_scores(z))  # the mapping matters
+
+
+def test_hubness_sample_accepts_by_threshold_and_is_deterministic():
+    key = jax.random.key(4)
+    kwargs = dict(latent_dim=16, k=5, threshold=12, batch_size=500, max_batches=50)
+    z1, info = sampling.hubness_sample(key, 40, **kwargs)
+    z2, _ = sampling.hubness_sample(key, 40, **kwargs)
+    np.testing.assert_array_equal(z1, z2)
+    assert bool(info.filled) and not np.isnan(np.asarray(z1)).any()
+    # the first batch's accepted latents come first, in draw order, with score >= threshold
+    first = jax.random.normal(jax.random.split(key)[1], (500, 16))
+    scores = np.asarray(sampling.hub_scores(first, k=5))
+    accepted = np.asarray(first)[scores >= 12]
+    n = min(len(accepted), 40)
+    np.testing.assert_array_equal(np.asarray(z1)[:n], accepted[:n])
+    rate = float(info.acceptance_rate)
+    assert abs(rate - float(info.accepted) / (int(info.batches) * 500)) < 1e-6
+
+
+def test_blog_variant_strict_and_without_self():
+    z, _ = sampling.hubness_sample(
+        jax.random.key(5),
+        10,
+        latent_dim=32,
+        k=5,
+        threshold=10,
+        batch_size=400,
+        include_self=False,
+        strict=True,
+    )
+    first = jax.random.normal(jax.random.split(jax.random.key(5))[1], (400, 32))
+    scores = np.asarray(sampling.hub_scores(first, k=5, include_self=False))
+    expected = np.asarray(first)[scores > 10][:10]
+    np.testing.assert_array_equal(np.asarray(z)[: len(expected)], expected)
+
+
+def test_too_high_threshold_raises_or_flags():
+    kwargs = dict(latent_dim=8, threshold=10_000, batch_size=200, max_batches=3)
+    with pytest.raises(sampling.SamplingError, match="only 0 of 5"):
+        sampling.hubness_sample(jax.random.key(6), 5, **kwargs)
+    z, info = jax.jit(lambda key: sampling.hubness_sample(key, 5, **kwargs))(jax.random.key(6))
+    assert not bool(info.filled) and int(info.batches) == 3
+    assert np.isnan(np.asarray(z)).all()
+
+
+def test_progress_under_jit(capsys):
+    sampling.hubness_sample(
+        jax.random.key(7), 3, latent_dim=8, threshold=5, batch_size=100, progress=True
+    )
+    assert "batch 1, accepted" in capsys.readouterr().out
+
+
+class LinenGen(linen.Module):
+    @linen.compact
+    def __call__(self, z):
+        return jnp.tanh(linen.Dense(3)(z))
+
+
+class NNXGen(nnx.Module):
+    def __init__(self, rngs):
+        self.dense = nnx.Linear(16, 3, rngs=rngs)
+
+    def __call__(self, z):
+        return jnp.tanh(self.dense(z))
+
+
+def test_generate_with_linen_nnx_and_plain_function():
+    kwargs = dict(latent_dim=16, threshold=8, batch_size=300)
+    model = LinenGen()
+    params = model.init(jax.random.key(0), jnp.ones((1, 16)))
+    key = jax.random.key(8)
+    x1, z1, info = sampling.generate(key, functools.partial(model.apply, params), 12, **kwargs)
+    assert x1.shape == (12, 3) and bool(info.filled)
+    np.testing.assert_allclose(x1, model.apply(params, z1), rtol=1e-6)
+    gen = NNXGen(nnx.Rngs(0))
+    x2, z2, _ = sampling.generate(key, gen, 12, **kwargs)
+    np.testing.assert_array_equal(z1, z2)
+    np.testing.assert_allclose(x2, gen(z2), rtol=1e-6)
+    x3, _, _ = sampling.generate(key, lambda z: z[:, :2], 12, **kwargs)
+    np.testing.assert_array_equal(x3, z1[:, :2])
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+def test_pool_score_equals_hub_value_after_joining(include_self):
+    pool = tie_points(120, 3, seed=9)
+    cands = tie_points(15, 3, seed=10)
+    hp = sampling.HubPool.build(pool, k=4, include_self=include_self)
+    got = np.asarray(hp.score(cands, block_size=4))
+    for i, c in enumerate(cands):
+        joined = np.concatenate([pool, c[None]])
+        idx = reference.knn(joined, k=4, metric="euclidean", include_self=include_self)[1]
+        assert got[i] == reference.k_occurrence(idx, 121)[-1]
+
+
+def test_pool_acceptance_rate_matches_in_batch_rate():
+    n, d = 2000, 64
+    pool = sampling.HubPool.build(jax.random.normal(jax.random.key(11), (n - 1, d)), k=5)
+    cands = jax.random.normal(jax.random.key(12), (4000, d))
+    pool_scores = np.asarray(pool.score(cands))
+    batch_scores = np.concatenate(
+        [
+            np.asarray(sampling.hub_scores(jax.random.normal(jax.random.key(s), (n, d)), k=5))
+            for s in (13, 14)
+        ]
+    )
+    for t in (10, 20):
+        a, b = (sampling.acceptance_rate(s, t) for s in (pool_scores, batch_scores))
+        assert abs(a - b) < 0.35 * b + 0.005, (t, a, b)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="larger than"):
+        sampling.hubness_sample(
+            jax.random.key(0), 3, latent_dim=4, k=10, batch_size=9, include_self=False
+        )
+    with pytest.raises(TypeError, match="num_samples"):
+        sampling.hubness_sample(jax.random.key(0), 2.5, latent_dim=4)
+    with pytest.raises(ValueError, match="same number of features"):
+        sampling.HubPool.build(random_points(20, 3), k=3).score(random_points(2, 4))
+    hubjax.sampling.truncated_latents(jax.random.key(0), 3, latent_dim=2, psi=0.5)
