@@ -80,27 +80,30 @@ def ring_knn(
       >>> f(x)[1].shape[-1]
       3
     """
-    _checks.check_metric(metric)
-    in_sample = y_local is None
-    x_local = _checks.as_points(x_local, "x_local")
-    y_local = x_local if in_sample else _checks.as_points(y_local, "y_local")
-    _checks.check_same_features(x_local, y_local)
-    num_devices = lax.axis_size(axis_name)
-    total = num_devices * y_local.shape[0]
-    if in_sample:
-        limit = total if include_self else total - 1
-    else:
-        limit = total
-    k = _checks.check_k(k, limit, f"{num_devices} shards of {y_local.shape[0]} points")
+    x_local, y_local, k = _validate_ring(x_local, y_local, k, axis_name, metric, include_self)
     return _ring_knn(
         x_local,
-        None if in_sample else y_local,
+        y_local,
         k=k,
         axis_name=axis_name,
         metric=metric,
         include_self=bool(include_self),
         block_size=block_size,
     )
+
+
+def _validate_ring(x_local, y_local, k, axis_name, metric, include_self):
+    """Eager checks of the per-shard functions (shapes and axis size are static under tracing)."""
+    _checks.check_metric(metric)
+    in_sample = y_local is None
+    x_local = _checks.as_points(x_local, "x_local")
+    reference = x_local if in_sample else _checks.as_points(y_local, "y_local")
+    _checks.check_same_features(x_local, reference)
+    num_devices = lax.axis_size(axis_name)
+    total = num_devices * reference.shape[0]
+    limit = total - 1 if in_sample and not include_self else total
+    k = _checks.check_k(k, limit, f"{num_devices} shards of {reference.shape[0]} points")
+    return x_local, (None if in_sample else reference), k
 
 
 def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, block_size):
@@ -175,15 +178,15 @@ def ring_hub_values(
       >>> int(f(x).sum()) == x.shape[0] * 50 * 3
       True
     """
-    _, idx = ring_knn(
+    x_local, _, k = _validate_ring(x_local, None, k, axis_name, metric, include_self)
+    return _ring_hub_values(
         x_local,
         k=k,
         axis_name=axis_name,
         metric=metric,
-        include_self=include_self,
+        include_self=bool(include_self),
         block_size=block_size,
     )
-    return _shard_counts(x_local, idx, axis_name)
 
 
 def _shard_counts(x_local, idx, axis_name):
