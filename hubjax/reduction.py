@@ -137,15 +137,18 @@ def _primary(x, y, k, metric, block_size):
 )
 def _reduced_knn(x, y, *, k, method, candidates, metric, local_k, block_size):
     dq, iq = _primary(x, y, candidates, metric, block_size)
-    dr = dq if y is None else _primary(y, None, candidates, metric, block_size)[0]
-    ref = x if y is None else y
     if method == "dis_sim_local":
+        ref = x if y is None else y
         ir = iq if y is None else _primary(y, None, local_k, metric, block_size)[1]
         s = dis_sim_local(x, ref, iq, ir, local_k)
     else:
-        if method == "csls":  # r_y: mean distance from y to its local_k nearest queries
-            back = dr if y is None else _primary(y, x, local_k, metric, block_size)[0]
-            dr = back
+        # the reference points' own lists (for csls: to their nearest queries)
+        if y is None:
+            dr = dq
+        elif method == "csls":
+            dr = _primary(y, x, local_k, metric, block_size)[0]
+        else:
+            dr = _primary(y, None, candidates, metric, block_size)[0]
         s = secondary(method, dq, iq, dr, local_k)
     return order(s, iq, k)
 
