@@ -108,11 +108,14 @@ def train(
         opt_g.update(gen, grads_g)
         return ld, lg
 
-    for i in range(steps):
-        key, sub = jax.random.split(key)
-        ld, lg = step(gen, disc, opt_g, opt_d, sub)
-        if log_every and (i + 1) % log_every == 0:
-            print(f"step {i + 1}: d_loss {float(ld):.3f} g_loss {float(lg):.3f}", flush=True)
+    # optax's Adam mixes Python floats with its int32 step count, which strict dtype promotion
+    # rejects; train under standard promotion whatever the caller's setting.
+    with jax.numpy_dtype_promotion("standard"):
+        for i in range(steps):
+            key, sub = jax.random.split(key)
+            ld, lg = step(gen, disc, opt_g, opt_d, sub)
+            if log_every and (i + 1) % log_every == 0:
+                print(f"step {i + 1}: d_loss {float(ld):.3f} g_loss {float(lg):.3f}", flush=True)
     return gen, disc
 
 

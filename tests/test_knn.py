@@ -94,19 +94,18 @@ def _engine(x, k, engine, block_size, group=None, include_self=False, metric="sq
 def test_strip_engine_equals_dense_path_across_blocks_and_k(k):
     x = tie_points(100, 4, seed=10, levels=4)
     dense = neighbors.knn_dense(jnp.asarray(x), k=k)
-    for block_size in (7, 32, 100):
-        for group in (None, 1, 8):
-            got = _engine(x, k, "strip", block_size, group)
-            np.testing.assert_array_equal(got[1], dense[1])
-            np.testing.assert_array_equal(got[0], dense[0])
+    for block_size, group in ((7, None), (32, 1), (100, 8), (100, None)):
+        got = _engine(x, k, "strip", block_size, group)
+        np.testing.assert_array_equal(got[1], dense[1])
+        np.testing.assert_array_equal(got[0], dense[0])
 
 
-@pytest.mark.parametrize("k", [1, 4, 10, 15])
+@pytest.mark.parametrize("k", [1, 10, 15])
 @pytest.mark.parametrize("metric", ["sqeuclidean", "dot"])
 def test_symmetric_engine_equals_dense_path_on_ties(k, metric):
     x = tie_points(457, 3, seed=12, levels=4)  # 457: no block size divides it
     dense = neighbors.knn_dense(jnp.asarray(x), k=k, metric=metric)
-    for block_size, group in ((128, None), (160, 8), (96, None)):
+    for block_size, group in ((160, 8), (96, None)):
         assert _engines.symmetric_plan(457, k, block_size) is not None
         got = _engine(x, k, "symmetric", block_size, group, metric=metric)
         np.testing.assert_array_equal(got[1], dense[1])
@@ -118,7 +117,7 @@ def test_symmetric_engine_equals_dense_path_on_ties(k, metric):
 def test_symmetric_engine_equals_strip_engine_random(metric, include_self):
     x = random_points(700, 24, seed=13)
     strip = _engine(x, 10, "strip", 128, include_self=include_self, metric=metric)
-    for block_size in (128, 224):
+    for block_size in (224,):
         sym = _engine(x, 10, "symmetric", block_size, include_self=include_self, metric=metric)
         np.testing.assert_array_equal(sym[1], strip[1])
         np.testing.assert_array_equal(sym[0], strip[0])
