@@ -222,9 +222,9 @@ def _sample(
         key, sub = jax.random.split(key)
         z = draw(sub, (batch_size, latent_dim)).astype(buffer.dtype)
         feats = z if mapping_fn is None else mapping_fn(z)
-        xp = feats  # scored like hub_scores, without its eager checks
+        # scored like hub_scores, without its eager checks (the batch is traced here)
         _, idx = neighbors._knn(
-            xp, None, k=k, metric=metric, include_self=include_self, block_size=None
+            feats, None, k=k, metric=metric, include_self=include_self, block_size=None
         )
         scores = occurrence._count(idx, batch_size).astype(jnp.float32)
         accept = scores > threshold if strict else scores >= threshold
