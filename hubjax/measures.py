@@ -274,7 +274,46 @@ def hubness(
       >>> bool(report.k_skewness > 0.5)
       True
     """
-    if reduction is not None:
+    idx, num_points = neighbour_lists(
+        x,
+        y,
+        k=k,
+        metric=metric,
+        include_self=include_self,
+        block_size=block_size,
+        check_finite=check_finite,
+        reduction=reduction,
+        candidates=candidates,
+        reduction_params=reduction_params,
+    )
+    return _report(idx, num_points=num_points, k=int(k), hub_size=float(hub_size), metric=metric)
+
+
+def neighbour_lists(
+    x,
+    y,
+    *,
+    k,
+    metric,
+    include_self,
+    block_size,
+    check_finite,
+    reduction,
+    candidates,
+    reduction_params,
+):
+    """The lists a report counts (plain or reduced) and the number of indexed points."""
+    if reduction is None:
+        _, idx = neighbors.knn(
+            x,
+            y,
+            k=k,
+            metric=metric,
+            include_self=include_self,
+            block_size=block_size,
+            check_finite=check_finite,
+        )
+    else:
         if include_self:
             raise ValueError("include_self=True cannot be combined with a hubness reduction.")
         _, idx = _reduction.knn(
@@ -288,20 +327,7 @@ def hubness(
             check_finite=check_finite,
             **(reduction_params or {}),
         )
-        x, y = _checks.as_points(x, "x"), (None if y is None else _checks.as_points(y, "y"))
-    else:
-        x, y, k = neighbors._validate(x, y, k, metric, include_self, check_finite)
-        _, idx = neighbors.knn(
-            x,
-            y,
-            k=k,
-            metric=metric,
-            include_self=include_self,
-            block_size=block_size,
-            check_finite=False,
-        )
-    num_points = x.shape[0] if y is None else y.shape[0]
-    return _report(idx, num_points=num_points, k=k, hub_size=float(hub_size), metric=metric)
+    return idx, (idx.shape[0] if y is None else np.shape(y)[0])
 
 
 @functools.partial(jax.jit, static_argnames=("num_points", "k", "hub_size", "metric"))

@@ -86,7 +86,6 @@ def hub_values(
       >>> hubjax.hub_values(x, k=2)
       Array([1, 3, 3, 1], dtype=int32)
     """
-    x = _checks.as_points(x, "x")
     _, idx = neighbors.knn(
         x,
         k=k,
@@ -95,7 +94,7 @@ def hub_values(
         block_size=block_size,
         check_finite=check_finite,
     )
-    return _count(idx, x.shape[0])
+    return _count(idx, idx.shape[0])
 
 
 def hub_histogram(

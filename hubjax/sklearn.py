@@ -96,36 +96,26 @@ class Hubness(BaseEstimator):
     def score(self, X=None, y=None):
         """Hubness of the fitted points in-sample (``X=None``) or of ``X`` queried against them."""
         check_is_fitted(self, "X_train_")
-        import jax
-
-        from hubjax import neighbors
-
         queries = None if X is None else np.asarray(X)
         args = (queries, self.X_train_) if queries is not None else (self.X_train_, None)
-        report = measures.hubness(
+        idx, num_points = measures.neighbour_lists(
             *args,
             k=self.k,
             metric=self.metric,
-            hub_size=self.hub_size,
+            include_self=False,
+            block_size=None,
+            check_finite=True,
             reduction=self.hubness,
             candidates=self.candidates,
             reduction_params=self.hubness_params,
         )
+        report = measures._report(
+            idx, num_points=num_points, k=self.k, hub_size=float(self.hub_size), metric=self.metric
+        )
         if self.store_k_occurrence:
             self.k_occurrence_ = np.asarray(report.k_occurrence)
         if self.store_k_neighbors:
-            if self.hubness is None:
-                _, idx = neighbors.knn(*args, k=self.k, metric=self.metric)
-            else:
-                _, idx = reduction.knn(
-                    *args,
-                    k=self.k,
-                    method=self.hubness,
-                    candidates=self.candidates,
-                    metric=self.metric,
-                    **(self.hubness_params or {}),
-                )
-            self.k_neighbors_ = np.asarray(jax.device_get(idx))
+            self.k_neighbors_ = np.asarray(idx)
         values = report.measures()
         return values if self.return_value == "all" else values[self.return_value]
 
