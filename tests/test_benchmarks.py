@@ -1,0 +1,47 @@
+"""The benchmark's own helpers: the matmul floor it compares against, and its table."""
+
+import numpy as np
+import pytest
+from helpers import random_points
+
+from benchmarks import run
+
+
+@pytest.mark.parametrize("n, m", [(1000, 3000), (37, None)])
+def test_full_matmul_floor_computes_every_ranking_value(n, m):
+    # 1000 x 3000 is a shape where a row-axis reduction of the dot made XLA:CPU (jax 0.10.1)
+    # fuse both into a YNNPACK kernel that segfaulted; the floor keeps the dot unfused.
+    x = random_points(n, 32, seed=1)
+    y = random_points(m, 32, seed=2) if m else None
+    ref = x if y is None else y
+    first = np.asarray(run._full_matmul_fn(x, y)()).reshape(-1)[:n]
+    x64, r64 = x.astype(np.float64), ref.astype(np.float64)
+    expected = (x64**2).sum(1) + (r64[0] ** 2).sum() - 2 * x64 @ r64[0]
+    np.testing.assert_allclose(first, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_markdown_table_has_one_cell_per_column():
+    row = {
+        "workload": "w",
+        "n": 10,
+        "m": 10,
+        "d": 4,
+        "k": 2,
+        "median_s": {"hubjax": 1.0, "faiss": 2.0, "full-matmul": 0.5},
+        "peak_mb": {"hubjax": 3.0, "faiss": 4.0},
+        "compile_s": 0.1,
+        "ratio_faiss": 0.5,
+        "ratio_full_matmul": 2.0,
+    }
+    info = {
+        "cpu": "cpu",
+        "cores": 2,
+        "backend": "cpu",
+        "device": "cpu",
+        "versions": {"jax": "x", "faiss": "y", "sklearn": "z", "python": "3"},
+        "date": "today",
+    }
+    lines = run.to_markdown(info, [row]).splitlines()
+    header, body = lines[2], lines[4]
+    assert header.count("|") == body.count("|")
+    assert "| 0.50x | - |" in body and "| 0.500 | 2.00x |" in body
