@@ -181,9 +181,10 @@ def _full_matmul_fn(x, y):
     @jax.jit
     def run(x, ref):
         xp = distances.pad(distances.prepare(x, "sqeuclidean", jnp.float32), num * rows)
-        query = distances.ranking_operands(xp, "sqeuclidean", "query")
         rp = distances.prepare(ref, "sqeuclidean", jnp.float32)
-        reference = distances.ranking_operands(rp, "sqeuclidean", "reference")
+        shift = distances.centre(rp, "sqeuclidean")
+        query = distances.ranking_operands(xp, "sqeuclidean", "query", shift).operands
+        reference = distances.ranking_operands(rp, "sqeuclidean", "reference", shift).operands
         strips = query.reshape(num, rows, -1)
         return lax.map(
             lambda q: lax.optimization_barrier(distances.ranking_tile(q, reference))[:, 0], strips

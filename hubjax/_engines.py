@@ -1,10 +1,22 @@
 """The exact k-NN engines behind :func:`hubjax.knn`.
 
-Both engines rank pairs with one plain matrix product per tile (see
-:func:`hubjax.distances.ranking_operands`), keep ``k + _SLACK`` candidates per row with the exact
-two-stage selection, and finish in :func:`refine`, which recomputes the candidates' distances
-pair by pair and orders them by (distance, index). The slack makes the result independent of
-tile shapes: they change the matrix product's rounding, never which candidates survive.
+Every engine answers the same question: for each query row, the k references with the smallest
+per-pair distance (:func:`hubjax.distances.pairs`), ties to the smaller index. Because that
+distance is computed pair by pair in a fixed order, the answer is bitwise the same for every
+engine, block size and device count.
+
+The engines find it in two steps:
+
+1. **Ranking.** One plain matrix product per tile on shifted operands
+   (:func:`hubjax.distances.ranking_operands`), reduced by the exact two-stage selection to the
+   ``k + _SLACK`` best candidates per row; :func:`refine` recomputes the candidates' distances
+   pair by pair and keeps the k best.
+2. **Certificate.** The ranking's rounding error is bounded per row
+   (:func:`hubjax.distances.ranking_error`). A row is certified when every reference outside its
+   candidates provably lies beyond its k-th distance; :func:`recheck` recomputes the other rows
+   against all references pair by pair (few rows, a handful at a time, inside a
+   ``lax.while_loop``). On well-conditioned data hardly any row needs it; on data whose spread
+   is tiny next to its offset the shift keeps it rare.
 
 * :func:`strip_search` -- queries ``block_size`` rows at a time against all references.
   Memory ``O(block_size * m + n * k)``. Used for query-vs-reference search and small inputs.
@@ -26,44 +38,56 @@ from jax import lax
 from hubjax import _select, distances
 
 _COLUMN_ALIGN = 32  # block widths are multiples of this so the group selection always applies
-# Candidates kept beyond k by the matrix-product ranking; see the module docstring.
+# Candidates kept beyond k by the matrix-product ranking (rows whose gap is smaller are
+# re-checked, so this trades selection work against re-checks, never exactness).
 _SLACK = 8
 _SORT_SMALL_MAX = 96  # candidate lists up to this length are ranked by counting, not sorted
+_RECHECK_ROWS = 8  # rows re-checked together by :func:`recheck`
 
 
 def round_up(a: int, b: int) -> int:
     return -(-a // b) * b
 
 
-def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, group=None):
-    """Exact top-k of ``xp`` rows against all ``yp`` rows, one row strip at a time.
+def _largest_norm(norms, penalty):
+    return jnp.max(jnp.where(penalty == 0, norms, 0), initial=jnp.zeros((), norms.dtype))
 
-    Each strip ``[rows, m]`` is a plain matrix product of the ranking operands (no elementwise
-    pass over it), reduced by the two-stage selection to ``k + _SLACK`` candidates (one more when
-    the diagonal is excluded: the point itself is dropped in :func:`refine`).
+
+def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, group=None):
+    """Top-k of ``xp`` rows against all ``yp`` rows, one row strip at a time.
+
+    Returns ``(distances [n, k], indices [n, k], certified [n])``; rows not certified must go
+    through :func:`recheck`. Each strip ``[rows, m]`` is a plain matrix product of the ranking
+    operands, reduced by the two-stage selection to ``k + _SLACK`` candidates (one more when the
+    diagonal is excluded: the point itself is dropped in :func:`refine`).
     """
     n = xp.features.shape[0]
     m = yp.features.shape[0]
+    dim = xp.features.shape[1]
     width = round_up(m, _COLUMN_ALIGN)
     ypad = distances.pad(yp, width)
-    reference = distances.ranking_operands(ypad, metric, "reference")
+    reference = distances.ranking_operands(ypad, metric, "reference", shift)
+    largest = _largest_norm(reference.norms, ypad.penalty)
     rows = min(block_size, n)
     num_blocks = -(-n // rows)
     xpad = distances.pad(xp, num_blocks * rows)
-    query = distances.ranking_operands(xpad, metric, "query")
-    blocks = jax.tree.map(lambda a: a.reshape(num_blocks, rows, *a.shape[1:]), (xpad, query))
+    query = distances.ranking_operands(xpad, metric, "query", shift)
+    bound = distances.ranking_error(query.norms, largest, metric, dim)
+    blocks = jax.tree.map(
+        lambda a: a.reshape(num_blocks, rows, *a.shape[1:]), (xpad, query.operands, bound)
+    )
     starts = jnp.arange(num_blocks, dtype=jnp.int32) * rows
     keep = min(k + _SLACK + int(exclude_diagonal), width)
 
     def one_strip(args):
-        start, (block, block_query) = args
-        ranking = distances.ranking_tile(block_query, reference)
+        start, (block, block_query, block_bound) = args
+        ranking = distances.ranking_tile(block_query, reference.operands)
         values, cols = _select.smallest_k(ranking, keep, group)
         row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
-        return refine(block, ypad, values, cols, k, metric, row_ids=row_ids)
+        return refine(block, ypad, values, cols, k, metric, row_ids=row_ids, bound=block_bound)
 
-    dist, idx = lax.map(one_strip, (starts, blocks))
-    return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n]
+    dist, idx, ok = lax.map(one_strip, (starts, blocks))
+    return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n], ok.reshape(-1)[:n]
 
 
 def symmetric_plan(n: int, k: int, block_size: int) -> tuple[int, int] | None:
@@ -83,14 +107,21 @@ def symmetric_plan(n: int, k: int, block_size: int) -> tuple[int, int] | None:
     return num_blocks, block
 
 
-def symmetric_search(xp, k, metric, *, num_blocks, block, group=None):
-    """In-sample exact top-k (diagonal excluded) computing each block pair once."""
+def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
+    """In-sample top-k (diagonal excluded) computing each block pair once.
+
+    Returns ``(distances, indices, certified)`` like :func:`strip_search`.
+    """
     n = xp.features.shape[0]
+    dim = xp.features.shape[1]
     h = (num_blocks - 1) // 2
     size = num_blocks * block
     xpad = distances.pad(xp, size)
-    query = distances.ranking_operands(xpad, metric, "query").reshape(num_blocks, block, -1)
-    reference = distances.ranking_operands(xpad, metric, "reference").reshape(num_blocks, block, -1)
+    q = distances.ranking_operands(xpad, metric, "query", shift)
+    r = distances.ranking_operands(xpad, metric, "reference", shift)
+    bound = distances.ranking_error(q.norms, _largest_norm(r.norms, xpad.penalty), metric, dim)
+    query = q.operands.reshape(num_blocks, block, -1)
+    reference = r.operands.reshape(num_blocks, block, -1)
     keep = k + _SLACK + 1
     state = (
         jnp.full((num_blocks, block, keep), jnp.inf, query.dtype),
@@ -126,23 +157,65 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, group=None):
     (values, cols), _ = lax.scan(step, state, jnp.arange(num_blocks, dtype=jnp.int32))
 
     def finish(args):
-        start, block_prepared, block_values, block_cols = args
+        start, block_prepared, block_values, block_cols, block_bound = args
         row_ids = start + jnp.arange(block, dtype=jnp.int32)[:, None]
-        return refine(block_prepared, xpad, block_values, block_cols, k, metric, row_ids=row_ids)
+        return refine(
+            block_prepared,
+            xpad,
+            block_values,
+            block_cols,
+            k,
+            metric,
+            row_ids=row_ids,
+            bound=block_bound,
+        )
 
-    blocks = jax.tree.map(lambda a: a.reshape(num_blocks, block, *a.shape[1:]), xpad)
+    blocks = jax.tree.map(lambda a: a.reshape(num_blocks, block, *a.shape[1:]), (xpad, bound))
     starts = jnp.arange(num_blocks, dtype=jnp.int32) * block
-    dist, idx = lax.map(finish, (starts, blocks, values, cols))
-    return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n]
+    dist, idx, ok = lax.map(finish, (starts, blocks[0], values, cols, blocks[1]))
+    return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n], ok.reshape(-1)[:n]
 
 
-def refine(rows, yp, values, columns, k, metric, *, row_ids=None):
+def refine(rows, yp, values, columns, k, metric, *, row_ids=None, bound=None):
     """Recomputes candidate distances per pair; keeps the k smallest by (distance, index).
 
     ``values``/``columns`` ``[b, c]`` are the ranking's candidates; +inf ranking values (padding,
     non-finite points, unfilled slots) stay excluded, and so does column ``row_ids`` (the point
-    itself) if given.
+    itself) if given. Returns ``(distances [b, k], indices [b, k], certified [b])``; with
+    ``bound=None`` (exact candidate values) every row is certified. The per-pair work is done in
+    row chunks so that ``[chunk, c, d]`` stays within :data:`distances.PAIR_BUDGET` for any d.
     """
+    b, c = columns.shape
+    dim = yp.features.shape[1]
+    chunk = distances.pair_rows(b, dim, c)
+    if chunk < b:
+        parts = -(-b // chunk)
+        extra = parts * chunk - b
+
+        def padded(a, fill):
+            if a is None:
+                return None
+            widths = [(0, extra)] + [(0, 0)] * (a.ndim - 1)
+            return jnp.pad(a, widths, constant_values=fill).reshape(parts, chunk, *a.shape[1:])
+
+        args = (
+            jax.tree.map(lambda a: padded(a, 0), rows),
+            padded(values, jnp.inf),
+            padded(columns, 0),
+            padded(row_ids, -1),
+            padded(bound, 0),
+        )
+
+        def one(a):
+            r, v, cc, ids, bd = a
+            return _refine(r, yp, v, cc, k, metric, ids, bd)
+
+        out = lax.map(one, args)
+        return jax.tree.map(lambda a: a.reshape(parts * chunk, *a.shape[2:])[:b], out)
+    return _refine(rows, yp, values, columns, k, metric, row_ids, bound)
+
+
+def _refine(rows, yp, values, columns, k, metric, row_ids, bound):
     excluded = values == jnp.inf
     safe = jnp.where(excluded, 0, columns)  # unfilled slots hold out-of-range placeholders
     d = distances.pairs(rows, yp, safe, metric)
@@ -150,6 +223,80 @@ def refine(rows, yp, values, columns, k, metric, *, row_ids=None):
         excluded = excluded | (columns == row_ids)
     d = jnp.where(excluded, jnp.full((), jnp.inf, d.dtype), d)
     if columns.shape[1] <= _SORT_SMALL_MAX:
-        return _select.sort_small(d, columns, k)
-    d, columns = lax.sort((d, columns), dimension=-1, num_keys=2)
-    return d[:, :k], columns[:, :k]
+        d, columns = _select.sort_small(d, columns, k)
+    else:
+        d, columns = lax.sort((d, columns), dimension=-1, num_keys=2)
+        d, columns = d[:, :k], columns[:, :k]
+    if bound is None:
+        ok = jnp.ones(d.shape[0], bool)
+    else:
+        largest_kept = jnp.max(values, axis=1)
+        ok = distances.certified(d[:, k - 1], largest_kept, bound, metric, yp.features.shape[1])
+    return d, columns, ok
+
+
+def recheck(xp, yp, dist, idx, ok, k, metric, *, row_offset=None):
+    """Replaces the rows that are not ``ok`` by their exact top-k against all of ``yp``.
+
+    Exact: every distance of such a row is computed per pair, ``_RECHECK_ROWS`` rows at a time,
+    in column tiles within :data:`distances.PAIR_BUDGET`, inside a ``lax.while_loop`` that runs
+    once per group of flagged rows (zero times when all rows are certified). ``row_offset``
+    (in-sample search) is the global index of ``xp``'s first row: each row's own column is
+    excluded. Non-finite query rows are left as they are (callers mask them).
+    """
+    n, dim = xp.features.shape
+    m = yp.features.shape[0]
+    flagged = ~ok & (xp.penalty == 0)
+    chunk = _RECHECK_ROWS
+    width = round_up(min(m, max(_COLUMN_ALIGN, distances.PAIR_BUDGET // (4 * chunk * dim))), 8)
+    tiles = -(-m // width)
+    ypad = distances.pad(yp, tiles * width)
+    yb = jax.tree.map(lambda a: a.reshape(tiles, width, *a.shape[1:]), ypad)
+    order = jnp.nonzero(flagged, size=n, fill_value=n)[0].astype(jnp.int32)
+    order = jnp.concatenate([order, jnp.full((chunk,), n, jnp.int32)])
+    count = jnp.sum(flagged, dtype=jnp.int32)
+    columns = jnp.arange(tiles * width, dtype=jnp.int32)
+
+    def body(state):
+        start, dist, idx = state
+        rows = lax.dynamic_slice(order, (start,), (chunk,))
+        xr = jax.tree.map(lambda a: a[jnp.minimum(rows, n - 1)], xp)
+        d = lax.map(lambda yt: distances.pair_tile(xr, yt, metric), yb)  # [tiles, chunk, width]
+        d = jnp.moveaxis(d, 0, 1).reshape(chunk, tiles * width)
+        if row_offset is not None:
+            own = (rows + row_offset)[:, None] == columns[None, :]
+            d = jnp.where(own, jnp.full((), jnp.inf, d.dtype), d)
+        values, cols = _select.smallest_k_simple(d, k)
+        dist = dist.at[rows].set(values, mode="drop")
+        idx = idx.at[rows].set(cols, mode="drop")
+        return start + chunk, dist, idx
+
+    _, dist, idx = lax.while_loop(lambda s: s[0] < count, body, (jnp.int32(0), dist, idx))
+    return dist, idx
+
+
+def search(xp, yp, k, metric, *, in_sample, block_size, plan=None, group=None, shift=None):
+    """Exact top-k of every ``xp`` row among ``yp`` (in-sample: ``yp is xp``, self excluded).
+
+    Runs the symmetric engine when ``plan`` is given, the strip engine otherwise, then
+    :func:`recheck`. Non-finite query rows come back as they are; callers turn them into
+    sentinels. ``shift`` defaults to the centre of ``yp``.
+    """
+    if shift is None:
+        shift = distances.centre(yp, metric)
+    if plan is not None:
+        dist, idx, ok = symmetric_search(
+            xp, k, metric, num_blocks=plan[0], block=plan[1], shift=shift, group=group
+        )
+    else:
+        dist, idx, ok = strip_search(
+            xp,
+            yp,
+            k,
+            metric,
+            exclude_diagonal=in_sample,
+            block_size=block_size,
+            shift=shift,
+            group=group,
+        )
+    return recheck(xp, yp, dist, idx, ok, k, metric, row_offset=0 if in_sample else None)

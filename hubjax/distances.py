@@ -1,21 +1,34 @@
-"""Distance functions: dense ``pairwise_distances`` and the tile kernel shared by ``knn``.
+"""Distance functions: dense ``pairwise_distances`` and the kernels shared by ``knn``.
 
-Every metric is computed as "prepare each point once, then one matrix product per tile":
+Two ways of computing a distance live here, and the engines use both:
 
-* ``sqeuclidean``: ``|x|^2 + |y|^2 - 2 x.y``, clamped at 0.
-* ``euclidean``: square root of ``sqeuclidean`` (neighbour search ranks by the squared value,
-  which orders identically, and takes the root of the k survivors only).
-* ``cosine``: ``1 - x.y / (|x| |y|)``, clamped at 0; a zero vector has similarity 0 to
-  everything (distance 1), itself included.
-* ``dot``: ``-x.y``, so the largest inner product is nearest.
+* **Per pair** (:func:`pairs`, :func:`pair_tile`): ``sum((x - y)**2)`` for the Euclidean metrics,
+  ``0.5 * sum((x/|x| - y/|y|)**2)`` for ``cosine`` (equal to ``1 - cos``, without its
+  cancellation), ``-sum(x * y)`` for ``dot``. The sum over features is a fixed pairwise tree of
+  elementwise additions (:func:`tree_sum`), so the value of a pair is bitwise the same whatever
+  the tile shape, engine, block size or device count. Every reported distance is one of these.
+* **Ranking** (:func:`ranking_operands`): one plain matrix product per tile,
+  ``|x'|^2 + |y'|^2 - 2 x'.y'`` on points shifted by a common centre ``x' = x - c`` (the
+  Euclidean metrics are translation invariant, so the shift removes the large common offset of
+  uncentred data that would otherwise cancel), ``-x.y`` for ``dot``/``cosine``. It only picks
+  candidates; :func:`ranking_error` bounds its rounding error per query row so the engines can
+  prove (or re-check) that no neighbour was lost.
 
-Inputs in bf16/fp16 are upcast and accumulated in float32. Matrix products use
-``Precision.HIGHEST`` so that GPUs/TPUs do not silently drop to TF32/bf16 passes.
+Scale: the Euclidean and ``dot`` metrics work on the points multiplied by one power of two
+(:func:`scale_exponent`) that brings the largest coordinate into [0.5, 1), so neither tiny
+(1e-30) nor huge (1e30) data underflows or overflows inside; the scale is exact and is undone in
+:func:`finish`. Reported values that fall outside float32's range there (a squared distance of
+1e-40, say) flush to zero or become inf; the neighbours are still exact. ``cosine`` scales each
+row by its own power of two before normalising.
+
+Distances are clamped at zero. Inputs in bf16/fp16 are accumulated in float32. Matrix products
+use ``Precision.HIGHEST`` so that GPUs/TPUs do not silently drop to TF32/bf16 passes.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -24,6 +37,9 @@ from jax import lax
 from jaxtyping import Array, Float
 
 from hubjax import _checks
+
+# Bytes of [rows, cols, features] intermediates one per-pair evaluation may hold.
+PAIR_BUDGET = 32 << 20
 
 
 class Prepared(NamedTuple):
@@ -34,23 +50,94 @@ class Prepared(NamedTuple):
     Padding rows use the same mechanism.
     """
 
-    features: jax.Array  # [n, d], unit-normalised for cosine
-    sqnorms: jax.Array  # [n] squared norms (sqeuclidean/euclidean), zeros otherwise
+    features: jax.Array  # [n, d] scaled by 2**-exponent; unit-normalised for cosine
+    sqnorms: jax.Array  # [n] squared norms of ``features`` (tree sum)
     penalty: jax.Array  # [n] 0, or +inf for non-finite (and padding) points
 
 
-def prepare(x: jax.Array, metric: str, dtype) -> Prepared:
-    """Casts ``x`` to the accumulation dtype and precomputes what each tile needs."""
+def tree_sum(a: jax.Array) -> jax.Array:
+    """Sum over the last axis in a fixed pairwise order: elementwise adds only.
+
+    An XLA reduction may associate differently for different shapes of the other axes; this
+    does not, so a pair's value is bitwise independent of how many pairs are computed at once.
+    """
+    a = settle(a)
+    n = a.shape[-1]
+    if n == 0:
+        return jnp.zeros(a.shape[:-1], a.dtype)
+    while n > 1:
+        if n % 2:
+            a = jnp.concatenate([a, jnp.zeros((*a.shape[:-1], 1), a.dtype)], axis=-1)
+            n += 1
+        n //= 2
+        a = a[..., :n] + a[..., n:]
+    return a[..., 0]
+
+
+def settle(a: jax.Array) -> jax.Array:
+    """``a`` itself, rounded where it stands (NaN becomes 0; callers never have NaN here).
+
+    XLA:CPU lets LLVM contract a product feeding an add or a subtraction into one FMA, and
+    whether it does depends on how the ops were fused, which differs between programs (block
+    sizes, engines). A select between the two makes the pattern uncontractible, so a value is
+    rounded the same way in every compiled program.
+    """
+    return jnp.where(jnp.isnan(a), jnp.zeros((), a.dtype), a)
+
+
+def _finite_rows(x: jax.Array) -> jax.Array:
+    return jnp.all(jnp.isfinite(x), axis=-1)
+
+
+def max_abs(x: jax.Array) -> jax.Array:
+    """Largest absolute coordinate over the finite rows of ``x`` (0 if none)."""
+    a = jnp.where(_finite_rows(x)[:, None], jnp.abs(x), jnp.zeros((), x.dtype))
+    return jnp.max(a, initial=jnp.zeros((), x.dtype))
+
+
+def scale_exponent(largest: jax.Array) -> jax.Array:
+    """int32 e with ``largest * 2**-e`` in [0.5, 1) (0 when ``largest`` is 0 or non-finite)."""
+    _, e = jnp.frexp(largest)
+    ok = (largest > 0) & jnp.isfinite(largest)
+    return jnp.where(ok, e, 0).astype(jnp.int32)
+
+
+def _pow2(e: jax.Array, dtype) -> jax.Array:
+    """``2.0**e`` built from its exponent bits (exact; ``jnp.ldexp`` lowers to ``pow``, which
+    XLA may evaluate approximately). ``e`` must lie in the normal range of ``dtype``."""
+    info = jnp.finfo(dtype)
+    bits = jnp.int64 if info.bits == 64 else jnp.int32
+    e = e.astype(bits) + (info.maxexp - 1)  # exponent bias
+    return lax.bitcast_convert_type(e << info.nmant, dtype)
+
+
+def _times_pow2(x: jax.Array, e: jax.Array) -> jax.Array:
+    """``x * 2**e`` exactly (two steps, so no intermediate power of two is out of range)."""
+    half = e // 2
+    return x * _pow2(half, x.dtype) * _pow2(e - half, x.dtype)
+
+
+def prepare(x: jax.Array, metric: str, dtype, exponent=None) -> Prepared:
+    """Casts ``x`` to the accumulation dtype, scales it and precomputes per-point values.
+
+    ``exponent`` (int32 scalar, from :func:`scale_exponent`) is the common power of two of the
+    Euclidean and ``dot`` metrics; ``None`` means no scaling. ``cosine`` ignores it.
+    """
     x = x.astype(dtype)
-    finite = jnp.all(jnp.isfinite(x), axis=-1)
+    finite = _finite_rows(x)
     x = jnp.where(finite[:, None], x, jnp.zeros((), dtype))
-    sq = jnp.sum(x * x, axis=-1)
     if metric == "cosine":
-        norm = jnp.sqrt(sq)
-        safe = jnp.where(norm > 0, norm, jnp.ones_like(norm))
-        x = jnp.where(norm[:, None] > 0, x / safe[:, None], jnp.zeros_like(x))
-    if metric not in ("sqeuclidean", "euclidean"):
-        sq = jnp.zeros_like(sq)
+        row_exp = scale_exponent(jnp.max(jnp.abs(x), axis=-1, initial=jnp.zeros((), dtype)))
+        x = _times_pow2(x, -row_exp[:, None])
+        norm = jnp.sqrt(tree_sum(x * x))
+        # x * (1 / norm), not x / norm: XLA rewrites a division by a broadcast into that form
+        # in some fusions and not in others, and the two round differently.
+        inverse = 1.0 / jnp.where(norm > 0, norm, jnp.ones_like(norm))
+        x = jnp.where(norm[:, None] > 0, x * inverse[:, None], jnp.zeros_like(x))
+    elif exponent is not None:
+        x = _times_pow2(x, -exponent)
+    x = settle(x)
+    sq = tree_sum(x * x)
     penalty = jnp.where(finite, jnp.zeros((), dtype), jnp.full((), jnp.inf, dtype))
     return Prepared(x, sq, penalty)
 
@@ -66,20 +153,42 @@ def pad(p: Prepared, size: int) -> Prepared:
     )
 
 
-def ranking_operands(p: Prepared, metric: str, side: str) -> jax.Array:
+def centre(p: Prepared, metric: str) -> jax.Array:
+    """The shift ``[d]`` of the ranking: mean of the finite points (zeros but for Euclidean)."""
+    if metric not in ("sqeuclidean", "euclidean"):
+        return jnp.zeros(p.features.shape[1], p.features.dtype)
+    finite = p.penalty == 0
+    total = jnp.sum(jnp.where(finite[:, None], p.features, 0), axis=0)
+    count = jnp.maximum(jnp.sum(finite), 1).astype(p.features.dtype)
+    return total / count
+
+
+class Ranking(NamedTuple):
+    """Matrix-product operands of one side and the norms its error bound needs."""
+
+    operands: jax.Array  # [n, d + 2]
+    norms: jax.Array  # [n] norms of the (shifted) features
+
+
+def ranking_operands(p: Prepared, metric: str, side: str, shift: jax.Array) -> Ranking:
     """Operands whose plain matrix product ranks pairs like the metric: ``[n, d + 2]``.
 
-    ``query @ reference.T`` equals ``|x|^2 + |y|^2 - 2 x.y`` for the Euclidean metrics and
-    ``-x.y`` for ``dot``/``cosine`` (``1 - s`` ranks like ``-s``), plus both points' penalties,
-    so a ranking tile needs no elementwise pass at all and is symmetric in the two points.
-    Values are only used to pick candidates; reported distances come from :func:`pairs`.
+    ``query @ reference.T`` equals ``|x'|^2 + |y'|^2 - 2 x'.y'`` (``x' = x - shift``) for the
+    Euclidean metrics and ``-x.y`` for ``dot``/``cosine``, plus both points' penalties, so a
+    ranking tile needs no elementwise pass and is symmetric in the two points. Values only pick
+    candidates; reported distances come from :func:`pairs`.
     """
-    ones = jnp.ones_like(p.sqnorms)[:, None]
-    offset = (p.sqnorms + p.penalty)[:, None]
+    euclidean = metric in ("sqeuclidean", "euclidean")
+    f = p.features - shift[None, :] if euclidean else p.features
+    sq = jnp.sum(f * f, axis=-1)
+    offset = ((sq if euclidean else jnp.zeros_like(sq)) + p.penalty)[:, None]
+    ones = jnp.ones_like(offset)
     if side == "query":
-        scale = 2.0 if metric in ("sqeuclidean", "euclidean") else 1.0
-        return jnp.concatenate([-scale * p.features, offset, ones], axis=1)
-    return jnp.concatenate([p.features, ones, offset], axis=1)
+        scale = 2.0 if euclidean else 1.0
+        ops = jnp.concatenate([-scale * f, offset, ones], axis=1)
+    else:
+        ops = jnp.concatenate([f, ones, offset], axis=1)
+    return Ranking(ops, jnp.sqrt(sq))
 
 
 def ranking_tile(query: jax.Array, reference: jax.Array) -> jax.Array:
@@ -89,62 +198,166 @@ def ranking_tile(query: jax.Array, reference: jax.Array) -> jax.Array:
     )
 
 
-def tile(xp: Prepared, yp: Prepared, metric: str) -> jax.Array:
-    """Exact-form distances ``[b, c]`` between two prepared sets (dense path and references).
+def _eps(dtype) -> float:
+    return float(jnp.finfo(dtype).eps)
 
-    For ``euclidean`` this returns squared distances (same order); :func:`finish` maps them.
+
+def ranking_error(query_norms: jax.Array, largest_reference: jax.Array, metric: str, d: int):
+    """Bound ``[b]`` on ``|ranking - distance|`` of each query row against any reference.
+
+    Worst-case rounding of a length ``d + 2`` dot product (any summation order, FMA or not):
+    ``gamma = (d + 2 log2 d + 16) eps`` times the sum of the absolute products, which is at most
+    ``(|x'| + max |y'|)**2`` for the Euclidean ranking and ``|x| max |y|`` for ``dot``/``cosine``.
+    The constant also covers the shift, the norms and the per-pair sums the result is checked
+    against. Distances are on the internal (scaled) scale.
     """
-    prod = ranking_tile(xp.features, yp.features)
-    if metric == "dot":
-        d = -prod
-    elif metric == "cosine":
-        d = 1.0 - prod
-    else:
-        d = xp.sqnorms[:, None] + yp.sqnorms[None, :] - 2.0 * prod
-    d = d + xp.penalty[:, None] + yp.penalty[None, :]
-    return _normalise(d, metric)
+    dtype = query_norms.dtype
+    gamma = (d + 2 * math.ceil(math.log2(max(d, 2))) + 16) * _eps(dtype)
+    if metric in ("sqeuclidean", "euclidean"):
+        return gamma * (query_norms + largest_reference) ** 2
+    return 2 * gamma * (query_norms * largest_reference + 1)
 
 
-def _normalise(d: jax.Array, metric: str) -> jax.Array:
-    """Clamps at 0 (all but ``dot``) and turns -0.0 into +0.0 so equal distances compare equal
-    bit for bit (``lax.top_k`` ranks -0.0 before +0.0)."""
-    zero = jnp.zeros((), d.dtype)
+def pair_error(d: int, dtype) -> float:
+    """Relative error bound of a per-pair sum of squares (:func:`pairs`)."""
+    return (math.ceil(math.log2(max(d, 2))) + 4) * _eps(dtype)
+
+
+def certified(kth, largest_kept, bound, metric: str, d: int):
+    """True where no point outside the kept candidates can beat the k-th exact distance.
+
+    ``kth`` is the k-th smallest per-pair distance among the candidates, ``largest_kept`` the
+    largest ranking value kept (every other point ranks at least there) and ``bound`` the
+    ranking's error (:func:`ranking_error`). Rows that fail are re-checked exactly.
+    """
+    dtype = kth.dtype
     if metric == "dot":
-        return jnp.where(d == 0, zero, d)
-    return jnp.where(d > 0, d, zero)
+        return (largest_kept - bound > kth) | (largest_kept == jnp.inf)
+    lowest = largest_kept + 1 if metric == "cosine" else largest_kept  # distance = 1 - s
+    lowest = (lowest - bound) * (1 - pair_error(d, dtype))
+    return (lowest > kth) | (largest_kept == jnp.inf)
+
+
+def _pair_values(xr: jax.Array, yc: jax.Array, metric: str) -> jax.Array:
+    """Distances of broadcast pairs ``xr [..., d]`` vs ``yc [..., d]``, no penalties."""
+    if metric == "dot":
+        return -tree_sum(xr * yc)
+    diff = xr - yc
+    d = tree_sum(diff * diff)
+    return 0.5 * d if metric == "cosine" else d
+
+
+def _finish_pairs(d, x_penalty, y_penalty, x_sq, y_sq, metric):
+    if metric == "cosine":  # a zero vector has similarity 0 (distance 1) to everything
+        one = jnp.ones((), d.dtype)
+        d = jnp.where((x_sq == 0) | (y_sq == 0), one, d)
+    return _normalise(d + x_penalty + y_penalty, metric)
 
 
 def pairs(x_rows: Prepared, y: Prepared, columns: jax.Array, metric: str) -> jax.Array:
     """Distances ``[b, c]`` from each row to its own candidates ``y[columns]`` (``columns [b, c]``).
 
-    Computed per pair (``sum((x - y)**2)``, not the matrix-product expansion), so the value of a
-    pair does not depend on tile shapes and has no cancellation error.
+    Computed per pair (no cancellation) and bitwise equal to :func:`pair_tile` on the same pair.
     """
-    yc = y.features[columns]  # [b, c, d]
-    xr = x_rows.features[:, None, :]
-    if metric in ("sqeuclidean", "euclidean"):
-        diff = xr - yc
-        d = jnp.sum(diff * diff, axis=-1)
-    else:
-        prod = jnp.sum(xr * yc, axis=-1)
-        d = -prod if metric == "dot" else 1.0 - prod
-    d = d + x_rows.penalty[:, None] + y.penalty[columns]
+    d = _pair_values(x_rows.features[:, None, :], y.features[columns], metric)
+    return _finish_pairs(
+        d,
+        x_rows.penalty[:, None],
+        y.penalty[columns],
+        x_rows.sqnorms[:, None],
+        y.sqnorms[columns],
+        metric,
+    )
+
+
+def pair_tile(x_rows: Prepared, y: Prepared, metric: str) -> jax.Array:
+    """Per-pair distances ``[b, c]`` of every row of ``x_rows`` to every row of ``y``.
+
+    Memory ``b * c * d``; callers keep tiles within :data:`PAIR_BUDGET`.
+    """
+    d = _pair_values(x_rows.features[:, None, :], y.features[None, :, :], metric)
+    return _finish_pairs(
+        d,
+        x_rows.penalty[:, None],
+        y.penalty[None, :],
+        x_rows.sqnorms[:, None],
+        y.sqnorms[None, :],
+        metric,
+    )
+
+
+def pair_rows(b: int, d: int, width: int, itemsize: int = 4) -> int:
+    """Rows of a ``[rows, width, d]`` per-pair intermediate that fit :data:`PAIR_BUDGET`."""
+    return max(1, min(b, PAIR_BUDGET // max(1, itemsize * width * d)))
+
+
+def dense(xp: Prepared, yp: Prepared, metric: str) -> jax.Array:
+    """All per-pair distances ``[n, m]``, computed in row chunks within the pair budget."""
+    n, m = xp.features.shape[0], yp.features.shape[0]
+    width = min(m, max(32, PAIR_BUDGET // (4 * xp.features.shape[1] * 8)))
+    cols = -(-m // width)
+    ypad = pad(yp, cols * width)
+    rows = pair_rows(n, xp.features.shape[1], width)
+    nb = -(-n // rows)
+    xpad = pad(xp, nb * rows)
+    xb = jax.tree.map(lambda a: a.reshape(nb, rows, *a.shape[1:]), xpad)
+    yb = jax.tree.map(lambda a: a.reshape(cols, width, *a.shape[1:]), ypad)
+
+    def row_block(xr):
+        out = lax.map(lambda yt: pair_tile(xr, yt, metric), yb)  # [cols, rows, width]
+        return jnp.moveaxis(out, 0, 1).reshape(rows, cols * width)
+
+    return lax.map(row_block, xb).reshape(nb * rows, cols * width)[:n, :m]
+
+
+def tile(xp: Prepared, yp: Prepared, metric: str) -> jax.Array:
+    """Matrix-product distances ``[b, c]`` (fast, with the ranking's rounding error).
+
+    For ``euclidean`` this returns squared distances (same order); :func:`finish` maps them.
+    Used where an approximate value is acceptable; reported neighbour distances use
+    :func:`pairs`.
+    """
+    shift = centre(yp, metric)
+    q = ranking_operands(xp, metric, "query", shift).operands
+    r = ranking_operands(yp, metric, "reference", shift).operands
+    d = ranking_tile(q, r)
+    if metric == "cosine":
+        d = 1.0 + d
     return _normalise(d, metric)
 
 
-def self_distance(xp: Prepared, metric: str) -> jax.Array:
-    """The exact distance of each point to itself ``[n]`` (ranking scale, see :func:`tile`)."""
+def _normalise(d: jax.Array, metric: str) -> jax.Array:
+    """Clamps at 0 (all but ``dot``) and turns -0.0 into +0.0 so equal distances compare equal
+    bit for bit (``lax.top_k`` ranks -0.0 before +0.0). NaN becomes +inf."""
+    zero = jnp.zeros((), d.dtype)
+    d = jnp.where(jnp.isnan(d), jnp.full((), jnp.inf, d.dtype), d)
     if metric == "dot":
-        return -jnp.sum(xp.features * xp.features, axis=-1)
-    if metric == "cosine":
-        nonzero = jnp.any(xp.features != 0, axis=-1)
-        return jnp.where(nonzero, 0.0, 1.0).astype(xp.features.dtype)
-    return jnp.zeros(xp.features.shape[0], xp.features.dtype)
+        return jnp.where(d == 0, zero, d)
+    return jnp.where(d > 0, d, zero)
 
 
-def finish(d: jax.Array, metric: str) -> jax.Array:
-    """Maps ranking distances to reported distances (square root for ``euclidean``)."""
-    return jnp.sqrt(d) if metric == "euclidean" else d
+def self_distance(xp: Prepared, metric: str) -> jax.Array:
+    """The exact distance of each point to itself ``[n]`` (internal scale, see :func:`finish`).
+
+    +inf for non-finite points.
+    """
+    if metric == "dot":
+        d = -xp.sqnorms
+    elif metric == "cosine":
+        d = jnp.where(xp.sqnorms > 0, 0.0, 1.0).astype(xp.features.dtype)
+    else:
+        d = jnp.zeros(xp.features.shape[0], xp.features.dtype)
+    return _normalise(d + xp.penalty, metric)
+
+
+def finish(d: jax.Array, metric: str, exponent=None) -> jax.Array:
+    """Maps internal distances to reported ones: undoes the scale, square root for euclidean."""
+    if metric == "euclidean":
+        d = jnp.sqrt(d)
+        return d if exponent is None else _times_pow2(d, exponent)
+    if metric == "cosine" or exponent is None:
+        return d
+    return _times_pow2(d, 2 * exponent)
 
 
 def pairwise_distances(
@@ -156,7 +369,9 @@ def pairwise_distances(
     """Dense distance matrix between two point sets.
 
     This builds the whole ``[n, m]`` matrix; use it for small inputs and as a reference.
-    :func:`hubjax.knn` never builds it.
+    :func:`hubjax.knn` never builds it. Every entry is computed per pair (``sum((x - y)**2)``,
+    no cancellation on uncentred data) and equals bit for bit the distance :func:`hubjax.knn`
+    reports for the same pair.
 
     Args:
       x: points ``[n, d]``. Integer inputs are cast to the default float dtype.
@@ -166,7 +381,7 @@ def pairwise_distances(
 
     Returns:
       Distances ``[n, m]`` in float32 (float64 for float64 inputs with x64 enabled). Distances
-      to or from a point with a NaN/inf coordinate are +inf.
+      to or from a point with a NaN/inf coordinate are +inf, the diagonal included.
 
     Raises:
       ValueError: unknown metric, rank other than 2, empty input, or mismatched features.
@@ -187,14 +402,25 @@ def pairwise_distances(
     return _pairwise(x, y, metric)
 
 
+def common_exponent(metric: str, *arrays) -> jax.Array | None:
+    """The shared scale exponent of ``arrays`` (None for cosine, which scales per row)."""
+    if metric == "cosine":
+        return None
+    largest = functools.reduce(jnp.maximum, [max_abs(a) for a in arrays])
+    return scale_exponent(largest)
+
+
 @functools.partial(jax.jit, static_argnames=("metric",))
 def _pairwise(x, y, metric):
     dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
-    xp = prepare(x, metric, dtype)
+    x = x.astype(dtype)
+    y = None if y is None else y.astype(dtype)
+    e = common_exponent(metric, x) if y is None else common_exponent(metric, x, y)
+    xp = prepare(x, metric, dtype, e)
     if y is None:
-        d = tile(xp, xp, metric)
+        d = dense(xp, xp, metric)
         n = x.shape[0]
         d = d.at[jnp.arange(n), jnp.arange(n)].set(self_distance(xp, metric))
     else:
-        d = tile(xp, prepare(y, metric, dtype), metric)
-    return finish(d, metric)
+        d = dense(xp, prepare(y, metric, dtype, e), metric)
+    return finish(d, metric, e)

@@ -109,8 +109,19 @@ def _validate_ring(x_local, y_local, k, axis_name, metric, include_self):
 def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, block_size):
     in_sample = y_local is None
     dtype = _checks.compute_dtype(x_local) if in_sample else _checks.compute_dtype(x_local, y_local)
-    xp = distances.prepare(x_local, metric, dtype)
-    yp = xp if in_sample else distances.prepare(y_local, metric, dtype)
+    x_local = x_local.astype(dtype)
+    y_local = None if in_sample else y_local.astype(dtype)
+    # One scale and one shift for all shards (a max is exact in any order, so the scale and
+    # with it every per-pair distance is the same as on one device).
+    exponent = None
+    if metric != "cosine":
+        largest = distances.max_abs(x_local)
+        if not in_sample:
+            largest = jnp.maximum(largest, distances.max_abs(y_local))
+        exponent = distances.scale_exponent(lax.pmax(largest, axis_name))
+    xp = distances.prepare(x_local, metric, dtype, exponent)
+    yp = xp if in_sample else distances.prepare(y_local, metric, dtype, exponent)
+    shift = _global_centre(yp, metric, axis_name)
     nl, ml = xp.features.shape[0], yp.features.shape[0]
     num_devices = lax.axis_size(axis_name)
     me = lax.axis_index(axis_name)
@@ -120,12 +131,12 @@ def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, bloc
     if others:
         rows = block_size or neighbors.default_block_size(nl, ml)
 
-        def candidates(block, source, exclude_diagonal):
-            """The shard's best ``others`` (exact distance, global index), padded with +inf."""
-            count = min(others, ml - 1 if exclude_diagonal else ml)
+        def candidates(block, source, own):
+            """The shard's exact best ``others`` (distance, global index), padded with +inf."""
+            count = min(others, ml - 1 if own else ml)
             if count:
-                d, cols = _engines.strip_search(
-                    xp, block, count, metric, exclude_diagonal=exclude_diagonal, block_size=rows
+                d, cols = _engines.search(
+                    xp, block, count, metric, in_sample=own, block_size=rows, shift=shift
                 )
                 cols = cols + source * ml
             else:  # a one-point shard searched against itself
@@ -153,7 +164,16 @@ def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, bloc
     if with_self:
         dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
         idx = jnp.concatenate([row_ids[:, None], idx], axis=1)
-    return distances.finish(dist, metric), idx
+    return neighbors.sentinels(dist, idx, xp.penalty, metric, exponent)
+
+
+def _global_centre(p, metric, axis_name):
+    """Mean of the finite points of all shards (the ranking's shift)."""
+    finite = (p.penalty == 0)[:, None]
+    total = lax.psum(jnp.sum(jnp.where(finite, p.features, 0), axis=0), axis_name)
+    count = lax.psum(jnp.sum(finite), axis_name)
+    mean = total / jnp.maximum(count, 1).astype(total.dtype)
+    return mean if metric in ("sqeuclidean", "euclidean") else jnp.zeros_like(mean)
 
 
 def ring_hub_values(

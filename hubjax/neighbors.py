@@ -140,9 +140,16 @@ def _validate(x, y, k, metric, include_self, check_finite):
 def _knn(x, y, *, k, metric, include_self, block_size, engine="auto", group=None):
     """Jitted core of :func:`knn`; ``engine`` is "auto", "strip" or "symmetric" (for tests)."""
     dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
-    xp = distances.prepare(x, metric, dtype)
+    x = x.astype(dtype)
     in_sample = y is None
-    yp = xp if in_sample else distances.prepare(y, metric, dtype)
+    y = None if in_sample else y.astype(dtype)
+    e = (
+        distances.common_exponent(metric, x)
+        if in_sample
+        else distances.common_exponent(metric, x, y)
+    )
+    xp = distances.prepare(x, metric, dtype, e)
+    yp = xp if in_sample else distances.prepare(y, metric, dtype, e)
     with_self = in_sample and include_self
     others = k - 1 if with_self else k
     n, dim = x.shape
@@ -153,31 +160,46 @@ def _knn(x, y, *, k, metric, include_self, block_size, engine="auto", group=None
             plan = _engines.symmetric_plan(n, others, block)
     if not others:
         dist, idx = jnp.zeros((n, 0), dtype), jnp.zeros((n, 0), jnp.int32)
-    elif plan is not None:
-        dist, idx = _engines.symmetric_search(
-            xp, others, metric, num_blocks=plan[0], block=plan[1], group=group
-        )
     else:
         rows = block_size or default_block_size(n, yp.features.shape[0])
-        dist, idx = _engines.strip_search(
-            xp, yp, others, metric, exclude_diagonal=in_sample, block_size=rows, group=group
+        dist, idx = _engines.search(
+            xp, yp, others, metric, in_sample=in_sample, block_size=rows, plan=plan, group=group
         )
     if with_self:
         dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
         idx = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], idx], axis=1)
-    return distances.finish(dist, metric), idx
+    return sentinels(dist, idx, xp.penalty, metric, e)
+
+
+def sentinels(dist, idx, penalty, metric, exponent):
+    """Reported distances; rows of non-finite queries and unfilled slots become (+inf, -1).
+
+    ``dist`` is on the internal scale: a slot is empty where it is +inf there (a reported
+    value may still overflow to inf on huge data without being empty).
+    """
+    empty = (dist == jnp.inf) | (penalty[:, None] != 0)
+    inf = jnp.full((), jnp.inf, dist.dtype)
+    dist = distances.finish(dist, metric, exponent)
+    return jnp.where(empty, inf, dist), jnp.where(empty, -1, idx)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "include_self"))
 def knn_dense(x, y=None, *, k, metric="sqeuclidean", include_self=False):
-    """The clear version of :func:`knn`: the whole matrix, then a (distance, index) sort.
+    """The clear version of :func:`knn`: every per-pair distance, then a (distance, index) sort.
 
-    Private reference used by the tests to check the strip engine; O(n m) memory.
+    Private reference used by the tests to check the engines; O(n m) memory.
     """
     dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
-    xp = distances.prepare(x, metric, dtype)
-    yp = xp if y is None else distances.prepare(y, metric, dtype)
-    d = distances.tile(xp, yp, metric)
+    x = x.astype(dtype)
+    y = None if y is None else y.astype(dtype)
+    e = (
+        distances.common_exponent(metric, x)
+        if y is None
+        else distances.common_exponent(metric, x, y)
+    )
+    xp = distances.prepare(x, metric, dtype, e)
+    yp = xp if y is None else distances.prepare(y, metric, dtype, e)
+    d = distances.dense(xp, yp, metric)
     n, m = d.shape
     idx = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (n, m))
     with_self = y is None and include_self
@@ -185,9 +207,8 @@ def knn_dense(x, y=None, *, k, metric="sqeuclidean", include_self=False):
         d = d.at[jnp.arange(n), jnp.arange(n)].set(jnp.inf)
     others = k - 1 if with_self else k
     d, idx = lax.sort((d, idx), dimension=-1, num_keys=2)
-    keep = min(others + _engines._SLACK, m)
-    d, idx = _engines.refine(xp, yp, d[:, :keep], idx[:, :keep], others, metric)
+    d, idx = d[:, :others], idx[:, :others]
     if with_self:
         d = jnp.concatenate([distances.self_distance(xp, metric)[:, None], d], axis=1)
         idx = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], idx], axis=1)
-    return distances.finish(d, metric), idx
+    return sentinels(d, idx, xp.penalty, metric, e)

@@ -24,8 +24,10 @@ def k_occurrence(indices: Int[Array, "q k"], num_points: int) -> Int[Array, " nu
 
     Raises:
       TypeError: non-integer ``indices`` or ``num_points``.
-      ValueError: when ``indices`` is concrete and has entries outside ``[0, num_points)``.
-        Under ``jit`` such entries cannot be checked and are dropped (not counted).
+      ValueError: when ``indices`` is concrete and has entries outside ``[0, num_points)``
+        other than -1 (the empty slot :func:`hubjax.knn` returns for non-finite rows), checked
+        in the input's own dtype so that int64 indices never wrap. Under ``jit`` such entries
+        cannot be checked and are dropped (not counted).
 
     Example:
       >>> import jax.numpy as jnp, hubjax
@@ -38,11 +40,17 @@ def k_occurrence(indices: Int[Array, "q k"], num_points: int) -> Int[Array, " nu
     if not jnp.issubdtype(indices.dtype, jnp.integer):
         raise TypeError(f"indices must be integers, got dtype {indices.dtype}.")
     if _checks.is_concrete(indices) and np.size(indices):
-        lo, hi = int(jnp.min(indices)), int(jnp.max(indices))
-        if lo < 0 or hi >= num_points:
+        # checked in the input's own dtype, before any cast to int32 could wrap it
+        host = np.asarray(indices)
+        bad = (host < -1) | (host >= num_points)
+        if bad.any():
+            lo, hi = int(host.min()), int(host.max())
             raise ValueError(
-                f"indices must lie in [0, {num_points}), found values in [{lo}, {hi}]."
+                f"indices must lie in [0, {num_points}) (or be -1 for an empty slot), found "
+                f"values in [{lo}, {hi}]."
             )
+    elif np.dtype(indices.dtype).itemsize > 4:
+        indices = jnp.clip(indices, -1, num_points)  # traced int64: out of range stays out
     return _count(jnp.asarray(indices), num_points)
 
 
@@ -113,7 +121,8 @@ def hub_histogram(
       int32 histogram ``[max_count + 1]``; entry c is the number of points with count c.
 
     Raises:
-      ValueError: ``max_count=None`` under ``jit``, or negative concrete counts.
+      ValueError: ``max_count=None`` under ``jit``, negative concrete counts, or counts or
+        ``max_count`` beyond the int32 range.
       TypeError: non-integer counts.
 
     Example:
@@ -130,13 +139,21 @@ def hub_histogram(
     if np.ndim(counts) != 1 or np.size(counts) == 0:
         raise ValueError(f"counts must be a non-empty vector, got shape {np.shape(counts)}.")
     if _checks.is_concrete(counts):
-        if int(jnp.min(counts)) < 0:
-            raise ValueError("counts must be non-negative.")
+        host = np.asarray(counts)  # checked in its own dtype: int64 counts never wrap
+        if int(host.min()) < 0:
+            raise ValueError(f"counts must be non-negative, found {int(host.min())}.")
+        if int(host.max()) > np.iinfo(np.int32).max:
+            raise ValueError(
+                f"counts up to {int(host.max())} exceed the int32 range of hubjax's counts; "
+                "a k-occurrence is at most the number of query lists."
+            )
         if max_count is None:
-            max_count = int(jnp.max(counts))
+            max_count = int(host.max())
     elif max_count is None:
         raise ValueError("hub_histogram under jit needs a static max_count.")
     max_count = _checks.check_static_int(max_count, "max_count", minimum=0)
+    if max_count >= np.iinfo(np.int32).max:
+        raise ValueError(f"max_count={max_count} is beyond the int32 range of the histogram.")
     return _histogram(jnp.asarray(counts), max_count)
 
 
