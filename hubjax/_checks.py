@@ -92,16 +92,24 @@ def check_k(k, num_candidates: int, explanation: str) -> int:
     return k
 
 
-def check_finite(x, name: str) -> None:
-    """Raises ``ValueError`` naming the rows with NaN/inf when ``x`` is concrete."""
+def check_finite(x, name: str, *, skippable: bool = True) -> None:
+    """Raises ``ValueError`` naming the rows with NaN/inf when ``x`` is concrete.
+
+    ``skippable``: whether the caller has a ``check_finite`` flag to mention in the message.
+    """
     if not is_concrete(x):
         return
     bad = np.asarray(~jnp.isfinite(x).all(axis=1))
     if bad.any():
         rows = np.flatnonzero(bad)
         shown = ", ".join(map(str, rows[:5])) + (", ..." if rows.size > 5 else "")
+        skip = (
+            ", or pass check_finite=False to skip this check (such rows are then nobody's "
+            "neighbour and nobody's query)"
+            if skippable
+            else ""
+        )
         raise ValueError(
             f"{name} has non-finite values (NaN or inf) in {rows.size} row(s): {shown}. "
-            "Drop or impute them, or pass check_finite=False to skip this check "
-            "(such rows are then never anyone's neighbour)."
+            f"Drop or impute them{skip}."
         )

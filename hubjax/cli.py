@@ -1,9 +1,13 @@
 """``hubjax analyze PATH``: the hubness report of a data file, for people and for scripts.
 
 Reads ``.npy``, ``.npz`` (the array named by ``--key``, or the only/first array) or ``.csv``
-(comma-separated numbers; one header line is skipped if it is not numeric). Bad input -- a
-missing file, an unreadable format, non-numeric or non-finite data, k too large -- is reported
-as one line on stderr with exit status 2, never a traceback.
+(comma-separated numbers, UTF-8 with or without a byte-order mark; a first line holding text is
+a header and skipped; an empty cell is an error, never a silently dropped row). float64 data is
+centred (Euclidean metrics) and, beyond float32's range, rescaled by a power of two in its own
+precision before the float32 cast; neither changes any neighbour. Bad input -- a missing file,
+an unreadable or truncated file, non-numeric or non-finite data, k too large, a bad option
+value -- is reported as one line on stderr with exit status 2, never a traceback. ``--json``
+is strict JSON (undefined measures are ``null``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +75,7 @@ def load(path: str, key: str | None = None) -> np.ndarray:
             )
     except UsageError:
         raise
-    except (ValueError, OSError, EOFError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
         raise UsageError(f"cannot read {path}: {err}".splitlines()[0]) from None
     if data.dtype.kind not in "biuf":
         raise UsageError(f"{path} is not numeric (dtype {data.dtype})")
@@ -86,25 +91,56 @@ def load(path: str, key: str | None = None) -> np.ndarray:
         raise UsageError(
             f"{path} has non-finite values (NaN or inf) in {rows.size} row(s), first row {rows[0]}"
         )
-    return data.astype(np.float32)
+    return data
+
+
+def to_float32(data: np.ndarray, metric: str) -> np.ndarray:
+    """The float32 points hubjax computes on, prepared in the file's own precision.
+
+    Every metric ranks neighbours the same after a positive rescaling, and the Euclidean ones
+    after a translation. So wide data (float64, large integers) is first centred on its column
+    means (Euclidean metrics) in float64 -- a common offset such as ``1e6 + noise`` would
+    otherwise swallow the noise in the cast -- and then divided by a power of two if its values
+    lie beyond float32's range. Neither changes any neighbour list or measure.
+    """
+    if data.dtype == np.float32 or data.dtype.itemsize <= 2:
+        return data.astype(np.float32)
+    wide = data.astype(np.float64)
+    if metric in ("sqeuclidean", "euclidean"):
+        wide = wide - wide.mean(axis=0)
+    largest = float(np.abs(wide).max())
+    limit = float(np.finfo(np.float32).max) / 4
+    if largest > limit:
+        wide = np.ldexp(wide, -int(np.frexp(largest / limit)[1]))
+    return wide.astype(np.float32)
 
 
 def _load_csv(p: Path) -> np.ndarray:
-    lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+    # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the first cell
+    lines = [ln for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
     if not lines:
         raise UsageError(f"{p} is empty")
 
     def parse(line, number):
+        cells = [v.strip() for v in line.split(",")]
+        if any(v == "" for v in cells):
+            raise UsageError(f"{p}, line {number}: empty value in {line[:60]!r}")
         try:
-            return [float(v) for v in line.split(",")]
+            return [float(v) for v in cells]
         except ValueError:
             raise UsageError(f"{p}, line {number}: non-numeric value in {line[:60]!r}") from None
 
-    try:
-        parse(lines[0], 1)
-        start = 0
-    except UsageError:
-        start = 1  # a header line
+    def is_header(line):
+        """A header names columns: some cell is text that is not a number."""
+        for v in (v.strip() for v in line.split(",")):
+            try:
+                float(v)
+            except ValueError:
+                if v:
+                    return True
+        return False
+
+    start = 1 if is_header(lines[0]) else 0
     rows = [parse(line, i + 1) for i, line in enumerate(lines) if i >= start]
     if not rows:
         raise UsageError(f"{p} has a header but no data")
@@ -143,7 +179,7 @@ def analyze(args) -> dict:
 
     from hubjax import measures
 
-    x = load(args.path, args.key)
+    x = to_float32(load(args.path, args.key), args.metric)
     n, d = x.shape
     if args.reduction is None:
         available = n - 1
@@ -233,21 +269,55 @@ def plot(r: dict, path: str) -> None:
     plt.close(fig)
 
 
+def plot_path(path: str, data_path: str) -> Path:
+    """Where ``--plot`` writes: a directory gets ``<data name>_hubness.png`` inside it; a name
+    without a suffix gets ``.png``."""
+    p = Path(path)
+    if p.is_dir():
+        return p / f"{Path(data_path).stem}_hubness.png"
+    return p if p.suffix else p.with_suffix(".png")
+
+
+def json_ready(value):
+    """NaN/inf become null (JSON has no NaN; a bare ``NaN`` breaks strict parsers)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_ready(v) for v in value]
+    return value
+
+
 def run(args) -> int:
+    for name in ("k", "candidates", "top"):
+        if getattr(args, name) < (0 if name == "top" else 1):
+            least = 0 if name == "top" else 1
+            print(f"hubjax analyze: error: --{name} must be at least {least}", file=sys.stderr)
+            return 2
+    written = None
     try:
         result = analyze(args)
         if args.plot:
+            written = plot_path(args.plot, args.path)
             try:
-                plot(result, args.plot)
+                plot(result, str(written))
+            except ImportError:
+                print(
+                    "hubjax analyze: --plot needs matplotlib: pip install 'hubjax[plot]' "
+                    "(report below, no plot written)",
+                    file=sys.stderr,
+                )
+                written = None
             except (OSError, ValueError) as err:
-                raise UsageError(f"cannot write plot {args.plot}: {err}".splitlines()[0]) from None
+                raise UsageError(f"cannot write plot {written}: {err}".splitlines()[0]) from None
     except UsageError as err:
         print(f"hubjax analyze: error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(json_ready(result), allow_nan=False))
     else:
         print(format_report(result))
-        if args.plot:
-            print(f"plot written to {args.plot}")
+        if written is not None:
+            print(f"plot written to {written}")
     return 0

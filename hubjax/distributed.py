@@ -88,7 +88,7 @@ def ring_knn(
         axis_name=axis_name,
         metric=metric,
         include_self=bool(include_self),
-        block_size=block_size,
+        block_size=neighbors.check_block_size(block_size),
     )
 
 
@@ -96,6 +96,8 @@ def _validate_ring(x_local, y_local, k, axis_name, metric, include_self):
     """Eager checks of the per-shard functions (shapes and axis size are static under tracing)."""
     _checks.check_metric(metric)
     in_sample = y_local is None
+    if include_self and not in_sample:
+        raise ValueError("include_self=True applies to in-sample search (y_local=None).")
     x_local = _checks.as_points(x_local, "x_local")
     reference = x_local if in_sample else _checks.as_points(y_local, "y_local")
     _checks.check_same_features(x_local, reference)
@@ -205,7 +207,7 @@ def ring_hub_values(
         axis_name=axis_name,
         metric=metric,
         include_self=bool(include_self),
-        block_size=block_size,
+        block_size=neighbors.check_block_size(block_size),
     )
 
 
@@ -277,6 +279,7 @@ def knn(
       True
     """
     x, y, k = neighbors._validate(x, y, k, metric, include_self, check_finite)
+    block_size = neighbors.check_block_size(block_size)
     mesh, axis_name = _mesh_axis(mesh, axis_name)
     devices = mesh.shape[axis_name]
     n = x.shape[0]
@@ -330,6 +333,7 @@ def hub_values(
       True
     """
     x, _, k = neighbors._validate(x, None, k, metric, include_self, check_finite)
+    block_size = neighbors.check_block_size(block_size)
     mesh, axis_name = _mesh_axis(mesh, axis_name)
     n = x.shape[0]
     xs = _shard_points(x, mesh, axis_name, _engines.round_up(n, mesh.shape[axis_name]))

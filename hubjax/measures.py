@@ -16,19 +16,54 @@ import numpy as np
 from jax.scipy.special import erfc
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, neighbors, occurrence
+from hubjax import _checks, distances, neighbors, occurrence
 from hubjax import reduction as _reduction
 
 
 def _float(counts) -> jax.Array:
-    counts = jnp.asarray(counts)
+    """Counts as the default float dtype, validated (non-negative when concrete)."""
+    counts = _as_counts(counts)
+    return counts.astype(jnp.result_type(float))
+
+
+def _as_counts(counts) -> jax.Array:
+    if not hasattr(counts, "dtype"):
+        counts = np.asarray(counts)
     if not jnp.issubdtype(counts.dtype, jnp.integer) and not jnp.issubdtype(
         counts.dtype, jnp.floating
     ):
         raise TypeError(f"counts must be numeric, got dtype {counts.dtype}.")
-    if counts.ndim != 1 or counts.shape[0] == 0:
-        raise ValueError(f"counts must be a non-empty vector, got shape {counts.shape}.")
-    return counts.astype(jnp.result_type(float))
+    if np.ndim(counts) != 1 or np.shape(counts)[0] == 0:
+        raise ValueError(f"counts must be a non-empty vector, got shape {np.shape(counts)}.")
+    if _checks.is_concrete(counts):
+        low = np.min(np.asarray(counts))
+        if low < 0:
+            raise ValueError(f"counts must be non-negative, found {low}.")
+    return jnp.asarray(counts)
+
+
+def _sum(a: jax.Array) -> jax.Array:
+    """Pairwise sum: error O(log m) ulps instead of a float32 accumulator's O(m)."""
+    return distances.tree_sum(a)
+
+
+def _centred(counts) -> tuple[jax.Array, jax.Array]:
+    """``(O - mean O, mean O)`` in float; exact for constant integer counts.
+
+    For integers the mean is split as ``q + r / m`` (integer quotient and remainder), so
+    ``O - q`` is exact and only ``r / m`` is rounded: equal counts give exactly zero.
+    """
+    counts = _as_counts(counts)
+    dtype = jnp.result_type(float)
+    m = counts.shape[0]
+    if jnp.issubdtype(counts.dtype, jnp.integer):
+        total = jnp.sum(counts)
+        q = total // m
+        frac = (total - q * m).astype(dtype) / m
+        return (counts - q).astype(dtype) - frac, q.astype(dtype) + frac
+    o = counts.astype(dtype)
+    mean = _sum(o) / m
+    return o - mean, mean
 
 
 def k_skewness(counts: Int[Array, " m"]) -> Float[Array, ""]:
@@ -39,10 +74,10 @@ def k_skewness(counts: Int[Array, " m"]) -> Float[Array, ""]:
       >>> float(hubjax.k_skewness(jnp.array([0, 0, 0, 4])))
       1.1547...
     """
-    o = _float(counts)
-    c = o - o.mean()
-    m2 = jnp.mean(c * c)
-    m3 = jnp.mean(c * c * c)
+    c, _ = _centred(counts)
+    m = c.shape[0]
+    m2 = _sum(c * c) / m
+    m3 = _sum(c * c * c) / m
     return jnp.where(m2 > 0, m3 / jnp.where(m2 > 0, m2, 1.0) ** 1.5, jnp.nan)
 
 
@@ -57,10 +92,11 @@ def k_skewness_truncnorm(counts: Int[Array, " m"]) -> Float[Array, ""]:
       >>> round(float(hubjax.k_skewness_truncnorm(jnp.array([0, 1, 2, 5]))), 4)
       0.9025
     """
-    o = _float(counts)
-    std = jnp.std(o, ddof=1)
+    c, mean = _centred(counts)
+    m = c.shape[0]
+    std = jnp.sqrt(_sum(c * c) / max(m - 1, 1))
     safe = jnp.where(std > 0, std, 1.0)
-    a = (0.0 - o.mean()) / safe
+    a = (0.0 - mean) / safe
     phi = jnp.exp(-0.5 * a * a) / jnp.sqrt(2.0 * jnp.pi)
     tail = 0.5 * erfc(a / jnp.sqrt(2.0))  # 1 - Phi(a), accurate for a << 0
     moment = (2.0 * phi + a * a * phi) / tail
@@ -75,12 +111,15 @@ def robinhood(counts: Int[Array, " m"]) -> Float[Array, ""]:
       >>> float(hubjax.robinhood(jnp.array([0, 0, 2, 2])))
       0.5
     """
-    o = _float(counts)
-    return 0.5 * jnp.sum(jnp.abs(o - o.mean())) / jnp.sum(o)
+    c, mean = _centred(counts)
+    return 0.5 * _sum(jnp.abs(c)) / (mean * c.shape[0])
 
 
 def gini(counts: Int[Array, " m"]) -> Float[Array, ""]:
     """Gini index ``sum_ij |O_i - O_j| / (2 m sum O)``, computed sorted in O(m log m).
+
+    On the sorted counts ``sum_{i<j} (O_(j) - O_(i)) = sum_t (O_(t+1) - O_(t)) t (m - t)``: a
+    sum of non-negative terms (no cancellation; equal counts give exactly 0).
 
     Example:
       >>> import jax.numpy as jnp, hubjax
@@ -89,8 +128,9 @@ def gini(counts: Int[Array, " m"]) -> Float[Array, ""]:
     """
     o = jnp.sort(_float(counts))
     m = o.shape[0]
-    weights = 2.0 * jnp.arange(1, m + 1, dtype=o.dtype) - m - 1
-    return jnp.sum(weights * o) / (m * jnp.sum(o))
+    t = jnp.arange(1, m, dtype=o.dtype)
+    pairs = _sum(jnp.diff(o) * (t * (m - t)))
+    return pairs / (m * _sum(o))
 
 
 def atkinson(counts: Int[Array, " m"], *, eps: float = 0.5) -> Float[Array, ""]:
@@ -102,11 +142,12 @@ def atkinson(counts: Int[Array, " m"], *, eps: float = 0.5) -> Float[Array, ""]:
       0.1
     """
     o = _float(counts)
+    m = o.shape[0]
     if eps == 1:
-        general = jnp.exp(jnp.mean(jnp.log(o)))
+        general = jnp.exp(_sum(jnp.log(o)) / m)
     else:
-        general = jnp.mean(o ** (1.0 - eps)) ** (1.0 / (1.0 - eps))
-    return 1.0 - general / o.mean()
+        general = (_sum(o ** (1.0 - eps)) / m) ** (1.0 / (1.0 - eps))
+    return 1.0 - general / (_sum(o) / m)
 
 
 def antihub_occurrence(counts: Int[Array, " m"]) -> Float[Array, ""]:
@@ -131,7 +172,7 @@ def hub_occurrence(counts: Int[Array, " m"], *, k: int, hub_size: float = 2.0) -
       0.6666...
     """
     o = _float(counts)
-    return jnp.sum(jnp.where(o >= hub_size * k, o, 0.0)) / jnp.sum(o)
+    return _sum(jnp.where(o >= hub_size * k, o, 0.0)) / _sum(o)
 
 
 def groupie_ratio(counts: Int[Array, " m"]) -> Float[Array, ""]:
@@ -143,7 +184,7 @@ def groupie_ratio(counts: Int[Array, " m"]) -> Float[Array, ""]:
       0.6666...
     """
     o = _float(counts)
-    return jnp.max(o) / jnp.sum(o)
+    return jnp.max(o) / _sum(o)
 
 
 @functools.partial(

@@ -26,9 +26,14 @@ from hubjax import _checks, distances, neighbors
 
 
 def _pair(real, fake):
+    """Validated inputs. Concrete arrays with NaN/inf rows raise, naming the rows: a metric of
+    partly undefined samples would be a confident wrong number. Under ``jit`` this cannot be
+    checked (non-finite samples are then nobody's neighbour and inside no ball)."""
     real = _checks.as_points(real, "real")
     fake = _checks.as_points(fake, "fake")
     _checks.check_same_features(real, fake)
+    _checks.check_finite(real, "real", skippable=False)
+    _checks.check_finite(fake, "fake", skippable=False)
     return real, fake
 
 
@@ -73,19 +78,39 @@ def _radii(points, k):
 
 @functools.partial(jax.jit, static_argnames=("block_size",))
 def _ball_counts(queries, centres, radii, *, block_size):
-    """For each query, how many balls (centre, squared radius) contain it; tile by tile."""
+    """For each query, how many balls (centre, squared radius) contain it; tile by tile.
+
+    Membership is decided on the shifted matrix-product distances where their error bound
+    (:func:`hubjax.distances.ranking_error`) leaves no doubt; a block holding any pair within
+    the bound of its radius is recomputed per pair, so the answer equals comparing the exact
+    per-pair distances (those :func:`hubjax.knn` reports, and the radii are) with the radii.
+    """
     dtype = _checks.compute_dtype(queries, centres)
-    cp = distances.prepare(centres, "sqeuclidean", dtype)
+    queries, centres = queries.astype(dtype), centres.astype(dtype)
+    e = distances.common_exponent("sqeuclidean", queries, centres)
+    cp = distances.prepare(centres, "sqeuclidean", dtype, e)
+    shift = distances.centre(cp, "sqeuclidean")
+    ref = distances.ranking_operands(cp, "sqeuclidean", "reference", shift)
+    largest = jnp.max(jnp.where(cp.penalty == 0, ref.norms, 0))
+    scaled = distances._times_pow2(radii.astype(dtype), -2 * e)  # radii on the internal scale
+    valid = (cp.penalty == 0) & jnp.isfinite(scaled)
+    scaled = jnp.where(valid, scaled, -1.0)  # a non-finite centre contains nothing
+    dim = queries.shape[1]
     n = queries.shape[0]
     blocks = -(-n // block_size)
-    padded = jnp.pad(queries.astype(dtype), [(0, blocks * block_size - n), (0, 0)])
+    qp = distances.pad(distances.prepare(queries, "sqeuclidean", dtype, e), blocks * block_size)
 
     def one(block):
-        qp = distances.prepare(block, "sqeuclidean", dtype)
-        d = distances.tile(qp, cp, "sqeuclidean")
-        return jnp.sum(d <= radii[None, :], axis=1, dtype=jnp.int32)
+        q = distances.ranking_operands(block, "sqeuclidean", "query", shift)
+        r = distances.ranking_tile(q.operands, ref.operands)  # [b, m]
+        bound = distances.ranking_error(q.norms, largest, "sqeuclidean", dim)[:, None]
+        bound = bound + scaled[None, :] * distances.pair_error(dim, dtype)
+        doubt = jnp.any(jnp.abs(r - scaled[None, :]) <= bound)
+        d = jax.lax.cond(doubt, lambda: distances.dense(block, cp, "sqeuclidean"), lambda: r)
+        return jnp.sum(d <= scaled[None, :], axis=1, dtype=jnp.int32)
 
-    return jax.lax.map(one, padded.reshape(blocks, block_size, -1)).reshape(-1)[:n]
+    blocked = jax.tree.map(lambda a: a.reshape(blocks, block_size, *a.shape[1:]), qp)
+    return jax.lax.map(one, blocked).reshape(-1)[:n]
 
 
 def precision_recall(
@@ -104,6 +129,7 @@ def precision_recall(
       (True, True)
     """
     real, fake = _pair(real, fake)
+    block_size = _checks.check_static_int(block_size, "block_size")
     _checks.check_k(k, min(real.shape[0], fake.shape[0]) - 1, "k-NN balls within each set")
     inside_real = _ball_counts(
         fake, real, _radii(real, k), block_size=min(block_size, fake.shape[0])
@@ -131,6 +157,7 @@ def density_coverage(
       (True, True)
     """
     real, fake = _pair(real, fake)
+    block_size = _checks.check_static_int(block_size, "block_size")
     _checks.check_k(k, real.shape[0] - 1, "k-NN balls among the real samples")
     radii = _radii(real, k)
     counts = _ball_counts(fake, real, radii, block_size=min(block_size, fake.shape[0]))

@@ -106,9 +106,15 @@ def knn(
              [3, 2]], dtype=int32)
     """
     x, y, k = _validate(x, y, k, metric, include_self, check_finite)
-    if block_size is not None:
-        block_size = _checks.check_static_int(block_size, "block_size")
+    block_size = check_block_size(block_size)
     return _knn(x, y, k=k, metric=metric, include_self=bool(include_self), block_size=block_size)
+
+
+def check_block_size(block_size) -> int | None:
+    """``None`` or a Python int >= 1 (the same check in every function that takes it)."""
+    if block_size is None:
+        return None
+    return _checks.check_static_int(block_size, "block_size")
 
 
 def _validate(x, y, k, metric, include_self, check_finite):
@@ -124,6 +130,11 @@ def _validate(x, y, k, metric, include_self, check_finite):
                 k, n - 1, f"in-sample search excludes the point itself, leaving n - 1 = {n - 1}"
             )
     else:
+        if include_self:
+            raise ValueError(
+                "include_self=True applies to in-sample search (y=None); with y given every "
+                "query searches all of y."
+            )
         y = _checks.as_points(y, "y")
         _checks.check_same_features(x, y)
         k = _checks.check_k(k, y.shape[0], f"y has {y.shape[0]} points")

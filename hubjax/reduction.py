@@ -40,10 +40,11 @@ import jax.numpy as jnp
 from jax.scipy.special import erfc
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _engines, _select, neighbors
+from hubjax import _checks, neighbors
 
 METHODS = ("mp_empiric", "mp_gaussian", "local_scaling", "nicdm", "dis_sim_local", "csls")
 _DEFAULT_LOCAL_K = {"csls": 10}
+USES_LOCAL_K = ("local_scaling", "nicdm", "dis_sim_local", "csls")
 
 
 def check_method(method: str, metric: str, params: dict) -> int:
@@ -111,10 +112,21 @@ def knn(
         raise ValueError("hubness reduction needs at least 2 reference points.")
     candidates = min(_checks.check_static_int(candidates, "candidates"), num_ref - 1)
     k = _checks.check_k(k, candidates, f"candidates={candidates} primary neighbours per point")
-    if local_k > candidates:
-        raise ValueError(f"local_k={local_k} is larger than candidates={candidates}.")
-    if block_size is not None:
-        block_size = _checks.check_static_int(block_size, "block_size")
+    if method in USES_LOCAL_K:
+        if local_k > candidates:
+            raise ValueError(
+                f"local_k={local_k} is larger than candidates={candidates} (with "
+                f"{num_ref} reference points at most {num_ref - 1} candidates exist); pass a "
+                "smaller local_k."
+            )
+        if method == "csls" and y is not None and local_k > x.shape[0]:
+            raise ValueError(
+                f"csls averages each reference point's local_k={local_k} nearest queries, but "
+                f"there are only {x.shape[0]} queries; pass local_k <= {x.shape[0]}."
+            )
+    else:
+        local_k = 1  # unused by mutual proximity: keep it out of the static arguments
+    block_size = neighbors.check_block_size(block_size)
     return _reduced_knn(
         x,
         y,
@@ -137,10 +149,12 @@ def _primary(x, y, k, metric, block_size):
 )
 def _reduced_knn(x, y, *, k, method, candidates, metric, local_k, block_size):
     dq, iq = _primary(x, y, candidates, metric, block_size)
+    valid = iq >= 0  # -1: an empty slot (non-finite points under check_finite=False)
+    safe = jnp.where(valid, iq, 0)
     if method == "dis_sim_local":
         ref = x if y is None else y
         ir = iq if y is None else _primary(y, None, local_k, metric, block_size)[1]
-        s = dis_sim_local(x, ref, iq, ir, local_k)
+        s = dis_sim_local(x, ref, safe, jnp.where(ir >= 0, ir, 0), local_k)
     else:
         # the reference points' own lists (for csls: to their nearest queries)
         if y is None:
@@ -149,16 +163,20 @@ def _reduced_knn(x, y, *, k, method, candidates, metric, local_k, block_size):
             dr = _primary(y, x, local_k, metric, block_size)[0]
         else:
             dr = _primary(y, None, candidates, metric, block_size)[0]
-        s = secondary(method, dq, iq, dr, local_k)
-    return order(s, iq, k)
+        s = secondary(method, dq, safe, dr, local_k)
+    s = jnp.where(valid, s, jnp.full((), jnp.inf, s.dtype))
+    s, idx = order(s, dq, iq, k)
+    return s, jnp.where(s == jnp.inf, -1, idx)
 
 
-def order(s: jax.Array, idx: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """The k smallest secondary distances per row, ties to the smaller index."""
+def order(s: jax.Array, primary: jax.Array, idx: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """The k smallest secondary distances per row; ties by primary distance, then index.
+
+    Secondary distances tie often (mutual proximity's ranks, saturated probabilities); the
+    primary distance keeps such ties meaningful instead of favouring low indices.
+    """
     s = jnp.where(jnp.isnan(s), jnp.full((), jnp.inf, s.dtype), s)
-    if s.shape[1] <= _engines._SORT_SMALL_MAX:
-        return _select.sort_small(s, idx, k)
-    s, idx = jax.lax.sort((s, idx), dimension=-1, num_keys=2)
+    s, _, idx = jax.lax.sort((s, primary, idx), dimension=-1, num_keys=3)
     return s[:, :k], idx[:, :k]
 
 
@@ -186,8 +204,8 @@ def secondary(method: str, dq: jax.Array, iq: jax.Array, dr: jax.Array, local_k:
         rank_r = jnp.sum(dr[iq] <= dq[:, :, None], axis=-1)
         return jnp.maximum(rank_q, rank_r).astype(dq.dtype) / c
     if method == "mp_gaussian":
-        mu_q, sd_q = dq.mean(1), dq.std(1)
-        mu_r, sd_r = dr.mean(1), dr.std(1)
+        mu_q, sd_q = _finite_stats(dq)
+        mu_r, sd_r = _finite_stats(dr)
         return 1.0 - _normal_sf(dq, mu_q[:, None], sd_q[:, None]) * _normal_sf(
             dq, mu_r[iq], sd_r[iq]
         )
@@ -201,6 +219,16 @@ def secondary(method: str, dq: jax.Array, iq: jax.Array, dr: jax.Array, local_k:
     if method == "csls":
         return 2.0 * dq - dq[:, :local_k].mean(1)[:, None] - dr[:, :local_k].mean(1)[iq]
     raise ValueError(f"no secondary() formula for {method!r}")
+
+
+def _finite_stats(d):
+    """Mean and population deviation of each row's finite entries (empty slots are inf)."""
+    finite = jnp.isfinite(d)
+    count = jnp.maximum(jnp.sum(finite, axis=1), 1).astype(d.dtype)
+    z = jnp.where(finite, d, 0)
+    mean = jnp.sum(z, axis=1) / count
+    dev = jnp.where(finite, d - mean[:, None], 0)
+    return mean, jnp.sqrt(jnp.sum(dev * dev, axis=1) / count)
 
 
 def _normal_sf(d, mu, sd):

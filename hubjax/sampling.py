@@ -44,7 +44,8 @@ def hub_scores(
         so the smallest score is 1) when True; the blog's (k other points) when False.
       metric: as in :func:`hubjax.knn`; Euclidean by default, as in the paper.
       mapping_fn: ``latents [n, d] -> features [n, e]`` (e.g. StyleGAN's mapping network to W),
-        or None to score in Z.
+        or None to score in Z. Its output must have one row per latent (checked). A latent
+        whose features are not finite is nobody's neighbour and has hub value 0.
       block_size: as in :func:`hubjax.knn`.
 
     Returns:
@@ -57,7 +58,8 @@ def hub_scores(
       >>> int(scores.sum()), int(scores.min()) >= 1
       (5000, True)
     """
-    feats = latents if mapping_fn is None else mapping_fn(latents)
+    latents = _checks.as_points(latents, "latents")
+    feats = latents if mapping_fn is None else _mapped(mapping_fn, latents)
     return occurrence.hub_values(
         feats,
         k=k,
@@ -175,6 +177,18 @@ def hubness_sample(
     return latents, info
 
 
+def _mapped(mapping_fn, latents):
+    """``mapping_fn(latents)``, checked to return one rank-2 feature row per latent."""
+    feats = mapping_fn(latents)
+    shape = tuple(getattr(feats, "shape", ()))
+    if len(shape) != 2 or shape[0] != latents.shape[0]:
+        raise ValueError(
+            f"mapping_fn must return features [n, e] with one row per latent (n = "
+            f"{latents.shape[0]}), got shape {shape}."
+        )
+    return feats
+
+
 def _report_progress(batches, accepted, wanted):
     print(f"hubness_sample: batch {int(batches)}, accepted {int(min(accepted, wanted))}/{wanted}")
 
@@ -220,14 +234,22 @@ def _sample(
     def body(state):
         key, buffer, filled, batches, accepted_total = state
         key, sub = jax.random.split(key)
-        z = draw(sub, (batch_size, latent_dim)).astype(buffer.dtype)
-        feats = z if mapping_fn is None else mapping_fn(z)
+        z = draw(sub, (batch_size, latent_dim))
+        if tuple(z.shape) != (batch_size, latent_dim):
+            raise ValueError(
+                f"prior returned shape {tuple(z.shape)} for the requested "
+                f"{(batch_size, latent_dim)}; it must honour the shape argument."
+            )
+        z = z.astype(buffer.dtype)
+        feats = z if mapping_fn is None else _mapped(mapping_fn, z)
         # scored like hub_scores, without its eager checks (the batch is traced here)
         _, idx = neighbors._knn(
             feats, None, k=k, metric=metric, include_self=include_self, block_size=None
         )
         scores = occurrence._count(idx, batch_size).astype(jnp.float32)
         accept = scores > threshold if strict else scores >= threshold
+        # a latent whose features are not finite is never accepted, whatever the threshold
+        accept = accept & jnp.all(jnp.isfinite(feats), axis=1) & jnp.all(jnp.isfinite(z), axis=1)
         slots = filled + jnp.cumsum(accept) - 1
         slots = jnp.where(accept, slots, num_samples)  # rejected rows: out of range, dropped
         buffer = buffer.at[slots].set(z, mode="drop")
@@ -323,7 +345,7 @@ class HubPool:
     """
 
     points: jax.Array
-    radii: jax.Array  # squared radii for the Euclidean metrics
+    radii: jax.Array  # reported k-th distances (squared for the Euclidean metrics)
     k: int
     metric: str
     include_self: bool
@@ -339,6 +361,8 @@ class HubPool:
     ) -> HubPool:
         """Pool with the radii of every point; ``k`` as in :func:`hub_scores`."""
         pool = _checks.as_points(pool, "pool")
+        _checks.check_metric(metric)
+        _checks.check_finite(pool, "pool")
         others = k - 1 if include_self else k
         if include_self and k < 2:
             raise ValueError("HubPool with include_self=True needs k >= 2.")
@@ -347,27 +371,43 @@ class HubPool:
         return cls(pool, dist[:, -1], k, metric, bool(include_self))
 
     def score(self, candidates: Float[Array, "c d"], *, block_size: int = 1024) -> Int[Array, " c"]:
-        """Hub value each candidate would get in the pool; int32 ``[c]``."""
+        """Hub value each candidate would get in the pool; int32 ``[c]``.
+
+        Candidates with NaN/inf values score 0 (they would be nobody's neighbour).
+        """
         candidates = _checks.as_points(candidates, "candidates")
         _checks.check_same_features(candidates, self.points)
+        block_size = _checks.check_static_int(block_size, "block_size")
         return _pool_score(self, candidates, block_size=min(block_size, candidates.shape[0]))
 
 
 @functools.partial(jax.jit, static_argnames=("block_size",))
 def _pool_score(pool, candidates, *, block_size):
+    """Per-pair distances (the ones :func:`hubjax.knn` reports) against the pool radii.
+
+    Both sides are scaled by the pool's power of two, exactly as :func:`hubjax.knn` on the pool
+    scaled them, so a candidate equal to a pool point gets bitwise the same distances.
+    """
     ranking = "sqeuclidean" if pool.metric == "euclidean" else pool.metric
     dtype = _checks.compute_dtype(candidates, pool.points)
-    pp = distances.prepare(pool.points, ranking, dtype)
+    points = pool.points.astype(dtype)
+    e = distances.common_exponent(ranking, points)
+    pp = distances.prepare(points, ranking, dtype, e)
     n = candidates.shape[0]
-    blocks = -(-n // block_size)
-    padded = jnp.pad(candidates.astype(dtype), [(0, blocks * block_size - n), (0, 0)])
+    rows = distances.pair_rows(block_size, points.shape[1], points.shape[0])
+    blocks = -(-n // rows)
+    cp = distances.pad(
+        distances.prepare(candidates.astype(dtype), ranking, dtype, e), blocks * rows
+    )
 
     def one(block):
-        d = distances.tile(distances.prepare(block, ranking, dtype), pp, ranking)  # [b, m]
+        d = distances.finish(distances.pair_tile(block, pp, ranking), ranking, e)  # [b, m]
         return jnp.sum(d < pool.radii[None, :], axis=1, dtype=jnp.int32)
 
-    counts = jax.lax.map(one, padded.reshape(blocks, block_size, -1)).reshape(-1)[:n]
-    return counts + jnp.int32(pool.include_self)
+    blocked = jax.tree.map(lambda a: a.reshape(blocks, rows, *a.shape[1:]), cp)
+    counts = jax.lax.map(one, blocked).reshape(-1)[:n]
+    finite = cp.penalty[:n] == 0
+    return jnp.where(finite, counts + jnp.int32(pool.include_self), 0)
 
 
 def acceptance_rate(scores, threshold, *, strict=False) -> float:

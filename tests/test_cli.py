@@ -143,3 +143,84 @@ def test_console_entry_point_subprocess(data):
         text=True,
     )
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_csv_with_bom_keeps_its_first_row(tmp_path, capsys):
+    x = random_points(30, 3, seed=4)
+    path = tmp_path / "bom.csv"
+    text = "\n".join(",".join(map(str, r.tolist())) for r in x)
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    code, out, err = run(capsys, path, "--k", 3, "--json")
+    assert code == 0, err
+    assert json.loads(out)["n_points"] == 30
+
+
+def test_csv_empty_cell_is_an_error_not_a_header(tmp_path, capsys):
+    path = tmp_path / "gap.csv"
+    path.write_text("1.0,,3.0\n4,5,6\n7,8,9\n1,1,1\n")
+    code, _out, err = run(capsys, path, "--k", 1)
+    assert code == 2 and "line 1: empty value" in err and len(err.strip().splitlines()) == 1
+
+
+def test_float64_offset_data_is_centred_before_the_cast(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    x = 1e6 + rng.normal(scale=0.01, size=(200, 4))
+    path = tmp_path / "wide.npy"
+    np.save(path, x)
+    code, out, err = run(capsys, path, "--k", 5, "--json")
+    assert code == 0, err
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    ref = np.bincount(np.argsort(d, axis=1)[:, :5].ravel(), minlength=200)
+    got = np.asarray(json.loads(out)["k_occurrence"])
+    assert (got != ref).sum() <= 2  # float32 near-ties only
+
+
+def test_float64_beyond_float32_range_is_rescaled(tmp_path, capsys):
+    x = random_points(60, 3, seed=6).astype(np.float64) * 1e300
+    path = tmp_path / "huge.npy"
+    np.save(path, x)
+    code, out, err = run(capsys, path, "--k", 4, "--json")
+    assert code == 0, err
+    expected = hubjax.hub_values(random_points(60, 3, seed=6), k=4)
+    np.testing.assert_array_equal(json.loads(out)["k_occurrence"], expected)
+
+
+def test_json_is_strict_and_plot_path_is_reported(tmp_path, capsys):
+    path = tmp_path / "const.npy"
+    np.save(path, np.tile(np.arange(4.0, dtype=np.float32), (12, 1)) + np.eye(12, 4))
+    code, out, err = run(capsys, path, "--k", 11, "--json")
+    assert code == 0, err
+    assert "NaN" not in out
+    json.loads(out)  # strict parse
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    code, out, err = run(capsys, path, "--k", 3, "--plot", folder)
+    assert code == 0, err
+    written = folder / "const_hubness.png"
+    assert written.exists() and f"plot written to {written}" in out
+    code, out, err = run(capsys, path, "--k", 3, "--plot", tmp_path / "noext")
+    assert (tmp_path / "noext.png").exists() and "noext.png" in out
+
+
+def test_truncated_npz_and_bad_option_values_are_one_line(tmp_path, capsys):
+    path = tmp_path / "cut.npz"
+    np.savez(path, a=random_points(100, 5))
+    path.write_bytes(path.read_bytes()[:200])
+    code, _, err = run(capsys, path)
+    assert code == 2 and "cannot read" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        entry.main(["analyze", str(path), "--k", "abc"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "invalid int value" in err
+
+
+def test_version_and_top_level_help(capsys):
+    with pytest.raises(SystemExit):
+        entry.main(["--version"])
+    assert hubjax.__version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        entry.main(["--help"])
+    out = capsys.readouterr().out
+    assert "analyze" in out and "demo" in out

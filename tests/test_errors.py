@@ -83,7 +83,7 @@ def test_k_occurrence_bad_input():
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
         hubjax.k_occurrence(np.array([[0, 5]]), 5)
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
-        hubjax.k_occurrence(np.array([[-1, 2]]), 5)
+        hubjax.k_occurrence(np.array([[-2, 2]]), 5)
     with pytest.raises(TypeError, match="integers"):
         hubjax.k_occurrence(np.array([[0.0, 1.0]]), 5)
     with pytest.raises(TypeError, match="num_points must be a Python int"):

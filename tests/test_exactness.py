@@ -114,7 +114,7 @@ def test_recheck_equals_dense_reference():
     dist0 = jnp.zeros((300, 7))
     idx0 = jnp.zeros((300, 7), jnp.int32)
     ok = jnp.zeros(300, bool)
-    dist, idx = _engines.recheck(xp, xp, dist0, idx0, ok, 7, "euclidean", row_offset=0)
+    _dist, idx = _engines.recheck(xp, xp, dist0, idx0, ok, 7, "euclidean", row_offset=0)
     ref = neighbors.knn_dense(x, k=7, metric="sqeuclidean")
     np.testing.assert_array_equal(idx, ref[1])
     assert wrong_rows(CITY[:300], idx, "euclidean") == 0

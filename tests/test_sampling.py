@@ -160,3 +160,55 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="same number of features"):
         sampling.HubPool.build(random_points(20, 3), k=3).score(random_points(2, 4))
     hubjax.sampling.truncated_latents(jax.random.key(0), 3, latent_dim=2, psi=0.5)
+
+
+@pytest.mark.parametrize("include_self", [True, False])
+def test_pool_score_of_exact_copies_equals_joining(include_self):
+    """Candidates that duplicate pool points, on uncentred data: bitwise the same distances."""
+    pool = (100.0 + random_points(200, 24, seed=31)).astype(np.float32)
+    cands = np.concatenate([pool[:6], pool[50:53] + np.float32(1e-3)])
+    hp = sampling.HubPool.build(pool, k=5, include_self=include_self)
+    got = np.asarray(hp.score(cands, block_size=3))
+    for i, c in enumerate(cands):
+        joined = np.concatenate([pool, c[None]])
+        expected = hubjax.hub_values(joined, k=5, include_self=include_self)[-1]
+        assert got[i] == int(expected), i
+    nan = np.full((1, 24), np.nan, np.float32)
+    assert int(hp.score(nan)[0]) == 0
+
+
+def test_sampler_never_accepts_non_finite_features():
+    def mapping(z):
+        return jnp.where(jnp.arange(z.shape[0])[:, None] < 4, jnp.nan, z)
+
+    scores = sampling.hub_scores(random_points(400, 8, seed=32), mapping_fn=mapping)
+    assert (np.asarray(scores)[:4] == 0).all()
+    assert int(np.asarray(scores).sum()) == 396 * 5
+    _z, info = sampling.hubness_sample(
+        jax.random.key(0),
+        5,
+        latent_dim=8,
+        threshold=0,
+        batch_size=100,
+        mapping_fn=mapping,
+        max_batches=1,
+        raise_on_shortfall=False,
+    )
+    assert int(info.accepted) == 96  # everything but the 4 NaN rows
+
+
+def test_sampler_checks_shapes_of_mapping_and_prior():
+    with pytest.raises(ValueError, match="one row per latent"):
+        sampling.hub_scores(random_points(50, 4), mapping_fn=lambda z: z[:-1])
+    with pytest.raises(ValueError, match="one row per latent"):
+        sampling.hubness_sample(
+            jax.random.key(0), 2, latent_dim=4, batch_size=50, mapping_fn=lambda z: z[:10]
+        )
+    with pytest.raises(ValueError, match="prior returned shape"):
+        sampling.hubness_sample(
+            jax.random.key(0),
+            2,
+            latent_dim=4,
+            batch_size=50,
+            prior=lambda key, shape: jax.random.normal(key, (shape[0], 3)),
+        )
