@@ -49,7 +49,11 @@ WORKLOADS = [
     ("hub-10k-64", "hub", 10_000, None, 64, 10, 5, ("faiss",)),
     ("hub-10k-256", "hub", 10_000, None, 256, 10, 5, ("faiss",)),
     ("hub-10k-1024", "hub", 10_000, None, 1024, 10, 5, ("faiss",)),
+    # uncentred data (a common offset of 100, as in ReLU / pixel / count features): the same
+    # work, plus an exactness column for hubjax and faiss against a float64 reference
+    ("hub-10k-512-offset100", "hub", 10_000, None, 512, 10, 5, ("faiss",), 100.0),
 ]
+EXACTNESS = {"hub-10k-512", "hub-10k-512-offset100", "quick-hub"}
 QUICK = [
     ("quick-hub", "hub", 2_000, None, 64, 10, 3, ("faiss", "sklearn")),
     ("quick-knn", "knn", 1_000, 3_000, 32, 5, 3, ("faiss", "sklearn")),
@@ -140,6 +144,41 @@ def _sklearn_fn(kind, x, y, k):
     return run
 
 
+def wrong_rows(x: np.ndarray, idx: np.ndarray, k: int) -> int:
+    """In-sample rows whose neighbours' float64 distances are not the k smallest (beyond a
+    1e-5 relative near-tie), against a float64 reference computed on centred data."""
+    x64 = x.astype(np.float64)
+    x64 = x64 - x64.mean(axis=0)
+    sq = (x64 * x64).sum(1)
+    wrong = 0
+    for start in range(0, len(x), 1000):
+        rows = slice(start, start + 1000)
+        d = sq[rows, None] + sq[None, :] - 2 * x64[rows] @ x64.T
+        d[np.arange(d.shape[0]), np.arange(start, start + d.shape[0])] = np.inf
+        true = np.sort(d, axis=1)[:, :k]
+        got = np.sort(np.take_along_axis(d, idx[rows].astype(np.int64), axis=1), axis=1)
+        tol = 1e-5 * np.abs(true).max(axis=1, keepdims=True)
+        wrong += int((np.abs(got - true) > tol).any(axis=1).sum())
+    return wrong
+
+
+def _exactness(x, k, with_faiss) -> dict:
+    """Wrong rows of hubjax's (and faiss's) in-sample k-NN lists against float64."""
+    import hubjax
+
+    out = {"hubjax": wrong_rows(x, np.asarray(hubjax.knn(x, k=k)[1]), k)}
+    if with_faiss:
+        import faiss
+
+        index = faiss.IndexFlatL2(x.shape[1])
+        index.add(x)
+        _, idx = index.search(x, k + 1)
+        rows = np.arange(len(x))[:, None]
+        keep = np.where((idx == rows).any(1)[:, None], idx != rows, np.arange(k + 1) < k)
+        out["faiss"] = wrong_rows(x, idx[keep].reshape(len(x), k), k)
+    return out
+
+
 def matmul_throughput(d: int) -> float:
     """GFLOP/s of a plain float32 4096 x 4096 x d matrix product on the default device."""
     import jax
@@ -198,10 +237,11 @@ def run_workload(spec) -> dict:
     import jax
     import jax.numpy as jnp
 
-    name, kind, n, m, d, k, repeats, peers = spec
+    name, kind, n, m, d, k, repeats, peers = spec[:8]
+    offset = spec[8] if len(spec) > 8 else 0.0
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    y = rng.normal(size=(m, d)).astype(np.float32) if m else None
+    x = (offset + rng.normal(size=(n, d))).astype(np.float32)
+    y = (offset + rng.normal(size=(m, d))).astype(np.float32) if m else None
     xj, yj = jnp.asarray(x), (jnp.asarray(y) if m else None)
     fns = {"hubjax": _hubjax_fn(kind, xj, yj, k), "full-matmul": _full_matmul_fn(xj, yj)}
     makers = {"faiss": _faiss_fn, "sklearn": _sklearn_fn}
@@ -242,6 +282,9 @@ def run_workload(spec) -> dict:
     if "sklearn" in med:
         out["ratio_sklearn"] = med["hubjax"] / med["sklearn"]
     out["ratio_full_matmul"] = med["hubjax"] / med["full-matmul"]
+    out["offset"] = offset
+    if name in EXACTNESS and kind == "hub":
+        out["wrong_rows"] = _exactness(x, k, "faiss" in peers)
     gflops = matmul_throughput(d)
     pair_flops = 2.0 * n * (m or n) * d
     out["matmul_gflops"] = gflops
@@ -287,8 +330,8 @@ def to_markdown(info: dict, rows: list[dict]) -> str:
         "",
         "| workload | n x m, d, k | hubjax s | faiss s | sklearn s | hubjax/faiss | "
         "hubjax/sklearn | compile s | peak MB hubjax / faiss | full matmul s | "
-        "hubjax/full matmul |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "hubjax/full matmul | wrong rows hubjax / faiss |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         med, peak = r["median_s"], r["peak_mb"]
@@ -301,9 +344,16 @@ def to_markdown(info: dict, rows: list[dict]) -> str:
             f"{fmt('faiss')} | {fmt('sklearn')} | "
             f"{_ratio(r, 'ratio_faiss')} | {_ratio(r, 'ratio_sklearn')} | {r['compile_s']:.2f} | "
             f"{peak['hubjax']:.0f} / {peak['faiss']:.0f} | "
-            f"{fmt('full-matmul')} | {_ratio(r, 'ratio_full_matmul')} |"
+            f"{fmt('full-matmul')} | {_ratio(r, 'ratio_full_matmul')} | {_wrong(r)} |"
         )
     return "\n".join(lines)
+
+
+def _wrong(row):
+    w = row.get("wrong_rows")
+    if not w:
+        return "-"
+    return f"{w['hubjax']} / {w.get('faiss', '-')} of {row['n']}"
 
 
 def _ratio(row, key):
@@ -333,7 +383,7 @@ def main(argv=None) -> int:
     if args.worker:
         spec = next(s for s in QUICK + WORKLOADS if s[0] == args.worker)
         if args.repeats:
-            spec = (*spec[:6], args.repeats, spec[7])
+            spec = (*spec[:6], args.repeats, *spec[7:])
         print(json.dumps(run_workload(spec)))
         return 0
     if args.only:

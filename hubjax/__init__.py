@@ -17,7 +17,22 @@ from hubjax.measures import (
 from hubjax.neighbors import knn
 from hubjax.occurrence import hub_histogram, hub_values, k_occurrence
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+_LAZY = ("gan", "sklearn")  # optional dependencies: imported on first attribute access
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"hubjax.{name}")
+    raise AttributeError(f"module 'hubjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "HubnessReport",

@@ -65,29 +65,46 @@ def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, grou
     m = yp.features.shape[0]
     dim = xp.features.shape[1]
     width = round_up(m, _COLUMN_ALIGN)
-    ypad = distances.pad(yp, width)
-    reference = distances.ranking_operands(ypad, metric, "reference", shift)
-    largest = _largest_norm(reference.norms, ypad.penalty)
+    reference = distances.ranking_operands(yp, metric, "reference", shift)
+    largest = _largest_norm(reference.norms, yp.penalty)
+    ref_ops = distances.pad_reference(reference.operands, width)
     rows = min(block_size, n)
-    num_blocks = -(-n // rows)
-    xpad = distances.pad(xp, num_blocks * rows)
-    query = distances.ranking_operands(xpad, metric, "query", shift)
-    bound = distances.ranking_error(query.norms, largest, metric, dim)
-    blocks = jax.tree.map(
-        lambda a: a.reshape(num_blocks, rows, *a.shape[1:]), (xpad, query.operands, bound)
-    )
-    starts = jnp.arange(num_blocks, dtype=jnp.int32) * rows
     keep = min(k + _SLACK + int(exclude_diagonal), width)
 
-    def one_strip(args):
-        start, (block, block_query, block_bound) = args
-        ranking = distances.ranking_tile(block_query, reference.operands)
+    def one_strip(start):
+        block = _rows(xp, start, rows)
+        query = distances.ranking_operands(block, metric, "query", shift)
+        bound = distances.ranking_error(query.norms, largest, metric, dim)
+        ranking = distances.ranking_tile(query.operands, ref_ops)
         values, cols = _select.smallest_k(ranking, keep, group)
         row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
-        return refine(block, ypad, values, cols, k, metric, row_ids=row_ids, bound=block_bound)
+        return refine(block, yp, values, cols, k, metric, row_ids=row_ids, bound=bound)
 
-    dist, idx, ok = lax.map(one_strip, (starts, blocks))
-    return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n], ok.reshape(-1)[:n]
+    return _over_row_blocks(one_strip, n, rows, k, xp.features.dtype)
+
+
+def _rows(p, start, rows):
+    """``rows`` consecutive points of ``p`` from ``start`` (a slice, not a copy of ``p``)."""
+    return jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, rows), p)
+
+
+def _over_row_blocks(fn, n, rows, k, dtype):
+    """Runs ``fn(start) -> (dist [rows, k], idx, ok [rows])`` over row blocks covering n rows.
+
+    The last block is moved back to end at row n (it overlaps the one before; the overlapping
+    rows are computed twice, identically), so no padded copy of the points is ever made.
+    """
+    num_blocks = -(-n // rows)
+
+    def body(b, carry):
+        start = jnp.minimum(b * rows, n - rows).astype(jnp.int32)
+        out = fn(start)
+        return tuple(
+            lax.dynamic_update_slice_in_dim(c, o, start, 0) for c, o in zip(carry, out, strict=True)
+        )
+
+    init = (jnp.zeros((n, k), dtype), jnp.zeros((n, k), jnp.int32), jnp.zeros(n, bool))
+    return lax.fori_loop(0, num_blocks, body, init)
 
 
 def symmetric_plan(n: int, k: int, block_size: int) -> tuple[int, int] | None:
@@ -102,7 +119,7 @@ def symmetric_plan(n: int, k: int, block_size: int) -> tuple[int, int] | None:
     num_blocks = max(3, -(-n // block_size))
     num_blocks += 1 - num_blocks % 2
     block = round_up(-(-n // num_blocks), _COLUMN_ALIGN)
-    if block < 4 * keep:
+    if block < 4 * keep or block > n:
         return None
     return num_blocks, block
 
@@ -116,15 +133,19 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
     dim = xp.features.shape[1]
     h = (num_blocks - 1) // 2
     size = num_blocks * block
-    xpad = distances.pad(xp, size)
-    q = distances.ranking_operands(xpad, metric, "query", shift)
-    r = distances.ranking_operands(xpad, metric, "reference", shift)
-    bound = distances.ranking_error(q.norms, _largest_norm(r.norms, xpad.penalty), metric, dim)
-    query = q.operands.reshape(num_blocks, block, -1)
-    reference = r.operands.reshape(num_blocks, block, -1)
+    r = distances.ranking_operands(xp, metric, "reference", shift)
+    bound = distances.ranking_error(r.norms, _largest_norm(r.norms, xp.penalty), metric, dim)
+    reference = distances.pad_reference(r.operands, size).reshape(num_blocks, block, -1)
+    scale = 2.0 if metric in ("sqeuclidean", "euclidean") else 1.0
+
+    def query_of(i):
+        """Block i's query operands, rebuilt from its reference operands (no second copy)."""
+        ref = reference[i]
+        return jnp.concatenate([-scale * ref[:, :dim], ref[:, dim + 1 :], ref[:, dim : dim + 1]], 1)
+
     keep = k + _SLACK + 1
     state = (
-        jnp.full((num_blocks, block, keep), jnp.inf, query.dtype),
+        jnp.full((num_blocks, block, keep), jnp.inf, reference.dtype),
         jnp.broadcast_to(size + jnp.arange(keep, dtype=jnp.int32), (num_blocks, block, keep)),
     )
 
@@ -132,7 +153,7 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
         ring = (i + jnp.arange(h + 1, dtype=jnp.int32)) % num_blocks  # block i first
         ascending = jnp.sort(ring)
         cols = reference[ascending].reshape((h + 1) * block, -1)
-        strip = distances.ranking_tile(query[i], cols)  # [block, (h + 1) * block]
+        strip = distances.ranking_tile(query_of(i), cols)  # [block, (h + 1) * block]
         # rows of block i: candidates from all h + 1 blocks, in ascending column order
         values, pos = _select.smallest_k(strip, keep, group)
         row_cols = ascending[pos // block] * block + pos % block
@@ -155,25 +176,23 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
         return (state[0].at[ring].set(merged[0]), state[1].at[ring].set(merged[1])), None
 
     (values, cols), _ = lax.scan(step, state, jnp.arange(num_blocks, dtype=jnp.int32))
+    values, cols = values.reshape(size, keep), cols.reshape(size, keep)
 
-    def finish(args):
-        start, block_prepared, block_values, block_cols, block_bound = args
+    def finish(start):
+        rows = _rows(xp, start, block)
         row_ids = start + jnp.arange(block, dtype=jnp.int32)[:, None]
         return refine(
-            block_prepared,
-            xpad,
-            block_values,
-            block_cols,
+            rows,
+            xp,
+            lax.dynamic_slice_in_dim(values, start, block),
+            lax.dynamic_slice_in_dim(cols, start, block),
             k,
             metric,
             row_ids=row_ids,
-            bound=block_bound,
+            bound=lax.dynamic_slice_in_dim(bound, start, block),
         )
 
-    blocks = jax.tree.map(lambda a: a.reshape(num_blocks, block, *a.shape[1:]), (xpad, bound))
-    starts = jnp.arange(num_blocks, dtype=jnp.int32) * block
-    dist, idx, ok = lax.map(finish, (starts, blocks[0], values, cols, blocks[1]))
-    return dist.reshape(-1, k)[:n], idx.reshape(-1, k)[:n], ok.reshape(-1)[:n]
+    return _over_row_blocks(finish, n, block, k, xp.features.dtype)
 
 
 def refine(rows, yp, values, columns, k, metric, *, row_ids=None, bound=None):
@@ -261,8 +280,11 @@ def recheck(xp, yp, dist, idx, ok, k, metric, *, row_offset=None):
         start, dist, idx = state
         rows = lax.dynamic_slice(order, (start,), (chunk,))
         xr = jax.tree.map(lambda a: a[jnp.minimum(rows, n - 1)], xp)
-        d = lax.map(lambda yt: distances.pair_tile(xr, yt, metric), yb)  # [tiles, chunk, width]
-        d = jnp.moveaxis(d, 0, 1).reshape(chunk, tiles * width)
+        if tiles == 1:
+            d = distances.pair_tile(xr, ypad, metric)
+        else:
+            d = lax.map(lambda yt: distances.pair_tile(xr, yt, metric), yb)  # [tiles, chunk, w]
+            d = jnp.moveaxis(d, 0, 1).reshape(chunk, tiles * width)
         if row_offset is not None:
             own = (rows + row_offset)[:, None] == columns[None, :]
             d = jnp.where(own, jnp.full((), jnp.inf, d.dtype), d)

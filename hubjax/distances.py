@@ -191,6 +191,16 @@ def ranking_operands(p: Prepared, metric: str, side: str, shift: jax.Array) -> R
     return Ranking(ops, jnp.sqrt(sq))
 
 
+def pad_reference(operands: jax.Array, size: int) -> jax.Array:
+    """Reference operands padded to ``size`` rows that rank after every real point (+inf)."""
+    extra = size - operands.shape[0]
+    if not extra:
+        return operands
+    row = jnp.zeros((extra, operands.shape[1]), operands.dtype)
+    row = row.at[:, -2].set(1).at[:, -1].set(jnp.inf)  # layout [features, 1, offset]
+    return jnp.concatenate([operands, row])
+
+
 def ranking_tile(query: jax.Array, reference: jax.Array) -> jax.Array:
     """``query @ reference.T`` at full float32 precision (no TF32/bf16 passes on accelerators)."""
     return lax.dot_general(

@@ -131,7 +131,7 @@ def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, bloc
     others = k - 1 if with_self else k
     row_ids = me * nl + jnp.arange(nl, dtype=jnp.int32)
     if others:
-        rows = block_size or neighbors.default_block_size(nl, ml)
+        rows = block_size or neighbors.default_block_size(nl, ml, num_features=xp.features.shape[1])
 
         def candidates(block, source, own):
             """The shard's exact best ``others`` (distance, global index), padded with +inf."""

@@ -15,8 +15,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
+
+try:
+    import optax
+    from flax import nnx
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise ImportError("hubjax.gan needs flax and optax: pip install 'hubjax[gan]'") from None
 
 
 class MLP(nnx.Module):

@@ -30,9 +30,12 @@ def _budget() -> int:
     return _STRIP_BYTES.get(jax.default_backend(), _STRIP_BYTES_ACCELERATOR)
 
 
-def default_block_size(num_queries: int, num_candidates: int, itemsize: int = 4) -> int:
-    """Rows per strip for the default backend: a strip holds at most a fixed budget."""
-    width = _engines.round_up(num_candidates, _engines._COLUMN_ALIGN)
+def default_block_size(
+    num_queries: int, num_candidates: int, itemsize: int = 4, num_features: int = 0
+) -> int:
+    """Rows per strip for the default backend: a strip's ranking values plus its query
+    operands (``rows x (m + d)``) hold at most a fixed budget."""
+    width = _engines.round_up(num_candidates, _engines._COLUMN_ALIGN) + num_features
     rows = max(8, min(4096, _budget() // (itemsize * width)) // 8 * 8)
     return min(rows, _engines.round_up(num_queries, 8))
 
@@ -78,12 +81,19 @@ def knn(
       block_size: rows per block (static); ``None`` picks one per backend (a strip of ranking
         values of about 64 MiB on CPU, 512 MiB on accelerators). Results do not depend on it.
       check_finite: when the inputs are concrete, raise if they hold NaN or inf. Under ``jit``
-        this check is skipped; a NaN distance then counts as +inf, so a point with non-finite
-        values is nobody's neighbour (before the padding) and its own row is unspecified.
+        this check is skipped: a point with non-finite values is then nobody's neighbour and
+        nobody's query (its row is the sentinel below).
 
     Returns:
       ``(distances [n, k], indices [n, k])``: float32 distances (float64 for float64 inputs
-      under x64) and int32 indices into ``y`` (or ``x``).
+      under x64) and int32 indices into ``y`` (or ``x``). Rows of non-finite queries, and slots
+      that have no finite candidate left, hold the sentinel ``(inf, -1)``.
+
+    The neighbours are exact for any data float32 can represent (uncentred, tiny or huge
+    scales): they are the k smallest per-pair distances (:mod:`hubjax.distances`), found by a
+    shifted matrix-product ranking whose rounding error is bounded per row, with an exact
+    re-check of any row the bound cannot certify. Results are bitwise identical for every
+    ``block_size``, engine and device count.
 
     Raises:
       ValueError: k < 1 or k larger than the candidates, rank other than 2, empty inputs,
@@ -172,7 +182,7 @@ def _knn(x, y, *, k, metric, include_self, block_size, engine="auto", group=None
     if not others:
         dist, idx = jnp.zeros((n, 0), dtype), jnp.zeros((n, 0), jnp.int32)
     else:
-        rows = block_size or default_block_size(n, yp.features.shape[0])
+        rows = block_size or default_block_size(n, yp.features.shape[0], num_features=dim)
         dist, idx = _engines.search(
             xp, yp, others, metric, in_sample=in_sample, block_size=rows, plan=plan, group=group
         )

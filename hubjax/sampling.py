@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, distances, neighbors, occurrence
+from hubjax import _callables, _checks, distances, neighbors, occurrence
 
 
 def hub_scores(
@@ -130,6 +130,10 @@ def hubness_sample(
       batch_size: latents per batch (static); hub values are computed within each batch.
       strict: see ``threshold``.
       prior: ``(key, shape) -> latents``; default ``jax.random.normal``.
+        ``mapping_fn`` and ``prior`` may be any callable: an ``nnx.Module`` or a
+        ``jax.tree_util.Partial`` has its weights passed as traced arguments (an in-place
+        update is seen, new weights do not recompile); a plain function is static (it must not
+        close over weights that change).
       max_batches: give up after this many batches (static).
       progress: print batches drawn and latents accepted after every batch (works under jit,
         through ``jax.debug.callback``).
@@ -153,17 +157,21 @@ def hubness_sample(
     _checks.check_metric(metric)
     limit = batch_size if include_self else batch_size - 1
     k = _checks.check_k(k, limit, f"batch_size={batch_size}")
+    mapping_static, mapping_arrays = _callables.split(mapping_fn)
+    prior_static, prior_arrays = _callables.split(prior)
     latents, info = _sample(
         key,
         jnp.asarray(threshold, jnp.float32),
+        mapping_arrays,
+        prior_arrays,
+        mapping_static=mapping_static,
+        prior_static=prior_static,
         num_samples=num_samples,
         latent_dim=latent_dim,
         k=k,
         batch_size=batch_size,
         include_self=bool(include_self),
         strict=bool(strict),
-        mapping_fn=mapping_fn,
-        prior=prior,
         max_batches=max_batches,
         metric=metric,
         progress=bool(progress),
@@ -202,8 +210,8 @@ def _report_progress(batches, accepted, wanted):
         "batch_size",
         "include_self",
         "strict",
-        "mapping_fn",
-        "prior",
+        "mapping_static",
+        "prior_static",
         "max_batches",
         "metric",
         "progress",
@@ -212,19 +220,23 @@ def _report_progress(batches, accepted, wanted):
 def _sample(
     key,
     threshold,
+    mapping_arrays,
+    prior_arrays,
     *,
+    mapping_static,
+    prior_static,
     num_samples,
     latent_dim,
     k,
     batch_size,
     include_self,
     strict,
-    mapping_fn,
-    prior,
     max_batches,
     metric,
     progress,
 ):
+    mapping_fn = _callables.merge(mapping_static, mapping_arrays)
+    prior = _callables.merge(prior_static, prior_arrays)
     draw = prior or (lambda key, shape: jax.random.normal(key, shape))
 
     def cond(state):

@@ -30,10 +30,8 @@ try:
     from sklearn.base import BaseEstimator, TransformerMixin
     from sklearn.neighbors import sort_graph_by_row_values
     from sklearn.utils.validation import check_is_fitted
-except ImportError as err:  # pragma: no cover - exercised only without scikit-learn
-    raise ImportError(
-        "hubjax.sklearn needs scikit-learn: pip install 'hubjax[examples]' or scikit-learn"
-    ) from err
+except ImportError:  # pragma: no cover - exercised only without scikit-learn
+    raise ImportError("hubjax.sklearn needs scikit-learn: pip install 'hubjax[sklearn]'") from None
 
 from hubjax import measures, reduction
 

@@ -99,3 +99,54 @@ def test_histogram_and_measures_bad_input():
         hubjax.hub_histogram(np.zeros((2, 2), int))
     with pytest.raises(ValueError, match="non-empty vector"):
         hubjax.gini(np.zeros((0,), int))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_block_size_is_checked_the_same_everywhere(bad):
+    error = TypeError if isinstance(bad, (float, bool)) else ValueError
+    calls = [
+        lambda: hubjax.knn(X, k=2, block_size=bad),
+        lambda: hubjax.hub_values(X, k=2, block_size=bad),
+        lambda: hubjax.hubness(X, k=2, block_size=bad),
+        lambda: hubjax.reduction.knn(X, k=2, method="mp_gaussian", block_size=bad),
+        lambda: hubjax.distributed.knn(X, k=2, block_size=bad),
+        lambda: hubjax.distributed.hub_values(X, k=2, block_size=bad),
+    ]
+    for call in calls:
+        with pytest.raises(error, match="block_size"):
+            call()
+
+
+def test_include_self_with_y_is_refused():
+    with pytest.raises(ValueError, match="in-sample"):
+        hubjax.knn(X, X[:5], k=2, include_self=True)
+
+
+def test_pairwise_nan_row_is_infinitely_far_even_from_itself():
+    x = random_points(4, 3)
+    x[2, 0] = np.nan
+    d = np.asarray(hubjax.pairwise_distances(x))
+    assert np.isinf(d[2]).all() and np.isinf(d[:, 2]).all()
+    assert np.isfinite(np.delete(np.delete(d, 2, 0), 2, 1)).all()
+
+
+def test_metrics_refuse_non_finite_rows():
+    real, fake = random_points(40, 4, seed=1), random_points(40, 4, seed=2)
+    fake[7, 1] = np.inf
+    for fn in (
+        hubjax.metrics.precision_recall,
+        hubjax.metrics.density_coverage,
+        hubjax.metrics.frechet_distance,
+    ):
+        with pytest.raises(ValueError, match=r"fake has non-finite values .* row\(s\): 7"):
+            fn(real, fake)
+
+
+def test_measures_are_exact_on_constant_counts_at_large_m():
+    counts = np.full(2_500_000, 10, np.int32)
+    assert np.isnan(float(hubjax.k_skewness(counts)))
+    assert float(hubjax.gini(counts)) == 0.0
+    assert float(hubjax.robinhood(counts)) == 0.0
+    assert float(hubjax.atkinson(counts)) == 0.0
+    with pytest.raises(ValueError, match="non-negative"):
+        hubjax.k_skewness(np.array([3, -1, 2]))

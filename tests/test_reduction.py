@@ -148,3 +148,35 @@ def test_candidates_clipped_and_bad_arguments():
         hubjax.reduction.knn(x, k=3, method="dis_sim_local", metric="cosine")
     with pytest.raises(ValueError, match="include_self"):
         hubjax.hubness(x, k=3, reduction="nicdm", include_self=True)
+
+
+def test_csls_with_fewer_queries_than_local_k_is_refused():
+    x, y = random_points(6, 4, seed=1), random_points(40, 4, seed=2)
+    with pytest.raises(ValueError, match="only 6 queries"):
+        reduction.knn(x, y, k=3, method="csls")
+    dist, _idx = reduction.knn(x, y, k=3, method="csls", local_k=5)
+    assert np.isfinite(np.asarray(dist)).all()
+
+
+def test_mutual_proximity_on_few_points_needs_no_local_k():
+    x = random_points(5, 3, seed=3)
+    for method in ("mp_gaussian", "mp_empiric"):
+        _, idx = reduction.knn(x, k=2, method=method)
+        assert (np.asarray(idx) != np.arange(5)[:, None]).all()
+    with pytest.raises(ValueError, match="local_k=5 is larger than candidates=4"):
+        reduction.knn(x, k=2, method="nicdm")
+
+
+@pytest.mark.parametrize("method", ["mp_gaussian", "mp_empiric", "nicdm", "local_scaling"])
+def test_non_finite_rows_do_not_disturb_the_finite_ones(method):
+    x = random_points(120, 6, seed=4)
+    bad = [10, 77]
+    y = x.copy()
+    y[bad, 2] = np.nan
+    keep = np.setdiff1d(np.arange(120), bad)
+    _, idx = jax.jit(lambda a: reduction.knn(a, k=5, method=method, candidates=20))(y)
+    idx = np.asarray(idx)
+    np.testing.assert_array_equal(idx[bad], -1)
+    _, clean = reduction.knn(x[keep], k=5, method=method, candidates=20)
+    np.testing.assert_array_equal(idx[keep], keep[np.asarray(clean)])
+    assert (idx[keep] != keep[:, None]).all()

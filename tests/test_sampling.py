@@ -212,3 +212,43 @@ def test_sampler_checks_shapes_of_mapping_and_prior():
             batch_size=50,
             prior=lambda key, shape: jax.random.normal(key, (shape[0], 3)),
         )
+
+
+def test_nnx_module_updated_in_place_is_never_stale():
+    mapping = nnx.Linear(8, 8, rngs=nnx.Rngs(0))
+    kwargs = dict(latent_dim=8, threshold=12, batch_size=200, max_batches=20)
+    first, _ = sampling.hubness_sample(jax.random.key(3), 5, mapping_fn=mapping, **kwargs)
+    before = sampling._sample._cache_size()
+    w = np.asarray(mapping.kernel.value).copy()
+    w[:, 0] *= 30.0  # stretches W along one axis: changes the neighbour lists
+    mapping.kernel.value = jnp.asarray(w)
+    second, _ = sampling.hubness_sample(jax.random.key(3), 5, mapping_fn=mapping, **kwargs)
+    assert sampling._sample._cache_size() == before  # same shapes: nothing recompiled
+    fresh = nnx.Linear(8, 8, rngs=nnx.Rngs(0))
+    fresh.kernel.value = jnp.asarray(w)
+    expected, _ = sampling.hubness_sample(jax.random.key(3), 5, mapping_fn=fresh, **kwargs)
+    np.testing.assert_array_equal(np.asarray(second), np.asarray(expected))
+    assert not np.array_equal(np.asarray(first), np.asarray(second))
+
+
+def test_partial_with_new_weights_compiles_once():
+    def apply(w, z):
+        return z @ w
+
+    kwargs = dict(latent_dim=6, threshold=12, batch_size=200, max_batches=20)
+    results = []
+    sampling.hubness_sample(
+        jax.random.key(0),
+        5,
+        mapping_fn=jax.tree_util.Partial(apply, jnp.eye(6)),
+        **kwargs,
+    )
+    before = sampling._sample._cache_size()
+    for seed in range(3):
+        w = jax.random.normal(jax.random.key(seed), (6, 6))
+        z, _ = sampling.hubness_sample(
+            jax.random.key(0), 5, mapping_fn=jax.tree_util.Partial(apply, w), **kwargs
+        )
+        results.append(np.asarray(z))
+    assert sampling._sample._cache_size() == before
+    assert not np.array_equal(results[0], results[1])  # the weights were used, not baked in
