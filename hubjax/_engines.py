@@ -80,7 +80,7 @@ def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, grou
         row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
         return refine(block, yp, values, cols, k, metric, row_ids=row_ids, bound=bound)
 
-    return _over_row_blocks(one_strip, n, rows, k, xp.features.dtype)
+    return _over_row_blocks(one_strip, n, rows)
 
 
 def _rows(p, start, rows):
@@ -88,23 +88,25 @@ def _rows(p, start, rows):
     return jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, rows), p)
 
 
-def _over_row_blocks(fn, n, rows, k, dtype):
+def _over_row_blocks(fn, n, rows):
     """Runs ``fn(start) -> (dist [rows, k], idx, ok [rows])`` over row blocks covering n rows.
 
     The last block is moved back to end at row n (it overlaps the one before; the overlapping
-    rows are computed twice, identically), so no padded copy of the points is ever made.
+    rows are computed twice, identically), so no padded copy of the points is ever made. A
+    ``lax.map`` (no loop carry) keeps this valid inside ``shard_map`` with varying values.
     """
     num_blocks = -(-n // rows)
+    if num_blocks == 1:  # one block: no loop to compile
+        return fn(jnp.int32(0))
+    starts = jnp.minimum(jnp.arange(num_blocks, dtype=jnp.int32) * rows, n - rows)
+    stacked = lax.map(fn, starts)
+    fresh = n - (num_blocks - 1) * rows  # rows the last block adds
 
-    def body(b, carry):
-        start = jnp.minimum(b * rows, n - rows).astype(jnp.int32)
-        out = fn(start)
-        return tuple(
-            lax.dynamic_update_slice_in_dim(c, o, start, 0) for c, o in zip(carry, out, strict=True)
-        )
+    def assemble(a):
+        head = a[:-1].reshape(-1, *a.shape[2:])
+        return jnp.concatenate([head, a[-1, rows - fresh :]])
 
-    init = (jnp.zeros((n, k), dtype), jnp.zeros((n, k), jnp.int32), jnp.zeros(n, bool))
-    return lax.fori_loop(0, num_blocks, body, init)
+    return jax.tree.map(assemble, stacked)
 
 
 def symmetric_plan(n: int, k: int, block_size: int) -> tuple[int, int] | None:
@@ -192,7 +194,7 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
             bound=lax.dynamic_slice_in_dim(bound, start, block),
         )
 
-    return _over_row_blocks(finish, n, block, k, xp.features.dtype)
+    return _over_row_blocks(finish, n, block)
 
 
 def refine(rows, yp, values, columns, k, metric, *, row_ids=None, bound=None):
@@ -321,4 +323,6 @@ def search(xp, yp, k, metric, *, in_sample, block_size, plan=None, group=None, s
             shift=shift,
             group=group,
         )
+    if k + _SLACK + int(in_sample) >= yp.features.shape[0]:
+        return dist, idx  # every reference was a candidate: nothing to re-check
     return recheck(xp, yp, dist, idx, ok, k, metric, row_offset=0 if in_sample else None)

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
-from hubjax import _checks
+from hubjax import _checks, _mesh
 
 # Bytes of [rows, cols, features] intermediates one per-pair evaluation may hold.
 PAIR_BUDGET = 32 << 20
@@ -422,6 +422,13 @@ def common_exponent(metric: str, *arrays) -> jax.Array | None:
 
 @functools.partial(jax.jit, static_argnames=("metric",))
 def _pairwise(x, y, metric):
+    (x, y), placement = _mesh.gather(x, y)
+    with _mesh.context(placement):
+        out = _pairwise_core(x, y, metric)
+    return _mesh.scatter(out, placement)
+
+
+def _pairwise_core(x, y, metric):
     dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
     x = x.astype(dtype)
     y = None if y is None else y.astype(dtype)

@@ -41,7 +41,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _engines, _select, distances, neighbors, occurrence
+from hubjax import _checks, _engines, _mesh, _select, distances, neighbors, occurrence
 
 AXIS = "points"
 
@@ -222,7 +222,15 @@ def _shard_counts(x_local, idx, axis_name):
     return lax.psum_scatter(counts, axis_name, scatter_dimension=0, tiled=True)
 
 
-def _mesh_axis(mesh, axis_name):
+def _mesh_axis(mesh, axis_name, x=None):
+    """The mesh and axis to shard over: given ones, else the mesh and points axis of ``x``'s
+    own sharding (a user's mesh), else all devices on one axis."""
+    if mesh is None and x is not None:
+        sharding = getattr(x, "sharding", None)
+        spec = getattr(sharding, "spec", None)
+        user_mesh = getattr(sharding, "mesh", None)
+        if isinstance(user_mesh, Mesh) and spec and isinstance(spec[0], str):
+            mesh, axis_name = user_mesh, axis_name or spec[0]
     if mesh is None:
         mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
     if axis_name is None:
@@ -232,12 +240,24 @@ def _mesh_axis(mesh, axis_name):
     return mesh, axis_name
 
 
+def _explicit(mesh) -> bool:
+    types = getattr(mesh, "axis_types", ())
+    return bool(types) and all(t == jax.sharding.AxisType.Explicit for t in types)
+
+
 def _shard_points(a, mesh, axis_name, size):
-    """Pads ``a`` to ``size`` rows of NaN and places it sharded over ``axis_name``."""
+    """Pads ``a`` to ``size`` rows of NaN and places it sharded over ``axis_name``.
+
+    Device arrays stay on device (no host round-trip); inside the user's ``jit`` the placement
+    is a ``reshard`` on Explicit meshes and a sharding constraint on Auto ones.
+    """
     sharding = NamedSharding(mesh, P(axis_name))
     if isinstance(a, jax.core.Tracer):
+        (a,), _ = _mesh.gather(a)
         a = jnp.pad(a, [(0, size - a.shape[0]), (0, 0)], constant_values=jnp.nan)
-        return jax.reshard(a, sharding) if hasattr(jax, "reshard") else a
+        if _explicit(mesh):
+            return jax.sharding.reshard(a, sharding)
+        return lax.with_sharding_constraint(a, sharding)
     if isinstance(a, jax.Array) and not a.is_fully_addressable:
         if a.shape[0] != size:
             raise ValueError(
@@ -245,11 +265,25 @@ def _shard_points(a, mesh, axis_name, size):
                 f"{mesh.shape[axis_name]} devices as rows (got {a.shape[0]}); pad it with NaN."
             )
         return jax.device_put(a, sharding)
+    if isinstance(a, jax.Array) and jax.process_count() == 1:
+        (a,), _ = _mesh.gather(a)
+        if size != a.shape[0]:
+            a = jnp.pad(a, [(0, size - a.shape[0]), (0, 0)], constant_values=jnp.nan)
+        return jax.device_put(a, sharding)
     host = np.asarray(a)
     host = np.concatenate(
         [host, np.full((size - host.shape[0], host.shape[1]), np.nan, host.dtype)]
     )
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+def _unpad(a, n, mesh):
+    """The first n rows; uneven results of an Explicit mesh are replicated first."""
+    if a.shape[0] == n:
+        return a
+    if _explicit(mesh):
+        a = jax.sharding.reshard(a, NamedSharding(mesh, P()))
+    return a[:n]
 
 
 def knn(
@@ -280,7 +314,7 @@ def knn(
     """
     x, y, k = neighbors._validate(x, y, k, metric, include_self, check_finite)
     block_size = neighbors.check_block_size(block_size)
-    mesh, axis_name = _mesh_axis(mesh, axis_name)
+    mesh, axis_name = _mesh_axis(mesh, axis_name, x)
     devices = mesh.shape[axis_name]
     n = x.shape[0]
     args = [_shard_points(x, mesh, axis_name, _engines.round_up(n, devices))]
@@ -288,7 +322,7 @@ def knn(
         args.append(_shard_points(y, mesh, axis_name, _engines.round_up(y.shape[0], devices)))
     fn = _compiled("knn", mesh, axis_name, len(args), k, metric, bool(include_self), block_size)
     dist, idx = fn(*args)
-    return dist[:n], idx[:n]
+    return _unpad(dist, n, mesh), _unpad(idx, n, mesh)
 
 
 @functools.lru_cache(maxsize=64)
@@ -334,11 +368,11 @@ def hub_values(
     """
     x, _, k = neighbors._validate(x, None, k, metric, include_self, check_finite)
     block_size = neighbors.check_block_size(block_size)
-    mesh, axis_name = _mesh_axis(mesh, axis_name)
+    mesh, axis_name = _mesh_axis(mesh, axis_name, x)
     n = x.shape[0]
     xs = _shard_points(x, mesh, axis_name, _engines.round_up(n, mesh.shape[axis_name]))
     fn = _compiled("hub", mesh, axis_name, 1, k, metric, bool(include_self), block_size)
-    return fn(xs)[:n]
+    return _unpad(fn(xs), n, mesh)
 
 
 def _ring_hub_values(x_local, *, k, axis_name, metric, include_self, block_size):

@@ -16,7 +16,7 @@ import numpy as np
 from jax.scipy.special import erfc
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, distances, neighbors, occurrence
+from hubjax import _checks, _mesh, distances, neighbors, occurrence
 from hubjax import reduction as _reduction
 
 
@@ -373,7 +373,10 @@ def neighbour_lists(
 
 @functools.partial(jax.jit, static_argnames=("num_points", "k", "hub_size", "metric"))
 def _report(idx, *, num_points, k, hub_size, metric):
-    counts = occurrence._count(idx, num_points)
-    return report_from_counts(
-        counts, k=k, num_queries=idx.shape[0], hub_size=hub_size, metric=metric
-    )
+    (idx,), placement = _mesh.gather(idx)
+    with _mesh.context(placement):
+        counts = occurrence._count(idx, num_points)
+        report = report_from_counts(
+            counts, k=k, num_queries=idx.shape[0], hub_size=hub_size, metric=metric
+        )
+    return _mesh.scatter(report, placement)

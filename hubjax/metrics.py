@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from hubjax import _checks, distances, neighbors
+from hubjax import _checks, _mesh, distances, neighbors
 
 
 def _pair(real, fake):
@@ -56,6 +56,12 @@ def frechet_distance(real: Float[Array, "n d"], fake: Float[Array, "m d"]) -> Fl
 
 @jax.jit
 def _frechet(real, fake):
+    (real, fake), placement = _mesh.gather(real, fake)
+    with _mesh.context(placement):
+        return _frechet_core(real, fake)
+
+
+def _frechet_core(real, fake):
     dtype = _checks.compute_dtype(real, fake)
     real, fake = real.astype(dtype), fake.astype(dtype)
     mu_r, mu_f = real.mean(0), fake.mean(0)
@@ -85,32 +91,35 @@ def _ball_counts(queries, centres, radii, *, block_size):
     the bound of its radius is recomputed per pair, so the answer equals comparing the exact
     per-pair distances (those :func:`hubjax.knn` reports, and the radii are) with the radii.
     """
-    dtype = _checks.compute_dtype(queries, centres)
-    queries, centres = queries.astype(dtype), centres.astype(dtype)
-    e = distances.common_exponent("sqeuclidean", queries, centres)
-    cp = distances.prepare(centres, "sqeuclidean", dtype, e)
-    shift = distances.centre(cp, "sqeuclidean")
-    ref = distances.ranking_operands(cp, "sqeuclidean", "reference", shift)
-    largest = jnp.max(jnp.where(cp.penalty == 0, ref.norms, 0))
-    scaled = distances._times_pow2(radii.astype(dtype), -2 * e)  # radii on the internal scale
-    valid = (cp.penalty == 0) & jnp.isfinite(scaled)
-    scaled = jnp.where(valid, scaled, -1.0)  # a non-finite centre contains nothing
-    dim = queries.shape[1]
-    n = queries.shape[0]
-    blocks = -(-n // block_size)
-    qp = distances.pad(distances.prepare(queries, "sqeuclidean", dtype, e), blocks * block_size)
+    (queries, centres, radii), placement = _mesh.gather(queries, centres, radii)
+    with _mesh.context(placement):
+        dtype = _checks.compute_dtype(queries, centres)
+        queries, centres = queries.astype(dtype), centres.astype(dtype)
+        e = distances.common_exponent("sqeuclidean", queries, centres)
+        cp = distances.prepare(centres, "sqeuclidean", dtype, e)
+        shift = distances.centre(cp, "sqeuclidean")
+        ref = distances.ranking_operands(cp, "sqeuclidean", "reference", shift)
+        largest = jnp.max(jnp.where(cp.penalty == 0, ref.norms, 0))
+        scaled = distances._times_pow2(radii.astype(dtype), -2 * e)  # radii on the internal scale
+        valid = (cp.penalty == 0) & jnp.isfinite(scaled)
+        scaled = jnp.where(valid, scaled, -1.0)  # a non-finite centre contains nothing
+        dim = queries.shape[1]
+        n = queries.shape[0]
+        blocks = -(-n // block_size)
+        qp = distances.pad(distances.prepare(queries, "sqeuclidean", dtype, e), blocks * block_size)
 
-    def one(block):
-        q = distances.ranking_operands(block, "sqeuclidean", "query", shift)
-        r = distances.ranking_tile(q.operands, ref.operands)  # [b, m]
-        bound = distances.ranking_error(q.norms, largest, "sqeuclidean", dim)[:, None]
-        bound = bound + scaled[None, :] * distances.pair_error(dim, dtype)
-        doubt = jnp.any(jnp.abs(r - scaled[None, :]) <= bound)
-        d = jax.lax.cond(doubt, lambda: distances.dense(block, cp, "sqeuclidean"), lambda: r)
-        return jnp.sum(d <= scaled[None, :], axis=1, dtype=jnp.int32)
+        def one(block):
+            q = distances.ranking_operands(block, "sqeuclidean", "query", shift)
+            r = distances.ranking_tile(q.operands, ref.operands)  # [b, m]
+            bound = distances.ranking_error(q.norms, largest, "sqeuclidean", dim)[:, None]
+            bound = bound + scaled[None, :] * distances.pair_error(dim, dtype)
+            doubt = jnp.any(jnp.abs(r - scaled[None, :]) <= bound)
+            d = jax.lax.cond(doubt, lambda: distances.dense(block, cp, "sqeuclidean"), lambda: r)
+            return jnp.sum(d <= scaled[None, :], axis=1, dtype=jnp.int32)
 
-    blocked = jax.tree.map(lambda a: a.reshape(blocks, block_size, *a.shape[1:]), qp)
-    return jax.lax.map(one, blocked).reshape(-1)[:n]
+        blocked = jax.tree.map(lambda a: a.reshape(blocks, block_size, *a.shape[1:]), qp)
+        counts = jax.lax.map(one, blocked).reshape(-1)[:n]
+    return _mesh.scatter(counts, placement)
 
 
 def precision_recall(

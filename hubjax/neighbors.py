@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _engines, distances
+from hubjax import _checks, _engines, _mesh, distances
 
 # Bytes of ranking values one strip may hold. CPU strips stay small; accelerators have the
 # memory and the parallelism for much wider ones.
@@ -160,6 +160,13 @@ def _validate(x, y, k, metric, include_self, check_finite):
 )
 def _knn(x, y, *, k, metric, include_self, block_size, engine="auto", group=None):
     """Jitted core of :func:`knn`; ``engine`` is "auto", "strip" or "symmetric" (for tests)."""
+    (x, y), placement = _mesh.gather(x, y)
+    with _mesh.context(placement):
+        out = _knn_core(x, y, k, metric, include_self, block_size, engine, group)
+    return _mesh.scatter(out, placement)
+
+
+def _knn_core(x, y, k, metric, include_self, block_size, engine, group):
     dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
     x = x.astype(dtype)
     in_sample = y is None

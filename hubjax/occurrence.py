@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, neighbors
+from hubjax import _checks, _mesh, neighbors
 
 
 def k_occurrence(indices: Int[Array, "q k"], num_points: int) -> Int[Array, " num_points"]:
@@ -56,11 +56,13 @@ def k_occurrence(indices: Int[Array, "q k"], num_points: int) -> Int[Array, " nu
 
 @functools.partial(jax.jit, static_argnames=("num_points",))
 def _count(indices, num_points):
-    flat = indices.reshape(-1)
-    valid = (flat >= 0) & (flat < num_points)
-    return (
-        jnp.zeros(num_points, jnp.int32).at[jnp.where(valid, flat, 0)].add(valid.astype(jnp.int32))
-    )
+    (indices,), placement = _mesh.gather(indices)
+    with _mesh.context(placement):
+        flat = indices.reshape(-1)
+        valid = (flat >= 0) & (flat < num_points)
+        zeros = jnp.zeros(num_points, jnp.int32)
+        counts = zeros.at[jnp.where(valid, flat, 0)].add(valid.astype(jnp.int32))
+    return _mesh.scatter(counts, placement)
 
 
 def hub_values(
@@ -159,4 +161,6 @@ def hub_histogram(
 
 @functools.partial(jax.jit, static_argnames=("max_count",))
 def _histogram(counts, max_count):
-    return _count(jnp.clip(counts, 0, max_count), max_count + 1)
+    (counts,), placement = _mesh.gather(counts)
+    with _mesh.context(placement):
+        return _count(jnp.clip(counts, 0, max_count), max_count + 1)

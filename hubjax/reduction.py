@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax.scipy.special import erfc
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, neighbors
+from hubjax import _checks, _mesh, neighbors
 
 METHODS = ("mp_empiric", "mp_gaussian", "local_scaling", "nicdm", "dis_sim_local", "csls")
 _DEFAULT_LOCAL_K = {"csls": 10}
@@ -148,6 +148,13 @@ def _primary(x, y, k, metric, block_size):
     static_argnames=("k", "method", "candidates", "metric", "local_k", "block_size"),
 )
 def _reduced_knn(x, y, *, k, method, candidates, metric, local_k, block_size):
+    (x, y), placement = _mesh.gather(x, y)
+    with _mesh.context(placement):
+        out = _reduced_core(x, y, k, method, candidates, metric, local_k, block_size)
+    return _mesh.scatter(out, placement)
+
+
+def _reduced_core(x, y, k, method, candidates, metric, local_k, block_size):
     dq, iq = _primary(x, y, candidates, metric, block_size)
     valid = iq >= 0  # -1: an empty slot (non-finite points under check_finite=False)
     safe = jnp.where(valid, iq, 0)
