@@ -50,14 +50,15 @@ def np_secondary(method, x, y, c, local_k, metric):
                     - np.sum((x[a] - cx) ** 2)
                     - np.sum((ref[j] - cy) ** 2)
                 )
-    return s, iq
+    return s, iq, dq
 
 
 def np_reduced_knn(method, x, y, k, c, local_k, metric):
-    s, iq = np_secondary(method, x, y, c, local_k, metric)
+    """Ordered by (secondary, primary distance, index): hubjax's documented tie rule."""
+    s, iq, dq = np_secondary(method, x, y, c, local_k, metric)
     out_s, out_i = np.empty((len(x), k)), np.empty((len(x), k), int)
     for a in range(len(x)):
-        order = np.lexsort((iq[a], s[a]))[:k]
+        order = np.lexsort((iq[a], dq[a], s[a]))[:k]
         out_s[a], out_i[a] = s[a, order], iq[a, order]
     return out_s, out_i
 
@@ -90,7 +91,7 @@ def test_ties_and_duplicates_exact(method):
     )
     ref_s, ref_i = np_reduced_knn(method, x, None, 4, 12, 3, "sqeuclidean")
     np.testing.assert_allclose(got_s, ref_s, rtol=1e-5, atol=1e-5)
-    if method == "mp_empiric":  # exact rational values: indices must follow (value, index)
+    if method == "mp_empiric":  # exact rational values: (value, primary distance, index)
         np.testing.assert_array_equal(got_i, ref_i)
     assert not (np.asarray(got_i) == np.arange(70)[:, None]).any()
 
