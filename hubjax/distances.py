@@ -320,22 +320,6 @@ def dense(xp: Prepared, yp: Prepared, metric: str) -> jax.Array:
     return lax.map(row_block, xb).reshape(nb * rows, cols * width)[:n, :m]
 
 
-def tile(xp: Prepared, yp: Prepared, metric: str) -> jax.Array:
-    """Matrix-product distances ``[b, c]`` (fast, with the ranking's rounding error).
-
-    For ``euclidean`` this returns squared distances (same order); :func:`finish` maps them.
-    Used where an approximate value is acceptable; reported neighbour distances use
-    :func:`pairs`.
-    """
-    shift = centre(yp, metric)
-    q = ranking_operands(xp, metric, "query", shift).operands
-    r = ranking_operands(yp, metric, "reference", shift).operands
-    d = ranking_tile(q, r)
-    if metric == "cosine":
-        d = 1.0 + d
-    return _normalise(d, metric)
-
-
 def _normalise(d: jax.Array, metric: str) -> jax.Array:
     """Clamps at 0 (all but ``dot``) and turns -0.0 into +0.0 so equal distances compare equal
     bit for bit (``lax.top_k`` ranks -0.0 before +0.0). NaN becomes +inf."""
