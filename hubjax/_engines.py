@@ -49,10 +49,6 @@ def round_up(a: int, b: int) -> int:
     return -(-a // b) * b
 
 
-def _largest_norm(norms, penalty):
-    return jnp.max(jnp.where(penalty == 0, norms, 0), initial=jnp.zeros((), norms.dtype))
-
-
 def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, group=None):
     """Top-k of ``xp`` rows against all ``yp`` rows, one row strip at a time.
 
@@ -66,7 +62,7 @@ def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, grou
     dim = xp.features.shape[1]
     width = round_up(m, _COLUMN_ALIGN)
     reference = distances.ranking_operands(yp, metric, "reference", shift)
-    largest = _largest_norm(reference.norms, yp.penalty)
+    largest = distances.largest_norm(reference, yp.penalty)
     ref_ops = distances.pad_reference(reference.operands, width)
     rows = min(block_size, n)
     keep = min(k + _SLACK + int(exclude_diagonal), width)
@@ -136,15 +132,8 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
     h = (num_blocks - 1) // 2
     size = num_blocks * block
     r = distances.ranking_operands(xp, metric, "reference", shift)
-    bound = distances.ranking_error(r.norms, _largest_norm(r.norms, xp.penalty), metric, dim)
+    bound = distances.ranking_error(r.norms, distances.largest_norm(r, xp.penalty), metric, dim)
     reference = distances.pad_reference(r.operands, size).reshape(num_blocks, block, -1)
-    scale = 2.0 if metric in ("sqeuclidean", "euclidean") else 1.0
-
-    def query_of(i):
-        """Block i's query operands, rebuilt from its reference operands (no second copy)."""
-        ref = reference[i]
-        return jnp.concatenate([-scale * ref[:, :dim], ref[:, dim + 1 :], ref[:, dim : dim + 1]], 1)
-
     keep = k + _SLACK + 1
     state = (
         jnp.full((num_blocks, block, keep), jnp.inf, reference.dtype),
@@ -155,7 +144,8 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
         ring = (i + jnp.arange(h + 1, dtype=jnp.int32)) % num_blocks  # block i first
         ascending = jnp.sort(ring)
         cols = reference[ascending].reshape((h + 1) * block, -1)
-        strip = distances.ranking_tile(query_of(i), cols)  # [block, (h + 1) * block]
+        query = distances.query_from_reference(reference[i], metric)  # no second copy
+        strip = distances.ranking_tile(query, cols)  # [block, (h + 1) * block]
         # rows of block i: candidates from all h + 1 blocks, in ascending column order
         values, pos = _select.smallest_k(strip, keep, group)
         row_cols = ascending[pos // block] * block + pos % block

@@ -111,7 +111,7 @@ def _pow2(e: jax.Array, dtype) -> jax.Array:
     return lax.bitcast_convert_type(e << info.nmant, dtype)
 
 
-def _times_pow2(x: jax.Array, e: jax.Array) -> jax.Array:
+def times_pow2(x: jax.Array, e: jax.Array) -> jax.Array:
     """``x * 2**e`` exactly (two steps, so no intermediate power of two is out of range)."""
     half = e // 2
     return x * _pow2(half, x.dtype) * _pow2(e - half, x.dtype)
@@ -128,14 +128,14 @@ def prepare(x: jax.Array, metric: str, dtype, exponent=None) -> Prepared:
     x = jnp.where(finite[:, None], x, jnp.zeros((), dtype))
     if metric == "cosine":
         row_exp = scale_exponent(jnp.max(jnp.abs(x), axis=-1, initial=jnp.zeros((), dtype)))
-        x = _times_pow2(x, -row_exp[:, None])
+        x = times_pow2(x, -row_exp[:, None])
         norm = jnp.sqrt(tree_sum(x * x))
         # x * (1 / norm), not x / norm: XLA rewrites a division by a broadcast into that form
         # in some fusions and not in others, and the two round differently.
         inverse = 1.0 / jnp.where(norm > 0, norm, jnp.ones_like(norm))
         x = jnp.where(norm[:, None] > 0, x * inverse[:, None], jnp.zeros_like(x))
     elif exponent is not None:
-        x = _times_pow2(x, -exponent)
+        x = times_pow2(x, -exponent)
     x = settle(x)
     sq = tree_sum(x * x)
     penalty = jnp.where(finite, jnp.zeros((), dtype), jnp.full((), jnp.inf, dtype))
@@ -153,14 +153,25 @@ def pad(p: Prepared, size: int) -> Prepared:
     )
 
 
-def centre(p: Prepared, metric: str) -> jax.Array:
-    """The shift ``[d]`` of the ranking: mean of the finite points (zeros but for Euclidean)."""
+def centre(p: Prepared, metric: str, axis_name=None) -> jax.Array:
+    """The shift ``[d]`` of the ranking: mean of the finite points (zeros but for Euclidean).
+
+    With ``axis_name`` (inside ``shard_map``/``pmap``) the mean is over all shards' points.
+    """
     if metric not in ("sqeuclidean", "euclidean"):
         return jnp.zeros(p.features.shape[1], p.features.dtype)
     finite = p.penalty == 0
     total = jnp.sum(jnp.where(finite[:, None], p.features, 0), axis=0)
-    count = jnp.maximum(jnp.sum(finite), 1).astype(p.features.dtype)
-    return total / count
+    count = jnp.sum(finite)
+    if axis_name is not None:
+        total, count = lax.psum(total, axis_name), lax.psum(count, axis_name)
+    return total / jnp.maximum(count, 1).astype(p.features.dtype)
+
+
+def largest_norm(ranking: Ranking, penalty: jax.Array) -> jax.Array:
+    """Largest (shifted) norm over the finite points: the reference side of the error bound."""
+    norms = ranking.norms
+    return jnp.max(jnp.where(penalty == 0, norms, 0), initial=jnp.zeros((), norms.dtype))
 
 
 class Ranking(NamedTuple):
@@ -189,6 +200,15 @@ def ranking_operands(p: Prepared, metric: str, side: str, shift: jax.Array) -> R
     else:
         ops = jnp.concatenate([f, ones, offset], axis=1)
     return Ranking(ops, jnp.sqrt(sq))
+
+
+def query_from_reference(operands: jax.Array, metric: str) -> jax.Array:
+    """The query operands of the points whose reference operands are given (same layout
+    conventions as :func:`ranking_operands`; the scaling by -2 or -1 is exact)."""
+    dim = operands.shape[1] - 2
+    scale = 2.0 if metric in ("sqeuclidean", "euclidean") else 1.0
+    features, ones, offset = operands[:, :dim], operands[:, dim:-1], operands[:, -1:]
+    return jnp.concatenate([-scale * features, offset, ones], axis=1)
 
 
 def pad_reference(operands: jax.Array, size: int) -> jax.Array:
@@ -348,10 +368,10 @@ def finish(d: jax.Array, metric: str, exponent=None) -> jax.Array:
     """Maps internal distances to reported ones: undoes the scale, square root for euclidean."""
     if metric == "euclidean":
         d = jnp.sqrt(d)
-        return d if exponent is None else _times_pow2(d, exponent)
+        return d if exponent is None else times_pow2(d, exponent)
     if metric == "cosine" or exponent is None:
         return d
-    return _times_pow2(d, 2 * exponent)
+    return times_pow2(d, 2 * exponent)
 
 
 def pairwise_distances(
@@ -404,6 +424,17 @@ def common_exponent(metric: str, *arrays) -> jax.Array | None:
     return scale_exponent(largest)
 
 
+def prepare_pair(x, y, metric: str):
+    """``(xp, yp, exponent)``: both sides cast, scaled by their common power of two and
+    prepared; ``yp is xp`` for in-sample work (``y is None``)."""
+    dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
+    x = x.astype(dtype)
+    y = None if y is None else y.astype(dtype)
+    e = common_exponent(metric, x) if y is None else common_exponent(metric, x, y)
+    xp = prepare(x, metric, dtype, e)
+    return xp, (xp if y is None else prepare(y, metric, dtype, e)), e
+
+
 @functools.partial(jax.jit, static_argnames=("metric",))
 def _pairwise(x, y, metric):
     (x, y), placement = _mesh.gather(x, y)
@@ -413,15 +444,9 @@ def _pairwise(x, y, metric):
 
 
 def _pairwise_core(x, y, metric):
-    dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
-    x = x.astype(dtype)
-    y = None if y is None else y.astype(dtype)
-    e = common_exponent(metric, x) if y is None else common_exponent(metric, x, y)
-    xp = prepare(x, metric, dtype, e)
+    xp, yp, e = prepare_pair(x, y, metric)
+    d = dense(xp, yp, metric)
     if y is None:
-        d = dense(xp, xp, metric)
         n = x.shape[0]
         d = d.at[jnp.arange(n), jnp.arange(n)].set(self_distance(xp, metric))
-    else:
-        d = dense(xp, prepare(y, metric, dtype, e), metric)
     return finish(d, metric, e)

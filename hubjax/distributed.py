@@ -123,7 +123,7 @@ def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, bloc
         exponent = distances.scale_exponent(lax.pmax(largest, axis_name))
     xp = distances.prepare(x_local, metric, dtype, exponent)
     yp = xp if in_sample else distances.prepare(y_local, metric, dtype, exponent)
-    shift = _global_centre(yp, metric, axis_name)
+    shift = distances.centre(yp, metric, axis_name)
     nl, ml = xp.features.shape[0], yp.features.shape[0]
     num_devices = lax.axis_size(axis_name)
     me = lax.axis_index(axis_name)
@@ -167,15 +167,6 @@ def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, bloc
         dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
         idx = jnp.concatenate([row_ids[:, None], idx], axis=1)
     return neighbors.sentinels(dist, idx, xp.penalty, metric, exponent)
-
-
-def _global_centre(p, metric, axis_name):
-    """Mean of the finite points of all shards (the ranking's shift)."""
-    finite = (p.penalty == 0)[:, None]
-    total = lax.psum(jnp.sum(jnp.where(finite, p.features, 0), axis=0), axis_name)
-    count = lax.psum(jnp.sum(finite), axis_name)
-    mean = total / jnp.maximum(count, 1).astype(total.dtype)
-    return mean if metric in ("sqeuclidean", "euclidean") else jnp.zeros_like(mean)
 
 
 def ring_hub_values(

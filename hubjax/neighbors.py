@@ -167,17 +167,9 @@ def _knn(x, y, *, k, metric, include_self, block_size, engine="auto", group=None
 
 
 def _knn_core(x, y, k, metric, include_self, block_size, engine, group):
-    dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
-    x = x.astype(dtype)
     in_sample = y is None
-    y = None if in_sample else y.astype(dtype)
-    e = (
-        distances.common_exponent(metric, x)
-        if in_sample
-        else distances.common_exponent(metric, x, y)
-    )
-    xp = distances.prepare(x, metric, dtype, e)
-    yp = xp if in_sample else distances.prepare(y, metric, dtype, e)
+    xp, yp, e = distances.prepare_pair(x, y, metric)
+    dtype = xp.features.dtype
     with_self = in_sample and include_self
     others = k - 1 if with_self else k
     n, dim = x.shape
@@ -217,16 +209,7 @@ def knn_dense(x, y=None, *, k, metric="sqeuclidean", include_self=False):
 
     Private reference used by the tests to check the engines; O(n m) memory.
     """
-    dtype = _checks.compute_dtype(x) if y is None else _checks.compute_dtype(x, y)
-    x = x.astype(dtype)
-    y = None if y is None else y.astype(dtype)
-    e = (
-        distances.common_exponent(metric, x)
-        if y is None
-        else distances.common_exponent(metric, x, y)
-    )
-    xp = distances.prepare(x, metric, dtype, e)
-    yp = xp if y is None else distances.prepare(y, metric, dtype, e)
+    xp, yp, e = distances.prepare_pair(x, y, metric)
     d = distances.dense(xp, yp, metric)
     n, m = d.shape
     idx = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (n, m))
