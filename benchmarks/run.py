@@ -13,6 +13,11 @@ machine noise hits all of them alike; the table reports medians and the ratio hu
 those medians. hubjax's compile time is measured on its own (``jit(...).lower().compile()``
 of the whole call, a cache miss); "first call" adds it to one run. Peak memory is the
 largest resident-set growth above the pre-call baseline, sampled every 2 ms during the calls.
+"portable" is hubjax with ``HUBJAX_SELECT=portable`` (the XLA selection instead of the compiled
+CPU kernel), compiled in the same process and timed in the same rounds; the JSON records whether
+both gave identical results (``kernel_equals_portable``). The ``sample-*`` workload is one batch
+of the hubness-prior sampler at the paper's defaults (draw, hub values, accept); its faiss
+column is the hub values of such a batch.
 "full matmul" is the bare ranking matrix product of all n x m pairs in hubjax's own strips,
 timed in the same rounds: the floor for any method that computes every pair (faiss does), so
 "hubjax / full matmul" above 1 is what selection costs, and below 1 what symmetry saves. The
@@ -52,6 +57,9 @@ WORKLOADS = [
     # uncentred data (a common offset of 100, as in ReLU / pixel / count features): the same
     # work, plus an exactness column for hubjax and faiss against a float64 reference
     ("hub-10k-512-offset100", "hub", 10_000, None, 512, 10, 5, ("faiss",), 100.0),
+    # the hubness-prior sampler at the paper's defaults: one batch of 10 000 latents, d = 512,
+    # k = 5, end to end (draw, hub values, accept); faiss: the hub values of such a batch
+    ("sample-10k-512-k5", "sample", 10_000, None, 512, 5, 5, ("faiss",)),
 ]
 EXACTNESS = {"hub-10k-512", "hub-10k-512-offset100", "quick-hub"}
 QUICK = [
@@ -88,14 +96,45 @@ class PeakRSS:
         self.peak = max(self.peak, self.proc.memory_info().rss - self.base)
 
 
-def _hubjax_fn(kind, x, y, k):
+def _hubjax_fn(kind, x, y, k, select="auto"):
+    """hubjax's call, compiled ahead with the selection path ``select`` ("auto": the compiled CPU
+    kernel where built; "portable": the XLA path). The environment switch is read at trace
+    time, so each variant is traced after clearing the caches and kept as a compiled object."""
     import jax
 
     import hubjax
 
     if kind == "hub":
-        return lambda: jax.block_until_ready(hubjax.hub_values(x, k=k, check_finite=False))
-    return lambda: jax.block_until_ready(hubjax.knn(x, y, k=k, check_finite=False)[1])
+        fn, args = (lambda x: hubjax.hub_values(x, k=k, check_finite=False)), (x,)
+    elif kind == "sample":
+        key = jax.random.key(0)
+
+        def fn(key):  # one paper-default batch: 10 000 latents, hub values at k, threshold
+            return hubjax.sampling.hubness_sample(
+                key,
+                100,
+                latent_dim=x.shape[1],
+                k=k,
+                batch_size=x.shape[0],
+                max_batches=1,
+                raise_on_shortfall=False,
+            )[1].accepted
+
+        args = (key,)
+    else:
+        fn, args = (lambda x, y: hubjax.knn(x, y, k=k, check_finite=False)[1]), (x, y)
+    previous = os.environ.get("HUBJAX_SELECT")
+    os.environ["HUBJAX_SELECT"] = select
+    try:
+        jax.clear_caches()
+        compiled = jax.jit(fn).lower(*args).compile()
+    finally:
+        if previous is None:
+            del os.environ["HUBJAX_SELECT"]
+        else:
+            os.environ["HUBJAX_SELECT"] = previous
+        jax.clear_caches()
+    return lambda: jax.block_until_ready(compiled(*args))
 
 
 def _hubjax_compile_seconds(kind, x, y, k) -> float:
@@ -107,9 +146,25 @@ def _hubjax_compile_seconds(kind, x, y, k) -> float:
     if kind == "hub":
         fn = jax.jit(lambda x: hubjax.hub_values(x, k=k, check_finite=False))
         args = (x,)
+    elif kind == "sample":
+        fn = jax.jit(
+            lambda key: (
+                hubjax.sampling.hubness_sample(
+                    key,
+                    100,
+                    latent_dim=x.shape[1],
+                    k=k,
+                    batch_size=x.shape[0],
+                    max_batches=1,
+                    raise_on_shortfall=False,
+                )[1].accepted
+            )
+        )
+        args = (jax.random.key(0),)
     else:
         fn = jax.jit(lambda x, y: hubjax.knn(x, y, k=k, check_finite=False)[1])
         args = (x, y)
+    jax.clear_caches()
     t = time.perf_counter()
     fn.lower(*args).compile()
     return time.perf_counter() - t
@@ -243,10 +298,14 @@ def run_workload(spec) -> dict:
     x = (offset + rng.normal(size=(n, d))).astype(np.float32)
     y = (offset + rng.normal(size=(m, d))).astype(np.float32) if m else None
     xj, yj = jnp.asarray(x), (jnp.asarray(y) if m else None)
-    fns = {"hubjax": _hubjax_fn(kind, xj, yj, k), "full-matmul": _full_matmul_fn(xj, yj)}
+    fns = {
+        "hubjax": _hubjax_fn(kind, xj, yj, k),
+        "portable": _hubjax_fn(kind, xj, yj, k, select="portable"),
+        "full-matmul": _full_matmul_fn(xj, yj),
+    }
     makers = {"faiss": _faiss_fn, "sklearn": _sklearn_fn}
     for peer in peers:
-        fns[peer] = makers[peer](kind, x, y, k)
+        fns[peer] = makers[peer]("hub" if kind == "sample" else kind, x, y, k)
 
     out = {"workload": name, "kind": kind, "n": n, "m": m or n, "d": d, "k": k}
     out["compile_s"] = _hubjax_compile_seconds(kind, xj, yj, k)
@@ -256,6 +315,10 @@ def run_workload(spec) -> dict:
         first_call = time.perf_counter() - t
     results = {"hubjax": np.asarray(first)}
     peaks = {"hubjax": mem.peak}
+    with PeakRSS() as mem:
+        results["portable"] = np.asarray(fns["portable"]())
+    peaks["portable"] = mem.peak
+    out["kernel_equals_portable"] = bool(np.array_equal(results["hubjax"], results["portable"]))
     for peer in peers:  # warm-up (thread pools, allocations)
         with PeakRSS() as mem:
             results[peer] = np.asarray(fns[peer]())
@@ -276,12 +339,16 @@ def run_workload(spec) -> dict:
     out["peak_mb"] = {lib: p / 2**20 for lib, p in peaks.items()}
     if "faiss" in med:
         out["ratio_faiss"] = med["hubjax"] / med["faiss"]
+    if "faiss" in med and kind != "sample":
         # agreement with faiss (float rounding can swap near-ties, so not always 1.0)
         a, b = results["hubjax"], results["faiss"]
         out["agreement_faiss"] = float(np.mean(a == b))
     if "sklearn" in med:
         out["ratio_sklearn"] = med["hubjax"] / med["sklearn"]
     out["ratio_full_matmul"] = med["hubjax"] / med["full-matmul"]
+    out["ratio_portable"] = med["hubjax"] / med["portable"]
+    if "faiss" in med:
+        out["portable_ratio_faiss"] = med["portable"] / med["faiss"]
     out["offset"] = offset
     if name in EXACTNESS and kind == "hub":
         out["wrong_rows"] = _exactness(x, k, "faiss" in peers)
@@ -330,8 +397,8 @@ def to_markdown(info: dict, rows: list[dict]) -> str:
         "",
         "| workload | n x m, d, k | hubjax s | faiss s | sklearn s | hubjax/faiss | "
         "hubjax/sklearn | compile s | peak MB hubjax / faiss | full matmul s | "
-        "hubjax/full matmul | wrong rows hubjax / faiss |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "hubjax/full matmul | portable s | portable/faiss | wrong rows hubjax / faiss |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         med, peak = r["median_s"], r["peak_mb"]
@@ -344,7 +411,8 @@ def to_markdown(info: dict, rows: list[dict]) -> str:
             f"{fmt('faiss')} | {fmt('sklearn')} | "
             f"{_ratio(r, 'ratio_faiss')} | {_ratio(r, 'ratio_sklearn')} | {r['compile_s']:.2f} | "
             f"{peak['hubjax']:.0f} / {peak['faiss']:.0f} | "
-            f"{fmt('full-matmul')} | {_ratio(r, 'ratio_full_matmul')} | {_wrong(r)} |"
+            f"{fmt('full-matmul')} | {_ratio(r, 'ratio_full_matmul')} | {fmt('portable')} | "
+            f"{_ratio(r, 'portable_ratio_faiss')} | {_wrong(r)} |"
         )
     return "\n".join(lines)
 
@@ -402,6 +470,8 @@ def main(argv=None) -> int:
         print(
             f"{row['workload']:>18}: hubjax {row['median_s']['hubjax']:.3f} s, "
             f"x{row.get('ratio_faiss', float('nan')):.2f} faiss, "
+            f"x{row['ratio_full_matmul']:.2f} full matmul, "
+            f"portable {row['median_s']['portable']:.3f} s (x{row['ratio_portable']:.2f}), "
             f"compile {row['compile_s']:.2f} s, peak {row['peak_mb']['hubjax']:.0f} MB",
             flush=True,
         )

@@ -43,6 +43,7 @@ _COLUMN_ALIGN = 32  # block widths are multiples of this so the group selection 
 _SLACK = 8
 _SORT_SMALL_MAX = 96  # candidate lists up to this length are ranked by counting, not sorted
 _RECHECK_ROWS = 8  # rows re-checked together by :func:`recheck`
+_FAST_KEEP_MAX = 128  # longest running list of the symmetric engine with the CPU kernel
 
 
 def round_up(a: int, b: int) -> int:
@@ -72,7 +73,14 @@ def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, grou
         query = distances.ranking_operands(block, metric, "query", shift)
         bound = distances.ranking_error(query.norms, largest, metric, dim)
         ranking = distances.ranking_tile(query.operands, ref_ops)
-        values, cols = _select.smallest_k(ranking, keep, group)
+        values, cols = _select.update_rows(
+            ranking,
+            jnp.zeros(1, jnp.int32),
+            *_select.sentinel_lists(rows, keep, width),
+            seg_width=width,
+            group=group,
+            merge=False,
+        )
         row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
         return refine(block, yp, values, cols, k, metric, row_ids=row_ids, bound=bound)
 
@@ -105,14 +113,19 @@ def _over_row_blocks(fn, n, rows):
     return jax.tree.map(assemble, stacked)
 
 
-def symmetric_plan(n: int, k: int, block_size: int) -> tuple[int, int] | None:
+def symmetric_plan(
+    n: int, k: int, block_size: int, *, fast_select: bool = False
+) -> tuple[int, int] | None:
     """``(num_blocks, block)`` for :func:`symmetric_search`, or None where it does not apply.
 
     The number of blocks is odd (so the cyclic pairing covers each pair once) and at least 3;
-    each block must hold comfortably more than the kept candidates.
+    each block must hold comfortably more than the kept candidates. The portable merge costs
+    ``keep**2`` per row and step, so it is limited to short lists; with the compiled CPU
+    selection (``fast_select``, :func:`hubjax._select.fast_cpu_selection`) lists up to
+    :data:`_FAST_KEEP_MAX` are fine.
     """
     keep = k + _SLACK + 1
-    if keep > _SORT_SMALL_MAX // 2:
+    if keep > (_FAST_KEEP_MAX if fast_select else _SORT_SMALL_MAX // 2):
         return None
     num_blocks = max(3, -(-n // block_size))
     num_blocks += 1 - num_blocks % 2
@@ -146,25 +159,26 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
         cols = reference[ascending].reshape((h + 1) * block, -1)
         query = distances.query_from_reference(reference[i], metric)  # no second copy
         strip = distances.ranking_tile(query, cols)  # [block, (h + 1) * block]
+        old_values, old_cols = state[0][ring], state[1][ring]  # [h + 1, block, keep]
         # rows of block i: candidates from all h + 1 blocks, in ascending column order
-        values, pos = _select.smallest_k(strip, keep, group)
-        row_cols = ascending[pos // block] * block + pos % block
-        # rows of blocks ring[1:]: candidates from block i (the transposed strip)
-        where = jnp.searchsorted(ascending, ring[1:])  # position of each ring block in the strip
-        tiles = jnp.take(strip.reshape(block, h + 1, block), where, axis=1)  # [block, h, block]
-        t_values, t_pos = _select.smallest_k_columns(tiles.reshape(block, h * block), keep, group)
-        t_cols = i * block + t_pos
-        new_values = jnp.concatenate([values, t_values]).reshape(h + 1, block, keep)
-        new_cols = jnp.concatenate([row_cols, t_cols]).reshape(h + 1, block, keep)
-        old_values, old_cols = state[0][ring], state[1][ring]
-        merged = _select.merge_smallest_k(
-            old_values.reshape(-1, keep),
-            old_cols.reshape(-1, keep),
-            new_values.reshape(-1, keep),
-            new_cols.reshape(-1, keep),
-            keep,
+        row_values, row_cols = _select.update_rows(
+            strip, ascending * block, old_values[0], old_cols[0], seg_width=block, group=group
         )
-        merged = jax.tree.map(lambda a: a.reshape(h + 1, block, keep), merged)
+        # rows of blocks ring[1:]: candidates from block i (columns of the strip)
+        where = jnp.searchsorted(ascending, ring[1:]).astype(jnp.int32)  # their strip segments
+        col_values, col_cols = _select.update_cols(
+            strip,
+            where,
+            (i * block)[None],
+            old_values[1:].reshape(h * block, keep),
+            old_cols[1:].reshape(h * block, keep),
+            seg_width=block,
+            group=group,
+        )
+        merged = (
+            jnp.concatenate([row_values, col_values]).reshape(h + 1, block, keep),
+            jnp.concatenate([row_cols, col_cols]).reshape(h + 1, block, keep),
+        )
         return (state[0].at[ring].set(merged[0]), state[1].at[ring].set(merged[1])), None
 
     (values, cols), _ = lax.scan(step, state, jnp.arange(num_blocks, dtype=jnp.int32))

@@ -70,7 +70,11 @@ def context(placement: Placement | None):
     (buffers, constants) live on the same mesh as the replicated inputs."""
     if placement is None:
         return contextlib.nullcontext()
-    return jax.sharding.use_abstract_mesh(placement.mesh)
+    use = getattr(jax.sharding, "use_abstract_mesh", None)
+    if use is None:  # jax < 0.8 has it only privately
+        from jax._src.mesh import use_abstract_mesh as use
+    mesh = placement.mesh
+    return use(getattr(mesh, "abstract_mesh", mesh))
 
 
 def scatter(tree, placement: Placement | None):

@@ -16,6 +16,8 @@ All values must be free of NaN (the distance kernel maps NaN to +inf) and use +0
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -127,3 +129,83 @@ def _scatter_ranks(rank, values, index, k):
     out_v = jnp.zeros((rank.shape[0], k), values.dtype).at[rows, rank].set(values, mode="drop")
     out_i = jnp.zeros((rank.shape[0], k), index.dtype).at[rows, rank].set(index, mode="drop")
     return out_v, out_i
+
+
+def sentinel_lists(b: int, k: int, first: int) -> tuple[jax.Array, jax.Array]:
+    """Empty running lists ``[b, k]``: +inf values with distinct indices ``first, first+1, ...``
+    (larger than every real index, so any real entry, even +inf, ranks before them)."""
+    return (
+        jnp.full((b, k), jnp.inf, jnp.float32),
+        jnp.broadcast_to(first + jnp.arange(k, dtype=jnp.int32), (b, k)),
+    )
+
+
+# Running-list updates. Each returns the k smallest by (value, index) of a sorted list
+# ``init [lists, k]`` and new values read from a ranking tile, with global indices. Two
+# implementations with identical results: the portable one (two-stage selection + merge, any
+# backend) and the compiled CPU kernel (hubjax._cpu), chosen per platform at lowering time.
+
+
+def update_rows_portable(d, seg_base, init_v, init_i, *, seg_width, group=None, merge=True):
+    """Rows of ``d [b, w]``; column j has global index ``seg_base[j // seg_width] + j % seg_width``.
+
+    With ``merge=False`` the lists must be :func:`sentinel_lists` and only ``d`` is selected from.
+    """
+    k = init_v.shape[-1]
+    values, pos = smallest_k(d, k, group)
+    cols = seg_base[pos // seg_width] + pos % seg_width
+    if not merge:
+        return values, cols.astype(jnp.int32)
+    return merge_smallest_k(init_v, init_i, values, cols.astype(jnp.int32), k)
+
+
+def update_cols_portable(d, col_segs, row_base, init_v, init_i, *, seg_width, group=None):
+    """Columns of ``d [r, w]``: list o reads column ``col_segs[o // s] * s + o % s``
+    (``s = seg_width``); row r has global index ``row_base[0] + r``."""
+    rows = d.shape[0]
+    k = init_v.shape[-1]
+    segments = d.reshape(rows, -1, seg_width)
+    tiles = jnp.take(segments, col_segs, axis=1).reshape(rows, -1)
+    values, pos = smallest_k_columns(tiles, k, group)
+    return merge_smallest_k(init_v, init_i, values, row_base[0] + pos, k)
+
+
+def fast_cpu_selection() -> bool:
+    """Whether computations traced now will most likely select with the compiled CPU kernel:
+    the kernel is usable and the default backend is the CPU (the choice of engine follows it;
+    the result does not depend on it)."""
+    from hubjax import _cpu
+
+    return jax.default_backend() == "cpu" and _cpu.enabled()
+
+
+def _kernel_usable(d) -> bool:
+    from hubjax import _cpu
+
+    return d.dtype == jnp.float32 and _cpu.enabled()
+
+
+def update_rows(d, seg_base, init_v, init_i, *, seg_width, group=None, merge=True):
+    """:func:`update_rows_portable`, through the CPU kernel where the lowering is for CPU."""
+    portable = functools.partial(
+        update_rows_portable, seg_width=seg_width, group=group, merge=merge
+    )
+    if not _kernel_usable(d):
+        return portable(d, seg_base, init_v, init_i)
+    from hubjax import _cpu
+
+    kernel = functools.partial(_cpu.select_rows, seg_width=seg_width)
+    return lax.platform_dependent(d, seg_base, init_v, init_i, cpu=kernel, default=portable)
+
+
+def update_cols(d, col_segs, row_base, init_v, init_i, *, seg_width, group=None):
+    """:func:`update_cols_portable`, through the CPU kernel where the lowering is for CPU."""
+    portable = functools.partial(update_cols_portable, seg_width=seg_width, group=group)
+    if not _kernel_usable(d):
+        return portable(d, col_segs, row_base, init_v, init_i)
+    from hubjax import _cpu
+
+    kernel = functools.partial(_cpu.select_cols, seg_width=seg_width)
+    return lax.platform_dependent(
+        d, col_segs, row_base, init_v, init_i, cpu=kernel, default=portable
+    )

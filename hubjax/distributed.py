@@ -43,6 +43,8 @@ from jaxtyping import Array, Float, Int
 
 from hubjax import _checks, _engines, _mesh, _select, distances, neighbors, occurrence
 
+__all__ = ["knn", "hub_values", "ring_knn", "ring_hub_values"]
+
 AXIS = "points"
 
 

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ["GANConfig", "MLP", "Generator", "Discriminator", "train", "save", "load_generator"]
+
 try:
     import optax
     from flax import nnx

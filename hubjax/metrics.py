@@ -24,6 +24,8 @@ from jaxtyping import Array, Float
 
 from hubjax import _checks, _mesh, distances, neighbors
 
+__all__ = ["frechet_distance", "precision_recall", "density_coverage"]
+
 
 def _pair(real, fake):
     """Validated inputs. Concrete arrays with NaN/inf rows raise, naming the rows: a metric of

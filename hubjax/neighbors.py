@@ -14,14 +14,16 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _engines, _mesh, distances
+from hubjax import _checks, _engines, _mesh, _select, distances
 
 # Bytes of ranking values one strip may hold. CPU strips stay small; accelerators have the
 # memory and the parallelism for much wider ones.
 _STRIP_BYTES = {"cpu": 64 << 20}
 _STRIP_BYTES_ACCELERATOR = 512 << 20
 # In-sample search uses the symmetric engine from this many features on: below it the extra
-# selection work outweighs the halved matrix products (measured on a 2-core CPU; benchmarks/).
+# selection work of the portable (XLA) selection outweighs the halved matrix products (measured
+# on a 2-core CPU; benchmarks/). With the compiled CPU selection the symmetric engine is faster
+# at every dimension measured (d = 64 ... 1024, k = 5 ... 50) and is used whenever it applies.
 _SYMMETRIC_MIN_FEATURES = 512
 _SYMMETRIC_MAX_BLOCK = 2048
 
@@ -175,9 +177,10 @@ def _knn_core(x, y, k, metric, include_self, block_size, engine, group):
     n, dim = x.shape
     plan = None
     if in_sample and others and engine != "strip":
-        if engine == "symmetric" or dim >= _SYMMETRIC_MIN_FEATURES:
+        fast = _select.fast_cpu_selection()
+        if engine == "symmetric" or dim >= _SYMMETRIC_MIN_FEATURES or fast:
             block = block_size or default_symmetric_block(n)
-            plan = _engines.symmetric_plan(n, others, block)
+            plan = _engines.symmetric_plan(n, others, block, fast_select=fast)
     if not others:
         dist, idx = jnp.zeros((n, 0), dtype), jnp.zeros((n, 0), jnp.int32)
     else:

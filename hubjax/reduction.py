@@ -42,6 +42,8 @@ from jaxtyping import Array, Float, Int
 
 from hubjax import _checks, _mesh, neighbors
 
+__all__ = ["METHODS", "knn", "order", "secondary", "dis_sim_local", "check_method"]
+
 METHODS = ("mp_empiric", "mp_gaussian", "local_scaling", "nicdm", "dis_sim_local", "csls")
 _DEFAULT_LOCAL_K = {"csls": 10}
 USES_LOCAL_K = ("local_scaling", "nicdm", "dis_sim_local", "csls")

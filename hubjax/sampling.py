@@ -25,6 +25,17 @@ from jaxtyping import Array, Float, Int
 
 from hubjax import _callables, _checks, distances, neighbors, occurrence
 
+__all__ = [
+    "hubness_sample",
+    "hub_scores",
+    "generate",
+    "truncated_latents",
+    "acceptance_rate",
+    "HubPool",
+    "SamplingInfo",
+    "SamplingError",
+]
+
 
 def hub_scores(
     latents: Float[Array, "n d"],

@@ -35,6 +35,8 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
 
 from hubjax import measures, reduction
 
+__all__ = ["Hubness", "HubnessReduction"]
+
 _MEASURES = measures.HubnessReport.MEASURES
 
 

@@ -1,0 +1,24 @@
+"""Sphinx configuration of the hubjax API reference (built in the tests with warnings as errors)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(".."))
+
+import hubjax
+
+project = "hubjax"
+author = "The hubjax developers"
+copyright = "2026, The hubjax developers"
+release = hubjax.__version__
+version = release
+
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode"]
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+autodoc_typehints = "description"
+autodoc_member_order = "bysource"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+exclude_patterns = ["_build"]
+html_theme = "alabaster"
+html_title = f"hubjax {release}"

@@ -1,0 +1,129 @@
+"""The optional compiled CPU selection kernel (``_cpu_select.cc``) behind :mod:`hubjax._select`.
+
+On XLA:CPU every ``lax.top_k`` costs microseconds per row and the group selection reads each
+ranking tile twice; the kernel keeps a running top-K per list and rejects most values with one
+(vectorised) compare, so selection costs about one read of the tile. It is used only where the
+computation is lowered for CPU (``lax.platform_dependent``); GPU/TPU and a missing build use the
+portable XLA path, which gives the same result bit for bit (tested).
+
+Set the environment variable ``HUBJAX_SELECT=portable`` before tracing to force the portable
+path on CPU too (``HUBJAX_THREADS`` sets the kernel's thread count; default: all cores).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_TARGETS = ("hubjax_select_rows", "hubjax_select_cols")
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the compiled kernel is built, registered and gives the portable result."""
+    try:
+        from hubjax import _cpu_select
+    except ImportError:
+        return False
+    import jaxlib.version
+
+    built, running = _cpu_select.build_jaxlib(), jaxlib.version.__version__
+    if _version(running) < _version(built):
+        warnings.warn(
+            f"hubjax's CPU selection kernel was built against jaxlib {built} but jaxlib "
+            f"{running} is running, whose XLA FFI may refuse it; using the portable XLA path "
+            "(results are identical; reinstall hubjax to rebuild the kernel for this jaxlib: "
+            "pip install --no-build-isolation --force-reinstall --no-deps hubjax).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    try:
+        for name, capsule in _cpu_select.capsules().items():
+            jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+        return _probe()
+    except Exception as error:  # an FFI version the running jaxlib refuses, say
+        warnings.warn(
+            f"hubjax's compiled CPU selection kernel is unusable ({error}); using the portable "
+            "XLA path.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:3])
+
+
+def _probe() -> bool:
+    """Runs the kernel once on a small tie-heavy input (eagerly, even when called while the
+    caller's function is being traced) and compares it with a NumPy lexsort."""
+    rng = np.random.default_rng(0)
+    d = rng.integers(0, 5, (3, 40)).astype(np.float32)
+    k = 4
+    init_v = np.full((3, k), np.inf, np.float32)
+    init_i = np.broadcast_to(np.arange(100, 100 + k, dtype=np.int32), (3, k)).copy()
+    cpu = jax.devices("cpu")[0]
+    with jax.ensure_compile_time_eval(), jax.default_device(cpu):
+        args = [jax.device_put(a, cpu) for a in (d, np.zeros(1, np.int32), init_v, init_i)]
+        _, i = jax.jit(functools.partial(select_rows, seg_width=40))(*args)
+        i = np.asarray(i)
+    order = np.lexsort((np.broadcast_to(np.arange(40), d.shape), d), axis=-1)[:, :k]
+    return bool(np.array_equal(i, order))
+
+
+def enabled() -> bool:
+    """Whether CPU lowerings use the kernel (built, working and not switched off)."""
+    return os.environ.get("HUBJAX_SELECT", "auto") != "portable" and available()
+
+
+def _varying(a) -> frozenset:
+    aval = jax.typeof(a)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10
+    return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()) or ())
+
+
+def _varying_like(outputs, *inputs):
+    """Inside ``shard_map``: marks the kernel's outputs as varying over the manual mesh axes
+    its inputs vary over, as the portable path's are (depending on the jax version an FFI
+    call's outputs carry none or some of them)."""
+    axes = frozenset().union(*(_varying(a) for a in inputs))
+    out = []
+    for o in outputs:
+        missing = tuple(sorted(axes - _varying(o)))
+        if missing:
+            if hasattr(jax.lax, "pcast"):
+                o = jax.lax.pcast(o, missing, to="varying")
+            else:  # jax < 0.8
+                o = jax.lax.pvary(o, missing)
+        out.append(o)
+    return tuple(out)
+
+
+def select_rows(d, seg_base, init_v, init_i, *, seg_width: int):
+    """Kernel call: rows of ``d [b, w]`` merged into the sorted lists ``init [b, K]``."""
+    out = (
+        jax.ShapeDtypeStruct(init_v.shape, jnp.float32),
+        jax.ShapeDtypeStruct(init_i.shape, jnp.int32),
+    )
+    call = jax.ffi.ffi_call("hubjax_select_rows", out, vmap_method="broadcast_all")
+    result = call(d, seg_base, init_v, init_i, seg_width=np.int64(seg_width))
+    return _varying_like(result, d, seg_base, init_v, init_i)
+
+
+def select_cols(d, col_segs, row_base, init_v, init_i, *, seg_width: int):
+    """Kernel call: the chosen column segments of ``d [r, w]`` merged into ``init [h*s, K]``."""
+    out = (
+        jax.ShapeDtypeStruct(init_v.shape, jnp.float32),
+        jax.ShapeDtypeStruct(init_i.shape, jnp.int32),
+    )
+    call = jax.ffi.ffi_call("hubjax_select_cols", out, vmap_method="broadcast_all")
+    result = call(d, col_segs, row_base, init_v, init_i, seg_width=np.int64(seg_width))
+    return _varying_like(result, d, col_segs, row_base, init_v, init_i)

@@ -1,0 +1,248 @@
+"""The compiled CPU selection kernel equals the portable XLA path bit for bit.
+
+The kernel (``hubjax/_cpu_select.cc``, an XLA FFI handler built by ``pip install``) keeps running
+top-K lists; the portable path does a two-stage group selection and a merge. Both must return the
+same K smallest (value, index) pairs in the same order, and every engine built on them must give
+the same neighbours and distances either way.
+"""
+
+import importlib.util
+import platform
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hubjax import _cpu, _select, distributed, neighbors, occurrence
+
+needs_kernel = pytest.mark.skipif(
+    not _cpu.available(), reason="the compiled CPU kernel is not usable on this machine"
+)
+
+
+def test_kernel_is_built_by_the_normal_install():
+    # CI (Linux, x86-64, g++) installs with `pip install -e .`: the build must not have been
+    # skipped silently (setup.py marks the extension optional for machines without a compiler),
+    # and it must be used whenever the running jaxlib is at least the one it was built with.
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("the build is only required on Linux x86-64")
+    assert importlib.util.find_spec("hubjax._cpu_select") is not None
+    import jaxlib.version
+
+    from hubjax import _cpu_select
+
+    built = _cpu._version(_cpu_select.build_jaxlib())
+    if _cpu._version(jaxlib.version.__version__) >= built:
+        assert _cpu.available()
+    else:
+        assert not _cpu.available()  # refused up front: the XLA FFI would reject it
+
+
+def test_portable_switch(monkeypatch):
+    monkeypatch.setenv("HUBJAX_SELECT", "portable")
+    assert not _cpu.enabled()
+    monkeypatch.setenv("HUBJAX_SELECT", "auto")
+    assert _cpu.enabled() == _cpu.available()
+
+
+def _reference(values, index, k):
+    order = np.lexsort((index, values), axis=-1)[..., :k]
+    return np.take_along_axis(values, order, -1), np.take_along_axis(index, order, -1)
+
+
+def _sorted_lists(rng, lists, k, first, levels):
+    """Random sorted running lists: values from a few levels (ties), distinct indices >= first."""
+    v = np.sort(rng.integers(0, levels, (lists, k)).astype(np.float32), axis=1)
+    v[:, k // 2 :] = np.inf if k > 1 and rng.random() < 0.3 else v[:, k // 2 :]
+    i = np.broadcast_to(first + np.arange(k, dtype=np.int32), (lists, k)).copy()
+    return v, i
+
+
+def _values(rng, shape, kind):
+    if kind == "ties":
+        return rng.integers(0, 4, shape).astype(np.float32)
+    if kind == "offset":  # uncentred: tiny differences on a large value, with inf padding
+        v = (1e4 + rng.normal(size=shape)).astype(np.float32)
+        v[..., -3:] = np.inf
+        return v
+    return rng.normal(size=shape).astype(np.float32)
+
+
+@needs_kernel
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    rows=st.integers(1, 37),
+    segs=st.integers(1, 4),
+    seg_width=st.integers(1, 70),
+    k=st.integers(1, 100),
+    kind=st.sampled_from(["normal", "ties", "offset"]),
+    merge=st.booleans(),
+)
+def test_rows_kernel_equals_portable_and_reference(seed, rows, segs, seg_width, k, kind, merge):
+    rng = np.random.default_rng(seed)
+    width = segs * seg_width
+    k = min(k, width)
+    d = _values(rng, (rows, width), kind)
+    base = np.sort(rng.choice(10, segs, replace=False)).astype(np.int32) * seg_width
+    if merge:
+        init_v, init_i = _sorted_lists(rng, rows, k, 10 * seg_width, 4)
+    else:
+        init_v, init_i = (np.asarray(a) for a in _select.sentinel_lists(rows, k, 10 * seg_width))
+    args = [jnp.asarray(a) for a in (d, base, init_v, init_i)]
+    kv, ki = jax.jit(lambda *a: _cpu.select_rows(*a, seg_width=seg_width))(*args)
+    pv, pi = _select.update_rows_portable(*args, seg_width=seg_width, merge=merge)
+    np.testing.assert_array_equal(np.asarray(ki), np.asarray(pi))
+    np.testing.assert_array_equal(np.asarray(kv), np.asarray(pv))
+    glob = (base[:, None] + np.arange(seg_width)).reshape(-1)
+    rv, ri = _reference(
+        np.concatenate([d, init_v], 1),
+        np.concatenate([np.broadcast_to(glob, d.shape), init_i], 1),
+        k,
+    )
+    np.testing.assert_array_equal(np.asarray(ki), ri)
+    np.testing.assert_array_equal(np.asarray(kv), rv)
+
+
+@needs_kernel
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    segs=st.integers(1, 4),
+    seg_width=st.integers(1, 70),
+    k=st.integers(1, 100),
+    kind=st.sampled_from(["normal", "ties", "offset"]),
+    row_base=st.integers(0, 1000),
+)
+def test_cols_kernel_equals_portable_and_reference(seed, segs, seg_width, k, kind, row_base):
+    rng = np.random.default_rng(seed)
+    rows = int(rng.integers(k, k + 40))
+    d = _values(rng, (rows, segs * seg_width), kind)
+    chosen = rng.permutation(segs)[: int(rng.integers(1, segs + 1))].astype(np.int32)
+    lists = len(chosen) * seg_width
+    init_v, init_i = _sorted_lists(rng, lists, k, row_base + rows, 4)
+    args = [jnp.asarray(a) for a in (d, chosen, np.array([row_base], np.int32), init_v, init_i)]
+    kv, ki = jax.jit(lambda *a: _cpu.select_cols(*a, seg_width=seg_width))(*args)
+    pv, pi = _select.update_cols_portable(*args, seg_width=seg_width)
+    np.testing.assert_array_equal(np.asarray(ki), np.asarray(pi))
+    np.testing.assert_array_equal(np.asarray(kv), np.asarray(pv))
+    columns = (chosen[:, None] * seg_width + np.arange(seg_width)).reshape(-1)
+    new_v = d[:, columns].T
+    new_i = np.broadcast_to(row_base + np.arange(rows, dtype=np.int32), new_v.shape)
+    rv, ri = _reference(np.concatenate([new_v, init_v], 1), np.concatenate([new_i, init_i], 1), k)
+    np.testing.assert_array_equal(np.asarray(ki), ri)
+    np.testing.assert_array_equal(np.asarray(kv), rv)
+
+
+@needs_kernel
+def test_kernels_under_vmap_equal_the_unbatched_calls():
+    rng = np.random.default_rng(3)
+    batch, rows, seg_width, k = 3, 11, 24, 5
+    d = rng.integers(0, 3, (batch, rows, 2 * seg_width)).astype(np.float32)
+    base = np.array([[0, 2], [1, 2], [0, 1]], np.int32) * seg_width
+    init_v, init_i = (np.asarray(a) for a in _select.sentinel_lists(rows, k, 10 * seg_width))
+    init_v, init_i = (
+        np.broadcast_to(init_v, (batch, rows, k)),
+        np.broadcast_to(init_i, (batch, rows, k)),
+    )
+    rows_fn = jax.jit(jax.vmap(lambda *a: _cpu.select_rows(*a, seg_width=seg_width)))
+    bv, bi = rows_fn(d, base, init_v, init_i)
+    # the lists (not the tile) are shared: in_axes None on them exercises broadcast_all
+    shared = jax.jit(
+        jax.vmap(
+            lambda a, s, v, i: _cpu.select_rows(a, s, v, i, seg_width=seg_width), (0, 0, None, None)
+        )
+    )(d, base, init_v[0], init_i[0])
+    chosen = np.array([[1], [0], [1]], np.int32)
+    row_base = np.array([[0], [100], [7]], np.int32)
+    cv0, ci0 = _select.sentinel_lists(seg_width, k, 1000)
+    cols_fn = jax.jit(
+        jax.vmap(lambda *a: _cpu.select_cols(*a, seg_width=seg_width), (0, 0, 0, None, None))
+    )
+    cv, ci = cols_fn(d, chosen, row_base, cv0, ci0)
+    for b in range(batch):
+        v, i = _select.update_rows_portable(
+            jnp.asarray(d[b]), jnp.asarray(base[b]), init_v[b], init_i[b], seg_width=seg_width
+        )
+        np.testing.assert_array_equal(bi[b], i)
+        np.testing.assert_array_equal(bv[b], v)
+        np.testing.assert_array_equal(shared[1][b], i)
+        v, i = _select.update_cols_portable(
+            jnp.asarray(d[b]), chosen[b], row_base[b], cv0, ci0, seg_width=seg_width
+        )
+        np.testing.assert_array_equal(ci[b], i)
+        np.testing.assert_array_equal(cv[b], v)
+
+
+def _both_paths(monkeypatch, fn):
+    """``fn()`` traced with the kernel and again with the portable path (fresh traces)."""
+    out = []
+    for mode in ("auto", "portable"):
+        monkeypatch.setenv("HUBJAX_SELECT", mode)
+        jax.clear_caches()
+        out.append(jax.tree.map(np.asarray, fn()))
+    jax.clear_caches()
+    return out
+
+
+def _data(kind, n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    if kind == "ties":
+        return rng.integers(0, 3, (n, d)).astype(np.float32)
+    if kind == "offset":
+        return (100 + rng.normal(size=(n, d))).astype(np.float32)
+    if kind == "relu":
+        return np.maximum(rng.normal(size=(n, d)), 0).astype(np.float32)
+    return rng.normal(size=(n, d)).astype(np.float32)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("kind", "metric", "engine", "block_size", "k"),
+    [
+        ("normal", "sqeuclidean", "symmetric", 96, 10),
+        ("ties", "euclidean", "symmetric", 160, 5),
+        ("offset", "sqeuclidean", "symmetric", 128, 7),
+        ("relu", "cosine", "symmetric", 96, 3),
+        ("ties", "sqeuclidean", "strip", 100, 40),
+        ("offset", "euclidean", "strip", 257, 100),
+        ("normal", "dot", "strip", 64, 9),
+    ],
+)
+def test_engines_identical_with_and_without_the_kernel(
+    monkeypatch, kind, metric, engine, block_size, k
+):
+    x = _data(kind, 701, 24)
+
+    def run():
+        return neighbors._knn(
+            x, None, k=k, metric=metric, include_self=False, block_size=block_size, engine=engine
+        )
+
+    (kd, ki), (pd, pi) = _both_paths(monkeypatch, run)
+    np.testing.assert_array_equal(ki, pi)
+    np.testing.assert_array_equal(kd, pd)
+    ref_d, ref_i = neighbors.knn_dense(x, k=k, metric=metric)
+    np.testing.assert_array_equal(ki, np.asarray(ref_i))
+    np.testing.assert_array_equal(kd, np.asarray(ref_d))
+
+
+@needs_kernel
+def test_query_reference_vmap_and_distributed_identical(monkeypatch):
+    x = _data("offset", 300, 16, seed=1)
+    y = _data("offset", 517, 16, seed=2)
+    batch = np.stack([_data("ties", 200, 8, seed=s) for s in range(3)])
+
+    def run():
+        qr = neighbors.knn(x, y, k=12, block_size=64)
+        hv = jax.jit(jax.vmap(lambda b: occurrence.hub_values(b, k=5, block_size=64)))(batch)
+        dist = distributed.hub_values(x, k=6)
+        return qr, hv, dist
+
+    kernel, portable = _both_paths(monkeypatch, run)
+    for a, b in zip(jax.tree.leaves(kernel), jax.tree.leaves(portable), strict=True):
+        np.testing.assert_array_equal(a, b)
