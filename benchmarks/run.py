@@ -96,20 +96,17 @@ class PeakRSS:
         self.peak = max(self.peak, self.proc.memory_info().rss - self.base)
 
 
-def _hubjax_fn(kind, x, y, k, select="auto"):
-    """hubjax's call, compiled ahead with the selection path ``select`` ("auto": the compiled CPU
-    kernel where built; "portable": the XLA path). The environment switch is read at trace
-    time, so each variant is traced after clearing the caches and kept as a compiled object."""
+def _hubjax_call(kind, x, y, k):
+    """``(fn, args)``: the hubjax call a workload times, as a function of traced arguments."""
     import jax
 
     import hubjax
 
     if kind == "hub":
-        fn, args = (lambda x: hubjax.hub_values(x, k=k, check_finite=False)), (x,)
-    elif kind == "sample":
-        key = jax.random.key(0)
+        return (lambda x: hubjax.hub_values(x, k=k, check_finite=False)), (x,)
+    if kind == "sample":
 
-        def fn(key):  # one paper-default batch: 10 000 latents, hub values at k, threshold
+        def sample(key):  # one paper-default batch: 10 000 latents, hub values at k, threshold
             return hubjax.sampling.hubness_sample(
                 key,
                 100,
@@ -120,9 +117,17 @@ def _hubjax_fn(kind, x, y, k, select="auto"):
                 raise_on_shortfall=False,
             )[1].accepted
 
-        args = (key,)
-    else:
-        fn, args = (lambda x, y: hubjax.knn(x, y, k=k, check_finite=False)[1]), (x, y)
+        return sample, (jax.random.key(0),)
+    return (lambda x, y: hubjax.knn(x, y, k=k, check_finite=False)[1]), (x, y)
+
+
+def _hubjax_fn(kind, x, y, k, select="auto"):
+    """hubjax's call, compiled ahead with the selection path ``select`` ("auto": the compiled CPU
+    kernel where built; "portable": the XLA path). The environment switch is read at trace
+    time, so each variant is traced after clearing the caches and kept as a compiled object."""
+    import jax
+
+    fn, args = _hubjax_call(kind, x, y, k)
     previous = os.environ.get("HUBJAX_SELECT")
     os.environ["HUBJAX_SELECT"] = select
     try:
@@ -141,32 +146,10 @@ def _hubjax_compile_seconds(kind, x, y, k) -> float:
     """Trace + compile time of the whole hubjax call (a fresh jit wrapper: a cache miss)."""
     import jax
 
-    import hubjax
-
-    if kind == "hub":
-        fn = jax.jit(lambda x: hubjax.hub_values(x, k=k, check_finite=False))
-        args = (x,)
-    elif kind == "sample":
-        fn = jax.jit(
-            lambda key: (
-                hubjax.sampling.hubness_sample(
-                    key,
-                    100,
-                    latent_dim=x.shape[1],
-                    k=k,
-                    batch_size=x.shape[0],
-                    max_batches=1,
-                    raise_on_shortfall=False,
-                )[1].accepted
-            )
-        )
-        args = (jax.random.key(0),)
-    else:
-        fn = jax.jit(lambda x, y: hubjax.knn(x, y, k=k, check_finite=False)[1])
-        args = (x, y)
+    fn, args = _hubjax_call(kind, x, y, k)
     jax.clear_caches()
     t = time.perf_counter()
-    fn.lower(*args).compile()
+    jax.jit(fn).lower(*args).compile()
     return time.perf_counter() - t
 
 
