@@ -21,8 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_TARGETS = ("hubjax_select_rows", "hubjax_select_cols")
-
 
 @functools.cache
 def available() -> bool:
@@ -107,23 +105,22 @@ def _varying_like(outputs, *inputs):
     return tuple(out)
 
 
-def select_rows(d, seg_base, init_v, init_i, *, seg_width: int):
-    """Kernel call: rows of ``d [b, w]`` merged into the sorted lists ``init [b, K]``."""
+def _call(target, d, *rest, seg_width: int):
+    """One kernel call; the last two arguments are the running lists, shaped like the result."""
+    init_v, init_i = rest[-2:]
     out = (
         jax.ShapeDtypeStruct(init_v.shape, jnp.float32),
         jax.ShapeDtypeStruct(init_i.shape, jnp.int32),
     )
-    call = jax.ffi.ffi_call("hubjax_select_rows", out, vmap_method="broadcast_all")
-    result = call(d, seg_base, init_v, init_i, seg_width=np.int64(seg_width))
-    return _varying_like(result, d, seg_base, init_v, init_i)
+    call = jax.ffi.ffi_call(target, out, vmap_method="broadcast_all")
+    return _varying_like(call(d, *rest, seg_width=np.int64(seg_width)), d, *rest)
+
+
+def select_rows(d, seg_base, init_v, init_i, *, seg_width: int):
+    """Kernel call: rows of ``d [b, w]`` merged into the sorted lists ``init [b, K]``."""
+    return _call("hubjax_select_rows", d, seg_base, init_v, init_i, seg_width=seg_width)
 
 
 def select_cols(d, col_segs, row_base, init_v, init_i, *, seg_width: int):
     """Kernel call: the chosen column segments of ``d [r, w]`` merged into ``init [h*s, K]``."""
-    out = (
-        jax.ShapeDtypeStruct(init_v.shape, jnp.float32),
-        jax.ShapeDtypeStruct(init_i.shape, jnp.int32),
-    )
-    call = jax.ffi.ffi_call("hubjax_select_cols", out, vmap_method="broadcast_all")
-    result = call(d, col_segs, row_base, init_v, init_i, seg_width=np.int64(seg_width))
-    return _varying_like(result, d, col_segs, row_base, init_v, init_i)
+    return _call("hubjax_select_cols", d, col_segs, row_base, init_v, init_i, seg_width=seg_width)

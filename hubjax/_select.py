@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from hubjax import _cpu
+
 
 def smallest_k_simple(d: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """``(values [b, k], columns [b, k])`` of the k smallest entries of each row of ``d``."""
@@ -174,38 +176,36 @@ def fast_cpu_selection() -> bool:
     """Whether computations traced now will most likely select with the compiled CPU kernel:
     the kernel is usable and the default backend is the CPU (the choice of engine follows it;
     the result does not depend on it)."""
-    from hubjax import _cpu
-
     return jax.default_backend() == "cpu" and _cpu.enabled()
 
 
-def _kernel_usable(d) -> bool:
-    from hubjax import _cpu
-
-    return d.dtype == jnp.float32 and _cpu.enabled()
+def _dispatch(kernel, portable, d, *args):
+    """``portable(d, *args)``, or the kernel where the lowering is for CPU and it applies."""
+    if d.dtype != jnp.float32 or not _cpu.enabled():
+        return portable(d, *args)
+    return lax.platform_dependent(d, *args, cpu=kernel, default=portable)
 
 
 def update_rows(d, seg_base, init_v, init_i, *, seg_width, group=None, merge=True):
     """:func:`update_rows_portable`, through the CPU kernel where the lowering is for CPU."""
-    portable = functools.partial(
-        update_rows_portable, seg_width=seg_width, group=group, merge=merge
+    return _dispatch(
+        functools.partial(_cpu.select_rows, seg_width=seg_width),
+        functools.partial(update_rows_portable, seg_width=seg_width, group=group, merge=merge),
+        d,
+        seg_base,
+        init_v,
+        init_i,
     )
-    if not _kernel_usable(d):
-        return portable(d, seg_base, init_v, init_i)
-    from hubjax import _cpu
-
-    kernel = functools.partial(_cpu.select_rows, seg_width=seg_width)
-    return lax.platform_dependent(d, seg_base, init_v, init_i, cpu=kernel, default=portable)
 
 
 def update_cols(d, col_segs, row_base, init_v, init_i, *, seg_width, group=None):
     """:func:`update_cols_portable`, through the CPU kernel where the lowering is for CPU."""
-    portable = functools.partial(update_cols_portable, seg_width=seg_width, group=group)
-    if not _kernel_usable(d):
-        return portable(d, col_segs, row_base, init_v, init_i)
-    from hubjax import _cpu
-
-    kernel = functools.partial(_cpu.select_cols, seg_width=seg_width)
-    return lax.platform_dependent(
-        d, col_segs, row_base, init_v, init_i, cpu=kernel, default=portable
+    return _dispatch(
+        functools.partial(_cpu.select_cols, seg_width=seg_width),
+        functools.partial(update_cols_portable, seg_width=seg_width, group=group),
+        d,
+        col_segs,
+        row_base,
+        init_v,
+        init_i,
     )
