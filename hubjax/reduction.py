@@ -9,12 +9,11 @@ excluded).
 
 Methods (``local_k`` defaults to 5, or 10 for ``csls``):
 
-* ``"mp_empiric"`` -- mutual proximity, empirical (Schnitzer et al., JMLR 2012), as in
-  scikit-hubness: ``1 - |{t : D_x[t] > d and D_y[t] > d}| / c``, i.e.
-  ``max(#{D_x <= d}, #{D_y <= d}) / c`` on the sorted lists.
+* ``"mp_empiric"`` -- mutual proximity, empiric (Schnitzer et al., JMLR 2012):
+  ``1 - #{j : d(x, j) > d and d(y, j) > d} / #{j}`` over the reference points ``j != x, y``.
 * ``"mp_gaussian"`` -- mutual proximity with Gaussian marginals (Schnitzer et al. 2012):
-  ``1 - SF(d; mu_x, sigma_x) * SF(d; mu_y, sigma_y)`` with mean and (population) standard
-  deviation of each point's c candidate distances; SF is the normal survival function.
+  ``1 - SF(d; mu_x, sd_x) * SF(d; mu_y, sd_y)``, mean and population deviation of each point's
+  distances to the reference points (itself excluded); SF is the normal survival function.
 * ``"local_scaling"`` -- Zelnik-Manor & Perona (NIPS 2004): ``1 - exp(-d^2 / (s_x s_y))``, with
   ``s_x`` the distance to x's ``local_k``-th neighbour.
 * ``"nicdm"`` -- non-iterative contextual dissimilarity (Jegou et al., TPAMI 2010):
@@ -22,46 +21,109 @@ Methods (``local_k`` defaults to 5, or 10 for ``csls``):
 * ``"dis_sim_local"`` -- DisSimLocal (Hara et al., AAAI 2016), Euclidean metrics only:
   ``|x - y|^2 - |x - c_x|^2 - |y - c_y|^2``, ``c_x`` the centroid of x's ``local_k`` nearest
   reference points.
+* ``"dis_sim_global"`` -- DisSimGlobal (Hara et al. 2016), Euclidean metrics only:
+  ``|x - y|^2 - |x - c|^2 - |y - c|^2``, ``c`` the mean of the reference points.
 * ``"csls"`` -- cross-domain similarity local scaling (Conneau et al., ICLR 2018), written as a
   distance: ``2 d - r_x - r_y``, ``r_x`` the mean distance from x to its ``local_k`` nearest
   reference points and ``r_y`` the mean distance from y to its ``local_k`` nearest queries
   (for cosine this is ``r_x + r_y - 2 cos``, the paper's CSLS negated, up to a constant).
 
-Zero scales (duplicates) are handled without NaN: a zero distance stays the smallest secondary
-distance.
+Mutual proximity statistics (parameter ``stats``):
+
+* ``"all"`` (default, as published): each point's statistics are over *all* reference points.
+  Gaussian: exact, one extra tiled pass over all pairs (memory ``O(block * m)``). Empiric: over
+  all reference points when there are at most ``stats_sample`` (default 2048) of them, otherwise
+  over a fixed uniform sample of ``stats_sample`` reference points (drawn from
+  ``jax.random.key(0)``; memory ``(n + m) * stats_sample`` floats).
+* ``"candidates"``: only what the ``candidates`` nearest neighbours reveal. Gaussian: moments of
+  the c candidate distances. Empiric: points in either list are compared with their known
+  distances, points in neither list count when d lies below both lists' last distances (so the
+  value is exact in that case). Cheaper, but with few candidates it can *raise* hubness.
+
+Ties of the secondary distance (frequent for mutual proximity) are broken by the primary
+distance, then by index. Zero scales (duplicates) are handled without NaN: a zero distance
+stays the smallest secondary distance.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import erfc
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _mesh, neighbors
+from hubjax import _checks, _mesh, _proximity, neighbors
 
-__all__ = ["METHODS", "knn", "order", "secondary", "dis_sim_local", "check_method"]
+__all__ = [
+    "METHODS",
+    "Settings",
+    "knn",
+    "order",
+    "secondary",
+    "dis_sim_local",
+    "dis_sim_global",
+    "check_method",
+]
 
-METHODS = ("mp_empiric", "mp_gaussian", "local_scaling", "nicdm", "dis_sim_local", "csls")
+METHODS = (
+    "mp_empiric",
+    "mp_gaussian",
+    "local_scaling",
+    "nicdm",
+    "dis_sim_local",
+    "dis_sim_global",
+    "csls",
+)
 _DEFAULT_LOCAL_K = {"csls": 10}
 USES_LOCAL_K = ("local_scaling", "nicdm", "dis_sim_local", "csls")
+MUTUAL_PROXIMITY = ("mp_empiric", "mp_gaussian")
+_EUCLIDEAN_ONLY = ("dis_sim_local", "dis_sim_global")
+STATS = ("all", "candidates")
 
 
-def check_method(method: str, metric: str, params: dict) -> int:
-    """Validates a reduction method and its parameters; returns ``local_k``."""
+class Settings(NamedTuple):
+    """A method's validated parameters (what :func:`check_method` returns)."""
+
+    local_k: int
+    stats: str
+    stats_sample: int | None
+
+
+def check_method(method: str, metric: str, params: dict) -> Settings:
+    """Validates a reduction method and its parameters.
+
+    ``params`` may hold ``local_k`` (methods with local statistics), ``stats`` and
+    ``stats_sample`` (mutual proximity). Raises ValueError/TypeError naming the bad value.
+    """
     if method not in METHODS:
         raise ValueError(f"Unknown reduction method {method!r}; expected one of {METHODS}.")
-    unknown = set(params) - {"local_k"}
+    allowed = set()
+    if method in USES_LOCAL_K:
+        allowed |= {"local_k"}
+    if method in MUTUAL_PROXIMITY:
+        allowed |= {"stats", "stats_sample"}
+    unknown = set(params) - allowed
     if unknown:
-        raise TypeError(f"Unknown parameter(s) for {method!r}: {sorted(unknown)}.")
-    if method == "dis_sim_local" and metric not in ("sqeuclidean", "euclidean"):
-        raise ValueError(f"dis_sim_local needs a Euclidean metric, got {metric!r}.")
+        raise TypeError(
+            f"Unknown parameter(s) for {method!r}: {sorted(unknown)}; it takes "
+            f"{sorted(allowed) or 'none'}."
+        )
+    if method in _EUCLIDEAN_ONLY and metric not in ("sqeuclidean", "euclidean"):
+        raise ValueError(f"{method} needs a Euclidean metric, got {metric!r}.")
     if method in ("local_scaling", "nicdm") and metric == "dot":
         raise ValueError(f"{method} needs non-negative distances; metric 'dot' has none.")
     local_k = params.get("local_k", _DEFAULT_LOCAL_K.get(method, 5))
-    return _checks.check_static_int(local_k, "local_k")
+    local_k = _checks.check_static_int(local_k, "local_k")
+    stats = params.get("stats", "all")
+    if stats not in STATS:
+        raise ValueError(f"stats must be one of {STATS}, got {stats!r}.")
+    sample = params.get("stats_sample", 2048)
+    if sample is not None:
+        sample = _checks.check_static_int(sample, "stats_sample", minimum=3)
+    return Settings(local_k, stats, sample)
 
 
 def knn(
@@ -84,19 +146,24 @@ def knn(
         query itself).
       k: neighbours to return (static); ``k <= candidates``.
       method: one of :data:`METHODS` (see the module docstring for formulas and references).
-      candidates: exact primary neighbours retrieved per point (static). Clipped to the
-        available candidates (``n - 1`` in-sample, ``m - 1`` with ``y``, since reference
-        statistics come from in-sample lists of ``y``).
+      candidates: exact primary neighbours retrieved per point (static); the k results are
+        re-ranked from them. Clipped to the available candidates (``n - 1`` in-sample,
+        ``m - 1`` with ``y``, since reference statistics come from in-sample lists of ``y``).
       metric: primary metric (static), as in :func:`hubjax.knn`.
       block_size, check_finite: as in :func:`hubjax.knn`.
-      **params: ``local_k`` -- neighbourhood size of the local statistics (static, <= candidates).
+      **params: ``local_k`` -- neighbourhood size of the local statistics (static,
+        <= candidates); for mutual proximity ``stats`` -- ``"all"`` (default) or
+        ``"candidates"`` and ``stats_sample`` -- reference points of the empiric statistics
+        (default 2048, ``None`` for all); see the module docstring.
 
     Returns:
-      ``(secondary_distances [n, k], indices [n, k])``, sorted by (secondary distance, index).
+      ``(secondary_distances [n, k], indices [n, k])``, sorted by (secondary distance, primary
+      distance, index).
 
     Raises:
       ValueError / TypeError: as :func:`hubjax.knn`, plus unknown methods or parameters,
         ``k > candidates``, ``local_k > candidates``, a method that does not fit the metric.
+        Checked eagerly (shapes and static values); finiteness as :func:`hubjax.knn`.
 
     Example:
       >>> import jax, hubjax
@@ -107,7 +174,8 @@ def knn(
       >>> bool((idx != jax.numpy.arange(300)[:, None]).all())
       True
     """
-    local_k = check_method(method, metric, params)
+    settings = check_method(method, metric, params)
+    local_k = settings.local_k
     x, y, _ = neighbors._validate(x, y, 1, metric, False, check_finite)
     num_ref = x.shape[0] if y is None else y.shape[0]
     if num_ref < 2:
@@ -127,7 +195,13 @@ def knn(
                 f"there are only {x.shape[0]} queries; pass local_k <= {x.shape[0]}."
             )
     else:
-        local_k = 1  # unused by mutual proximity: keep it out of the static arguments
+        local_k = 1  # unused: keep it out of the static arguments
+    if method not in MUTUAL_PROXIMITY:
+        settings = Settings(local_k, "all", None)
+    elif method == "mp_gaussian" or settings.stats == "candidates":
+        settings = Settings(local_k, settings.stats, None)
+    else:
+        settings = Settings(local_k, settings.stats, settings.stats_sample)
     block_size = neighbors.check_block_size(block_size)
     return _reduced_knn(
         x,
@@ -136,7 +210,7 @@ def knn(
         method=method,
         candidates=candidates,
         metric=metric,
-        local_k=local_k,
+        settings=settings,
         block_size=block_size,
     )
 
@@ -147,35 +221,66 @@ def _primary(x, y, k, metric, block_size):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("k", "method", "candidates", "metric", "local_k", "block_size"),
+    static_argnames=("k", "method", "candidates", "metric", "settings", "block_size"),
 )
-def _reduced_knn(x, y, *, k, method, candidates, metric, local_k, block_size):
+def _reduced_knn(x, y, *, k, method, candidates, metric, settings, block_size):
     (x, y), placement = _mesh.gather(x, y)
     with _mesh.context(placement):
-        out = _reduced_core(x, y, k, method, candidates, metric, local_k, block_size)
+        out = _reduced_core(x, y, k, method, candidates, metric, settings, block_size)
     return _mesh.scatter(out, placement)
 
 
-def _reduced_core(x, y, k, method, candidates, metric, local_k, block_size):
+def _reduced_core(x, y, k, method, candidates, metric, settings, block_size):
+    local_k = settings.local_k
+    in_sample = y is None
+    ref = x if in_sample else y
     dq, iq = _primary(x, y, candidates, metric, block_size)
     valid = iq >= 0  # -1: an empty slot (non-finite points under check_finite=False)
     safe = jnp.where(valid, iq, 0)
-    if method == "dis_sim_local":
-        ref = x if y is None else y
-        ir = iq if y is None else _primary(y, None, local_k, metric, block_size)[1]
-        s = dis_sim_local(x, ref, safe, jnp.where(ir >= 0, ir, 0), local_k)
+    n = x.shape[0]
+    own = jnp.arange(n, dtype=jnp.int32) if in_sample else jnp.full((n,), -1, jnp.int32)
+    if method in _EUCLIDEAN_ONLY:
+        if method == "dis_sim_local":
+            ir = iq if in_sample else _primary(ref, None, local_k, metric, block_size)[1]
+            s = dis_sim_local(x, ref, safe, jnp.where(ir >= 0, ir, 0), local_k)
+        else:
+            s = dis_sim_global(x, ref, safe)
+    elif method in MUTUAL_PROXIMITY and settings.stats == "all":
+        s = _mp_all_points(x, y, dq, safe, own, method, metric, settings.stats_sample)
     else:
         # the reference points' own lists (for csls: to their nearest queries)
-        if y is None:
-            dr = dq
+        if in_sample:
+            dr, ir = dq, iq
         elif method == "csls":
-            dr = _primary(y, x, local_k, metric, block_size)[0]
+            dr, ir = _primary(ref, x, local_k, metric, block_size)
         else:
-            dr = _primary(y, None, candidates, metric, block_size)[0]
-        s = secondary(method, dq, safe, dr, local_k)
+            dr, ir = _primary(ref, None, candidates, metric, block_size)
+        s = secondary(method, dq, safe, dr, local_k, ir=ir, own=own, num_ref=_finite_count(ref))
     s = jnp.where(valid, s, jnp.full((), jnp.inf, s.dtype))
     s, idx = order(s, dq, iq, k)
     return s, jnp.where(s == jnp.inf, -1, idx)
+
+
+def _finite_count(ref):
+    return jnp.sum(jnp.all(jnp.isfinite(ref), axis=1)).astype(jnp.int32)
+
+
+def _mp_all_points(x, y, dq, iq, own, method, metric, sample):
+    """Mutual proximity with each point's statistics over all (or sampled) reference points."""
+    ops = _proximity.Operands(x, y, metric)
+    in_sample = y is None
+    if method == "mp_gaussian":
+        mu_r, sd_r = _proximity.row_moments(ops, reference_side=True, in_sample=in_sample)
+        if in_sample:
+            mu_q, sd_q = mu_r, sd_r
+        else:
+            mu_q, sd_q = _proximity.row_moments(ops, reference_side=False, in_sample=False)
+        return _gaussian(dq, mu_q[:, None], sd_q[:, None], mu_r[iq], sd_r[iq])
+    m = ops.reference.shape[0]
+    points = _proximity.sample_points(m, sample)
+    tr = _proximity.empiric_tables(ops, points, reference_side=True)
+    tq = tr if in_sample else _proximity.empiric_tables(ops, points, reference_side=False)
+    return _proximity.mp_empiric_tables(dq, iq, tq, tr, points, ops.ref_finite[points], own)
 
 
 def order(s: jax.Array, primary: jax.Array, idx: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -196,28 +301,43 @@ def _safe_div(num, den):
     return jnp.where(den > 0, num / safe, jnp.where(num == 0, jnp.zeros_like(num), inf))
 
 
-def secondary(method: str, dq: jax.Array, iq: jax.Array, dr: jax.Array, local_k: int) -> jax.Array:
-    """Secondary distances ``[n, c]`` of the candidate pairs ``(x, iq[x, j])``.
+def secondary(
+    method: str,
+    dq: jax.Array,
+    iq: jax.Array,
+    dr: jax.Array,
+    local_k: int,
+    *,
+    ir: jax.Array | None = None,
+    own: jax.Array | None = None,
+    num_ref: jax.Array | int | None = None,
+) -> jax.Array:
+    """Secondary distances ``[n, c]`` of the candidate pairs ``(x, iq[x, j])`` from lists only.
+
+    Mutual proximity here uses the ``"candidates"`` statistics (see the module docstring).
 
     Args:
-      method: any of :data:`METHODS` but ``dis_sim_local``.
-      dq: sorted primary distances ``[n, c]`` of each query's candidates.
+      method: any of :data:`METHODS` but the DisSim ones.
+      dq: sorted primary distances ``[n, c]`` of each query's candidates (inf in empty slots).
       iq: candidate indices ``[n, c]`` into the reference set.
       dr: sorted primary distances ``[m, c_r]`` of each reference point's own list (for
         ``csls``: to its nearest queries).
       local_k: neighbourhood size of the local statistics.
+      ir: indices ``[m, c_r]`` of the reference lists (-1 in empty slots); ``mp_empiric`` only.
+      own: ``[n]`` or ``[n, e]`` reference indices that are the query itself (-1: none);
+        ``mp_empiric`` only.
+      num_ref: number of (finite) reference points; ``mp_empiric`` only.
     """
     if method == "mp_empiric":
-        c = dq.shape[1]
-        rank_q = jnp.sum(dq[:, None, :] <= dq[:, :, None], axis=-1)
-        rank_r = jnp.sum(dr[iq] <= dq[:, :, None], axis=-1)
-        return jnp.maximum(rank_q, rank_r).astype(dq.dtype) / c
+        if ir is None or own is None or num_ref is None:
+            raise ValueError("mp_empiric needs ir, own and num_ref.")
+        own = own[:, None] if own.ndim == 1 else own
+        total = jnp.asarray(num_ref, jnp.int32) - jnp.sum(own >= 0, axis=1, dtype=jnp.int32)
+        return _proximity.mp_empiric_lists(dq, iq, dr, ir, own, total.astype(jnp.int32))
     if method == "mp_gaussian":
         mu_q, sd_q = _finite_stats(dq)
         mu_r, sd_r = _finite_stats(dr)
-        return 1.0 - _normal_sf(dq, mu_q[:, None], sd_q[:, None]) * _normal_sf(
-            dq, mu_r[iq], sd_r[iq]
-        )
+        return _gaussian(dq, mu_q[:, None], sd_q[:, None], mu_r[iq], sd_r[iq])
     if method == "local_scaling":
         scale = dq[:, local_k - 1][:, None] * dr[:, local_k - 1][iq]
         return 1.0 - jnp.exp(-_safe_div(dq * dq, scale))
@@ -228,6 +348,10 @@ def secondary(method: str, dq: jax.Array, iq: jax.Array, dr: jax.Array, local_k:
     if method == "csls":
         return 2.0 * dq - dq[:, :local_k].mean(1)[:, None] - dr[:, :local_k].mean(1)[iq]
     raise ValueError(f"no secondary() formula for {method!r}")
+
+
+def _gaussian(d, mu_x, sd_x, mu_y, sd_y):
+    return 1.0 - _normal_sf(d, mu_x, sd_x) * _normal_sf(d, mu_y, sd_y)
 
 
 def _finite_stats(d):
@@ -259,6 +383,26 @@ def dis_sim_local(x, ref, iq, ir, local_k):
     own_y = jnp.sum((ref - cy) ** 2, axis=-1)
 
     def row(args):  # one query at a time, batched: never [n, c, d] at once
+        xi, cand = args
+        diff = xi[None, :] - ref[cand]
+        return jnp.sum(diff * diff, axis=-1)
+
+    sq = jax.lax.map(row, (x, iq), batch_size=256)
+    return sq - own_x[:, None] - own_y[iq]
+
+
+def dis_sim_global(x, ref, iq):
+    """DisSimGlobal ``|x - y|^2 - |x - c|^2 - |y - c|^2`` for the candidates ``iq``, ``c`` the
+    mean of the (finite) reference points."""
+    dtype = _checks.compute_dtype(x, ref)
+    x, ref = x.astype(dtype), ref.astype(dtype)
+    finite = jnp.all(jnp.isfinite(ref), axis=1)
+    count = jnp.maximum(jnp.sum(finite), 1).astype(dtype)
+    c = jnp.sum(jnp.where(finite[:, None], ref, 0), axis=0) / count
+    own_x = jnp.sum((x - c) ** 2, axis=-1)
+    own_y = jnp.sum((ref - c) ** 2, axis=-1)
+
+    def row(args):
         xi, cand = args
         diff = xi[None, :] - ref[cand]
         return jnp.sum(diff * diff, axis=-1)

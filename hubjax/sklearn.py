@@ -1,10 +1,10 @@
-"""scikit-learn style estimators, for users coming from scikit-hubness.
+"""scikit-learn estimators, for users coming from scikit-hubness.
 
-* :class:`Hubness` -- ``Hubness(k=10, return_value="k_skewness", ...).fit(X).score()``, with
-  scikit-hubness's parameter names (``hubness`` / ``hubness_params`` select a reduction).
-* :class:`HubnessReduction` -- a transformer for scikit-learn pipelines built on
-  ``KNeighborsTransformer``: it re-weights a sparse k-NN distance graph with a secondary distance,
-  like scikit-hubness 0.30's ``MutualProximity`` / ``LocalScaling`` / ... transformers::
+* :class:`Hubness` -- ``Hubness(k=10, return_value="k_skewness").fit(X).score()`` on vectors or
+  (``metric="precomputed"``) on a k-NN graph, with scikit-hubness 0.30's parameters.
+* :class:`HubnessReduction` -- a transformer that re-weights a k-NN distance graph (from
+  ``KNeighborsTransformer``) by a secondary distance, like scikit-hubness's
+  ``MutualProximity`` / ``LocalScaling`` transformers::
 
       from sklearn.neighbors import KNeighborsTransformer, KNeighborsClassifier
       from sklearn.pipeline import make_pipeline
@@ -15,44 +15,174 @@
           KNeighborsClassifier(n_neighbors=5, metric="precomputed"),
       )
 
-Differences from scikit-hubness: in-sample scoring never counts a point as its own neighbour
-(scikit-hubness's development version did); ``hub_occurrence`` is divided by ``k * n_queries``;
-local scaling includes its exponential; k-NN is always exact (no ANN ``algorithm`` option);
-``metric`` names follow hubjax (``"euclidean"``, ``"sqeuclidean"``, ``"cosine"``, ``"dot"``).
-``dis_sim_local`` needs vectors and is not available in :class:`HubnessReduction`.
+* :class:`DisSimLocal` -- vectors in, DisSimLocal-weighted k-NN graph out (DisSimLocal needs
+  the vectors, so it replaces ``KNeighborsTransformer`` in such a pipeline).
+
+**Graphs.** A graph is a sparse matrix ``[n_queries, n_indexed]`` of neighbour distances (rows
+may hold different numbers of entries) or a dense distance matrix (every entry a neighbour).
+Distances must be finite and non-negative. In-sample is decided by what was fitted, never by a
+graph's shape: the graph given to ``fit`` is the indexed points' own (row i is point i, so entry
+``(i, i)`` is the point itself and is left out), :class:`Hubness` ``score()`` without an argument
+scores it in-sample, and every other graph's rows are new queries whose stored entries are all
+neighbours.
+
+Deliberate differences from scikit-hubness are listed in the migration guide
+(``docs/migration.rst``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import time
+import warnings
+
 import numpy as np
+import scipy.sparse as sp
 
 try:
     from sklearn.base import BaseEstimator, TransformerMixin
-    from sklearn.neighbors import sort_graph_by_row_values
-    from sklearn.utils.validation import check_is_fitted
+    from sklearn.utils.validation import check_array, check_is_fitted, check_random_state
 except ImportError:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("hubjax.sklearn needs scikit-learn: pip install 'hubjax[sklearn]'") from None
 
-from hubjax import measures, reduction
+import jax
+import jax.numpy as jnp
 
-__all__ = ["Hubness", "HubnessReduction"]
+from hubjax import _checks, _graphs, measures, neighbors, occurrence, reduction
+
+__all__ = ["Hubness", "HubnessReduction", "DisSimLocal", "resolve_reduction"]
 
 _MEASURES = measures.HubnessReport.MEASURES
+_RETURN_VALUES = ("all", "all_but_gini", *_MEASURES)
+_GRAPH_METHODS = ("mp_empiric", "mp_gaussian", "local_scaling", "nicdm", "csls")
+
+# scikit-hubness (0.21 and 0.30) names -> hubjax methods
+_MP_NAMES = ("mp", "mutual_proximity", "mutualproximity")
+_LS_NAMES = ("ls", "local_scaling", "localscaling")
+_DSL_NAMES = ("dsl", "dis_sim_local", "dissimlocal")
+
+
+def resolve_reduction(hubness: str | None, params: dict | None) -> tuple[str | None, dict]:
+    """Maps scikit-hubness's reduction names and parameters to a hubjax method.
+
+    ``"mp"``/``"mutual_proximity"`` with ``method="normal"`` (default) or ``"empiric"``;
+    ``"ls"``/``"local_scaling"`` with ``method="standard"`` (default) or ``"nicdm"``;
+    ``"dsl"``/``"dis_sim_local"``; and ``k`` as the old name of ``local_k``. hubjax's own names
+    pass through.
+
+    Example:
+      >>> from hubjax.sklearn import resolve_reduction
+      >>> resolve_reduction("mutual_proximity", {"method": "empiric"})
+      ('mp_empiric', {})
+      >>> resolve_reduction("ls", {"k": 7})
+      ('local_scaling', {'local_k': 7})
+    """
+    params = dict(params or {})
+    if hubness is None:
+        if params:
+            raise ValueError(f"hubness_params={params} given without a hubness method.")
+        return None, {}
+    if not isinstance(hubness, str):
+        raise TypeError(f"hubness must be a method name or None, got {hubness!r}.")
+    name = hubness.lower()
+    if "k" in params:
+        if "local_k" in params:
+            raise TypeError("hubness_params has both 'k' and 'local_k'; pass only local_k.")
+        params["local_k"] = params.pop("k")
+    flavour = params.pop("method", None)
+    if name in _MP_NAMES:
+        if flavour in (None, "normal", "gauss", "gaussi", "gaussian"):
+            return "mp_gaussian", _without(params, "local_k")
+        if flavour in ("empiric", "exact"):
+            return "mp_empiric", _without(params, "local_k")
+        raise ValueError(f"mutual proximity method must be 'normal' or 'empiric', got {flavour!r}.")
+    if flavour is not None:
+        if name in _LS_NAMES and flavour in ("standard", "nicdm"):
+            name = "nicdm" if flavour == "nicdm" else "local_scaling"
+        else:
+            raise TypeError(f"Unknown hubness_params key 'method' for {hubness!r}.")
+    if name in _LS_NAMES:
+        return "local_scaling", params
+    if name in _DSL_NAMES:
+        return "dis_sim_local", params
+    if name not in reduction.METHODS:
+        raise ValueError(
+            f"Unknown hubness method {hubness!r}; expected one of {reduction.METHODS} or "
+            "scikit-hubness's 'mp', 'ls', 'dsl'."
+        )
+    return name, params
+
+
+def _without(params, key):
+    params.pop(key, None)  # scikit-hubness passed k to every method; MP has no local size
+    return params
+
+
+def _check_verbose(verbose) -> int:
+    if verbose is None or verbose is False:
+        return 0
+    if verbose is True:
+        return 1
+    if isinstance(verbose, (int, np.integer)):
+        return max(int(verbose), 0)
+    raise TypeError(f"verbose must be an int, bool or None, got {verbose!r}.")
+
+
+def _x64(dtype):
+    """Computes in float64 for float64 graphs (x64 is off by default in JAX)."""
+    if np.dtype(dtype) == np.float64:
+        return jax.enable_x64(True)
+    return contextlib.nullcontext()
+
+
+def _features_message(got, est, *, graph=False):
+    """scikit-learn's wording, plus what a graph's columns are."""
+    msg = (
+        f"X has {got} features, but {type(est).__name__} is expecting {est.n_features_in_} "
+        "features as input."
+    )
+    if graph:
+        msg += " A query graph needs one column per indexed point: [n_queries, n_indexed]."
+    return msg
+
+
+def _check_k(k, name="k") -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{name} (n_neighbors) must be an int >= 1, got {k!r}.")
+    return int(k)
 
 
 class Hubness(BaseEstimator):
     """Hubness of a data set, scikit-hubness style.
 
     Args:
-      k: neighbours per point.
-      return_value: a measure name (see :class:`hubjax.HubnessReport`) or ``"all"`` for a dict.
-      hub_size: hubs occur at least ``hub_size * k`` times.
-      metric: hubjax metric name.
-      hubness: ``None`` or a reduction method of :func:`hubjax.reduction.knn`.
-      hubness_params: extra reduction parameters, e.g. ``{"local_k": 7}``.
-      candidates: primary neighbours for the reduction.
-      store_k_occurrence: keep ``k_occurrence_`` after :meth:`score`.
-      store_k_neighbors: keep ``k_neighbors_`` (the neighbour indices) after :meth:`score`.
+      k: neighbours per point (scikit-hubness's ``k``; ``n_neighbors`` elsewhere).
+      return_value: a measure name (see :class:`hubjax.HubnessReport`), ``"all"`` (a dict of
+        every measure) or ``"all_but_gini"``.
+      hub_size: hubs occur at least ``hub_size * k`` times (> 0).
+      metric: ``"euclidean"`` (default), ``"minkowski"`` (with ``p=2`` only), ``"sqeuclidean"``,
+        ``"cosine"``, ``"dot"``, or ``"precomputed"``: ``fit``/``score`` take k-NN graphs or
+        dense distance matrices instead of vectors.
+      p: Minkowski power; only 2 is supported.
+      hubness: ``None`` or a reduction: a method of :func:`hubjax.reduction.knn`, or
+        scikit-hubness's names (see :func:`resolve_reduction`). With ``metric="precomputed"``
+        the methods of :class:`HubnessReduction`.
+      hubness_params: the reduction's parameters, e.g. ``{"local_k": 7}`` (``{"k": 7}`` is read
+        as ``local_k``).
+      candidates: primary neighbours re-ranked by the reduction (vectors only).
+      return_k_occurrence, return_hubs, return_antihubs: :meth:`score` returns a dict that also
+        holds ``"k_occurrence"`` (``[n_indexed]``), ``"hubs"`` / ``"antihubs"`` (indices).
+      store_k_occurrence, store_k_neighbors: keep ``k_occurrence_`` / ``k_neighbors_`` after
+        :meth:`score`.
+      shuffle_equal: with graph input, order exactly tied distances randomly
+        (``random_state``) before cutting each row at k, instead of by index. Vector input
+        gets exact lists whose ties go to the smaller index; there it has no effect.
+      random_state: seed or ``RandomState`` for ``shuffle_equal``.
+      verbose: > 0 prints one line per :meth:`score` to stderr.
+      include_self: in-sample scoring counts each point as the first of its own k neighbours
+        (k - 1 others), as scikit-hubness 0.30 does on vectors; its numbers are then reproduced.
+        Not with a reduction.
 
     Example:
       >>> import numpy as np
@@ -61,6 +191,9 @@ class Hubness(BaseEstimator):
       >>> score = Hubness(k=10).fit(X).score()
       >>> score > 0.5
       True
+      >>> out = Hubness(k=10, return_value="robinhood", return_hubs=True).fit(X).score()
+      >>> sorted(out)
+      ['hubs', 'robinhood']
     """
 
     def __init__(
@@ -69,129 +202,456 @@ class Hubness(BaseEstimator):
         return_value="k_skewness",
         hub_size=2.0,
         metric="euclidean",
+        p=2,
         hubness=None,
         hubness_params=None,
         candidates=50,
+        return_k_occurrence=False,
+        return_hubs=False,
+        return_antihubs=False,
         store_k_occurrence=False,
         store_k_neighbors=False,
+        shuffle_equal=False,
+        random_state=None,
+        verbose=0,
+        include_self=False,
     ):
         self.k = k
         self.return_value = return_value
         self.hub_size = hub_size
         self.metric = metric
+        self.p = p
         self.hubness = hubness
         self.hubness_params = hubness_params
         self.candidates = candidates
+        self.return_k_occurrence = return_k_occurrence
+        self.return_hubs = return_hubs
+        self.return_antihubs = return_antihubs
         self.store_k_occurrence = store_k_occurrence
         self.store_k_neighbors = store_k_neighbors
+        self.shuffle_equal = shuffle_equal
+        self.random_state = random_state
+        self.verbose = verbose
+        self.include_self = include_self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        graph = self.metric == "precomputed"
+        tags.input_tags.sparse = graph
+        tags.input_tags.pairwise = graph
+        tags.input_tags.positive_only = graph  # distances
+        tags.requires_fit = True
+        return tags
+
+    def _metric(self) -> str:
+        metric = self.metric
+        if metric == "minkowski":
+            if self.p != 2:
+                raise ValueError(
+                    f"metric='minkowski' is supported with p=2 (Euclidean) only, got p={self.p}."
+                )
+            return "euclidean"
+        if metric == "precomputed" or metric in _checks.METRICS:
+            return metric
+        raise ValueError(
+            f"Unknown metric {metric!r}; expected one of {_checks.METRICS}, 'minkowski' (p=2) or "
+            "'precomputed'."
+        )
 
     def fit(self, X, y=None):
-        """Stores the indexed points ``X [m, d]``."""
-        if self.return_value != "all" and self.return_value not in _MEASURES:
-            raise ValueError(f"return_value must be 'all' or one of {_MEASURES}.")
-        self.X_train_ = np.asarray(X)
-        self.n_features_in_ = self.X_train_.shape[1] if self.X_train_.ndim == 2 else None
+        """Stores the indexed points: vectors ``[n_indexed, n_features]`` or, with
+        ``metric="precomputed"``, a graph ``[n_indexed, n_indexed]``.
+
+        Raises:
+          ValueError: bad parameters (naming them), NaN/inf, too few samples for ``k``, a graph
+            whose rows hold fewer than k neighbours besides the point itself.
+          TypeError: sparse input with a vector metric.
+        """
+        _check_k(self.k)
+        if self.return_value not in _RETURN_VALUES:
+            raise ValueError(
+                f"return_value must be one of {_RETURN_VALUES}, got {self.return_value!r}."
+            )
+        if not np.isscalar(self.hub_size) or not self.hub_size > 0:
+            raise ValueError(f"hub_size must be a number > 0, got {self.hub_size!r}.")
+        self.verbose_ = _check_verbose(self.verbose)
+        metric = self._metric()
+        method, params = resolve_reduction(self.hubness, self.hubness_params)
+        if method is not None:
+            if metric == "precomputed" and method not in _GRAPH_METHODS:
+                raise ValueError(
+                    f"hubness={self.hubness!r} needs vectors; with metric='precomputed' use one of "
+                    f"{_GRAPH_METHODS}."
+                )
+            if metric != "precomputed":
+                reduction.check_method(method, metric, params)
+            elif set(params) - {"local_k"}:
+                raise TypeError(
+                    f"hubness_params {sorted(set(params) - {'local_k'})} do not apply to graphs; "
+                    "only local_k does."
+                )
+        if self.include_self and method is not None:
+            raise ValueError("include_self=True cannot be combined with a hubness reduction.")
+        self.method_, self.method_params_ = method, params
+        self.metric_ = metric
+        self._random = check_random_state(self.random_state)
+        if metric == "precomputed":
+            rows = _graphs.rows(X, name="X", min_rows=2)
+            n, m = rows.shape
+            if n != m:
+                raise ValueError(
+                    f"fit needs the square graph of the indexed points [n_indexed, n_indexed], "
+                    f"got shape {rows.shape}."
+                )
+            self.graph_ = rows
+            self.n_features_in_ = m
+        else:
+            if sp.issparse(X):
+                raise TypeError(
+                    f"Hubness(metric={self.metric!r}) needs dense vectors, got a sparse matrix. "
+                    "Pass metric='precomputed' if it is a k-NN graph, or X.toarray() if it holds "
+                    "feature vectors."
+                )
+            X = check_array(X, dtype=[np.float32, np.float64], ensure_min_samples=2)
+            n = X.shape[0]
+            self.X_indexed_ = X
+            self.n_features_in_ = X.shape[1]
+        self.n_samples_in_ = n
         return self
 
-    def score(self, X=None, y=None):
-        """Hubness of the fitted points in-sample (``X=None``) or of ``X`` queried against them."""
-        check_is_fitted(self, "X_train_")
-        queries = None if X is None else np.asarray(X)
-        args = (queries, self.X_train_) if queries is not None else (self.X_train_, None)
-        idx, num_points = measures.neighbour_lists(
+    def _lists(self, X):
+        """``(indices [n_queries, k], n_indexed)`` of the lists the score counts."""
+        k = _check_k(self.k)
+        in_sample = X is None
+        if self.metric_ == "precomputed":
+            m = self.n_samples_in_
+            if in_sample:
+                rows = self.graph_
+            else:
+                rows = _graphs.rows(X, name="X")
+                if rows.shape[1] != m:
+                    raise ValueError(_features_message(rows.shape[1], self, graph=True))
+            if self.method_ is not None:
+                red = HubnessReduction(method=self.method_, **self.method_params_)
+                red._fit_rows(self.graph_)
+                values, idx = red._transform_rows(rows, in_sample=in_sample)
+                rows = _graphs.Rows(values, idx, (idx >= 0).sum(1), rows.shape)
+            with_self = in_sample and bool(self.include_self)
+            idx = _graphs.neighbour_lists(
+                rows,
+                k - with_self,
+                exclude_own=in_sample,
+                shuffle_ties=bool(self.shuffle_equal),
+                rng=self._random,
+            )
+            if with_self:
+                idx = np.concatenate([np.arange(m)[:, None], idx], axis=1)
+            return idx, m
+        train = self.X_indexed_
+        if in_sample:
+            if k > train.shape[0] - 1 + bool(self.include_self):
+                raise ValueError(
+                    f"k={k} neighbours per point need at least k + 1 = {k + 1} indexed samples "
+                    f"(a point is not its own neighbour), got n_samples = {train.shape[0]}; pass "
+                    "a smaller k."
+                )
+            args = (train, None)
+        else:
+            if sp.issparse(X):
+                raise TypeError("score(X) needs dense query vectors, got a sparse matrix.")
+            X = check_array(X, dtype=[np.float32, np.float64])
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(_features_message(X.shape[1], self))
+            if k > train.shape[0]:
+                raise ValueError(
+                    f"k={k} is larger than the n_samples = {train.shape[0]} indexed points; pass "
+                    "a smaller k."
+                )
+            args = (X, train)
+        idx, m = measures.neighbour_lists(
             *args,
-            k=self.k,
-            metric=self.metric,
-            include_self=False,
+            k=k,
+            metric=self.metric_,
+            include_self=in_sample and bool(self.include_self),
             block_size=None,
             check_finite=True,
-            reduction=self.hubness,
+            reduction=self.method_,
             candidates=self.candidates,
-            reduction_params=self.hubness_params,
+            reduction_params=self.method_params_,
         )
-        report = measures._report(
-            idx, num_points=num_points, k=self.k, hub_size=float(self.hub_size), metric=self.metric
+        return np.asarray(idx), m
+
+    def score(self, X=None, y=None):
+        """Hubness of the indexed points in-sample (``X=None``) or of queries ``X`` against them.
+
+        Args:
+          X: ``None``, query vectors ``[n_queries, n_features]``, or with
+            ``metric="precomputed"`` the graph of queries vs indexed points
+            ``[n_queries, n_indexed]``.
+          y: ignored.
+
+        Returns:
+          The measure named by ``return_value`` as a float, or a dict when ``return_value`` is
+          ``"all"``/``"all_but_gini"`` or a ``return_*`` flag is set.
+        """
+        check_is_fitted(self, "n_samples_in_")
+        start = time.perf_counter()
+        idx, m = self._lists(X)
+        k = _check_k(self.k)
+        counts = np.asarray(occurrence.k_occurrence(jnp.asarray(idx, jnp.int32), m))
+        report = measures.report_from_counts(
+            jnp.asarray(counts),
+            k=k,
+            num_queries=idx.shape[0],
+            hub_size=float(self.hub_size),
+            metric=self.metric_,
         )
-        if self.store_k_occurrence:
-            self.k_occurrence_ = np.asarray(report.k_occurrence)
-        if self.store_k_neighbors:
-            self.k_neighbors_ = np.asarray(idx)
         values = report.measures()
-        return values if self.return_value == "all" else values[self.return_value]
+        if self.store_k_occurrence:
+            self.k_occurrence_ = counts
+        if self.store_k_neighbors:
+            self.k_neighbors_ = idx
+        if self.verbose_:
+            print(
+                f"Hubness: k={k}, {idx.shape[0]} queries, {m} indexed points, "
+                f"k_skewness={values['k_skewness']:.4f} ({time.perf_counter() - start:.2f} s)",
+                file=sys.stderr,
+            )
+        if self.return_value == "all":
+            out = values
+        elif self.return_value == "all_but_gini":
+            out = {name: v for name, v in values.items() if name != "gini"}
+        else:
+            out = {self.return_value: values[self.return_value]}
+        if self.return_k_occurrence:
+            out["k_occurrence"] = counts
+        if self.return_hubs:
+            out["hubs"] = np.flatnonzero(counts >= self.hub_size * k)
+        if self.return_antihubs:
+            out["antihubs"] = np.flatnonzero(counts == 0)
+        if len(out) == 1 and self.return_value in out:
+            return out[self.return_value]
+        return out
 
 
 class HubnessReduction(TransformerMixin, BaseEstimator):
-    """Re-weights a sparse k-NN distance graph (``KNeighborsTransformer``) by a secondary distance.
+    """Re-weights a k-NN distance graph by a secondary distance (a scikit-learn transformer).
 
-    ``fit(G_train)`` learns each training point's neighbourhood statistics from its row of the
-    training graph (its own entry, the diagonal, excluded); ``transform(G)`` replaces each stored
-    distance ``G[i, j]`` by the secondary distance between query i (statistics from its row) and
-    training point j. A square graph of the fitted size is taken as in-sample: its diagonal
-    entries are skipped for the statistics and kept at distance 0. Every row must hold the same
-    number of entries (as ``KNeighborsTransformer`` produces).
+    ``fit(G_train)`` learns each indexed point's neighbourhood statistics from its row of the
+    training graph ``[n_indexed, n_indexed]``; there row i is point i, so its own entry
+    ``(i, i)`` (if stored) is left out. ``transform(G)`` replaces each entry ``G[i, j]`` by the
+    secondary distance between query i (statistics from all entries of its row) and indexed
+    point j. Every row of ``transform`` is a new query, whatever the graph's shape: like in
+    ``KNeighborsTransformer``'s graphs, a query that is an indexed point has itself as a
+    neighbour. So ``fit_transform(G)`` equals ``fit(G).transform(G)`` and rows can be
+    transformed in any batches. Statistics use the entries the graph holds; for mutual
+    proximity over all points pass dense distance matrices, or use
+    :func:`hubjax.reduction.knn` on the vectors. Rows may hold different numbers of entries
+    (radius graphs, duplicates displacing a point's own entry).
+
+    Output values are non-negative (scikit-learn's precomputed estimators refuse negative
+    ones): ``csls`` drops its query term ``-r_x`` (constant along a row, so every row's ranking
+    is the paper's) and adds the largest fitted ``r_y``: ``2 d + (max r - r_y)``. Its ``r_y``
+    is the mean distance from y to its ``local_k`` nearest indexed points (the queries are not
+    known row by row).
 
     Args:
-      method: ``"mp_empiric"``, ``"mp_gaussian"``, ``"local_scaling"``, ``"nicdm"`` or
+      method: ``"mp_gaussian"`` (default), ``"mp_empiric"``, ``"local_scaling"``, ``"nicdm"`` or
         ``"csls"`` (see :mod:`hubjax.reduction`).
       local_k: neighbourhood size of the local statistics (default 5, or 10 for csls).
+
+    Example:
+      >>> import numpy as np
+      >>> from sklearn.neighbors import KNeighborsTransformer
+      >>> from hubjax.sklearn import HubnessReduction
+      >>> X = np.random.default_rng(0).normal(size=(200, 20))
+      >>> G = KNeighborsTransformer(n_neighbors=30, mode="distance").fit_transform(X)
+      >>> R = HubnessReduction(method="mp_gaussian").fit_transform(G)
+      >>> R.shape, R.dtype, bool(R.data.min() >= 0)
+      ((200, 200), dtype('float64'), True)
     """
 
     def __init__(self, method="mp_gaussian", local_k=None):
         self.method = method
         self.local_k = local_k
 
-    def _local_k(self):
-        if self.method == "dis_sim_local":
-            raise ValueError("dis_sim_local needs vectors; use hubjax.reduction.knn instead.")
+    # The input is a distance graph: scikit-learn's checks then pass distance matrices.
+    metric = "precomputed"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.pairwise = True
+        tags.input_tags.positive_only = True  # distances
+        return tags
+
+    def _settings(self):
+        if self.method not in _GRAPH_METHODS:
+            hint = ""
+            if str(self.method).startswith("dis"):
+                hint = " (it needs vectors: use hubjax.sklearn.DisSimLocal)"
+            raise ValueError(f"method must be one of {_GRAPH_METHODS}, got {self.method!r}{hint}.")
         params = {} if self.local_k is None else {"local_k": self.local_k}
-        return reduction.check_method(self.method, "euclidean", params)
+        if self.method in reduction.MUTUAL_PROXIMITY:
+            if params:
+                raise ValueError(f"local_k does not apply to {self.method!r}; leave it None.")
+        return reduction.check_method(self.method, "euclidean", params).local_k
 
     def fit(self, X, y=None):
-        self.local_k_ = self._local_k()
-        dist, _ = self._rows(X, in_sample=True)
-        self.n_train_ = X.shape[0]
-        self.train_dist_ = dist
+        """Learns the indexed points' statistics from their graph ``X [n_indexed, n_indexed]``."""
+        self._fit_rows(_graphs.rows(X, name="X", min_rows=2))
         return self
 
-    def _rows(self, graph, in_sample):
-        graph = graph.tocsr()
-        graph.sort_indices()
-        counts = np.diff(graph.indptr)
-        rows = np.repeat(np.arange(graph.shape[0]), counts)
-        keep = ~(in_sample & (graph.indices == rows))
-        kept = np.bincount(rows[keep], minlength=graph.shape[0])
-        if kept.min() != kept.max():
-            raise ValueError("every row of the graph must hold the same number of neighbours.")
-        c = int(kept[0])
-        if c < self.local_k_:
-            raise ValueError(f"rows hold {c} neighbours, fewer than local_k={self.local_k_}.")
-        dist = graph.data[keep].reshape(-1, c).astype(np.float32)
-        idx = graph.indices[keep].reshape(-1, c)
-        order = np.lexsort((idx, dist), axis=1)
-        return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+    def _fit_rows(self, rows):
+        n, m = rows.shape
+        if n != m:
+            raise ValueError(
+                f"fit needs the square graph of the indexed points [n_indexed, n_indexed], got "
+                f"shape {rows.shape}."
+            )
+        self.local_k_ = self._settings()
+        self.train_ = _graphs.drop(rows, rows.idx == np.arange(n)[:, None])
+        self._check_width(self.train_, "the fitted graph")
+        self.n_indexed_ = m
+        self.n_features_in_ = m
+        # csls: the largest r_y, so that the transformed values are >= 0
+        self.scale_ = 0.0
+        if self.method == "csls":
+            self.scale_ = float(self.train_.dist[:, : self.local_k_].mean(1).max())
+        return self
+
+    def _check_width(self, rows, what):
+        have = (rows.idx >= 0).sum(1)
+        need = self.local_k_ if self.method in reduction.USES_LOCAL_K else 1
+        if have.min() < need:
+            row = int(have.argmin())
+            raise ValueError(
+                f"row {row} of {what} holds {int(have[row])} neighbours, fewer "
+                f"than {'local_k=' + str(need) if need > 1 else 'one'}; build the graph with more "
+                "neighbours (n_neighbors)."
+            )
 
     def transform(self, X):
-        check_is_fitted(self, "train_dist_")
-        import jax.numpy as jnp
-        import scipy.sparse as sp
+        """Secondary distances of the graph ``X [n_queries, n_indexed]``.
 
-        graph = X.tocsr()
-        in_sample = graph.shape == (self.n_train_, self.n_train_)
-        dq, iq = self._rows(graph, in_sample=in_sample)
-        s = np.asarray(
-            reduction.secondary(
+        Returns:
+          CSR matrix of the same shape and dtype (float32 or float64), the same entries, each
+          row sorted by (new value, primary distance, index). Infinite values (a zero local
+          scale) are returned as the dtype's largest finite value.
+        """
+        check_is_fitted(self, "train_")
+        rows = _graphs.rows(X, name="X")
+        values, idx = self._transform_rows(rows)
+        return _graphs.to_csr(values, idx, rows.shape, rows.dtype)
+
+    def _transform_rows(self, rows, *, in_sample=False):
+        """``in_sample``: the rows are the indexed points (Hubness's in-sample score); entry
+        (i, i) is then left out of row i's statistics and kept at distance 0."""
+        if rows.shape[1] != self.n_indexed_:
+            raise ValueError(_features_message(rows.shape[1], self, graph=True))
+        own_mask = (rows.idx == np.arange(rows.shape[0])[:, None]) & in_sample
+        query = _graphs.drop(rows, own_mask)
+        self._check_width(query, "X")
+        own = np.where(own_mask, rows.idx, -1)
+        dtype = rows.dtype
+        with _x64(dtype):
+            dq = jnp.asarray(query.dist)
+            iq = jnp.asarray(query.idx, jnp.int32)
+            safe = jnp.where(iq >= 0, iq, 0)
+            ir = jnp.asarray(self.train_.idx, jnp.int32)
+            s = reduction.secondary(
                 self.method,
-                jnp.asarray(dq),
-                jnp.asarray(iq),
-                jnp.asarray(self.train_dist_),
+                dq,
+                safe,
+                jnp.asarray(self.train_.dist, dq.dtype),
                 self.local_k_,
+                ir=ir,
+                own=jnp.asarray(own, jnp.int32),
+                num_ref=jnp.asarray(self.n_indexed_, jnp.int32),
             )
-        )
-        data, rows, cols = s.ravel(), np.repeat(np.arange(graph.shape[0]), dq.shape[1]), iq.ravel()
-        if in_sample:  # keep each point's own entry at distance 0 (scikit-learn's convention)
-            diag = np.arange(graph.shape[0])
-            data = np.concatenate([data, np.zeros(len(diag), data.dtype)])
-            rows, cols = np.concatenate([rows, diag]), np.concatenate([cols, diag])
-        out = sp.csr_matrix((data, (rows, cols)), shape=graph.shape)
-        # rows ordered by distance, as scikit-learn's precomputed-graph estimators prefer
-        return sort_graph_by_row_values(out, copy=False, warn_when_not_sorted=False)
+            if self.method == "csls":  # drop -r_x, shift by the largest r_y: >= 0
+                s = s + dq[:, : self.local_k_].mean(1)[:, None] + jnp.asarray(self.scale_, s.dtype)
+            s = np.asarray(jnp.maximum(s, 0), dtype)
+        # infinite values (a zero local scale) as the largest float: scikit-learn refuses inf
+        s = np.minimum(s, np.finfo(dtype).max)
+        values = np.concatenate([s, np.zeros(own.shape, dtype)], axis=1)
+        idx = np.concatenate([query.idx, own], axis=1)
+        primary = np.concatenate([query.dist, np.zeros(own.shape, dtype)], axis=1)
+        # ties of the secondary distance (frequent for mutual proximity) by primary distance
+        return _graphs.sort_rows(values, idx, primary)
+
+
+class DisSimLocal(TransformerMixin, BaseEstimator):
+    """DisSimLocal (Hara et al., AAAI 2016): vectors in, re-weighted k-NN graph out.
+
+    ``fit(X)`` stores the indexed vectors and each one's local centroid ``c_y`` (mean of its
+    ``local_k`` nearest other indexed points). ``transform(Q)`` finds each query's
+    ``n_neighbors`` exact squared-Euclidean neighbours among the indexed points and weights them
+    by ``|q - y|^2 - |y - c_y|^2``, shifted by the largest fitted ``|y - c_y|^2`` so all values
+    are >= 0. That is DisSimLocal's ``|q - y|^2 - |q - c_q|^2 - |y - c_y|^2`` without its query
+    term, which is constant along a row: every row ranks exactly as DisSimLocal. Like
+    ``KNeighborsTransformer``, a query that is an indexed point finds itself at distance 0.
+
+    Args:
+      n_neighbors: entries per row of the output graph (the candidates re-ranked).
+      local_k: size of the neighbourhoods whose centroids are taken.
+      squared: return the (shifted) squared values; False returns their square roots.
+
+    Example:
+      >>> import numpy as np
+      >>> from sklearn.neighbors import KNeighborsClassifier
+      >>> from sklearn.pipeline import make_pipeline
+      >>> from hubjax.sklearn import DisSimLocal
+      >>> rng = np.random.default_rng(0)
+      >>> X, labels = rng.normal(size=(200, 30)), rng.integers(0, 2, 200)
+      >>> pipe = make_pipeline(DisSimLocal(n_neighbors=20),
+      ...                      KNeighborsClassifier(n_neighbors=5, metric="precomputed"))
+      >>> pipe.fit(X, labels).predict(X[:3]).shape
+      (3,)
+    """
+
+    def __init__(self, n_neighbors=50, local_k=5, squared=True):
+        self.n_neighbors = n_neighbors
+        self.local_k = local_k
+        self.squared = squared
+
+    def fit(self, X, y=None):
+        """Stores the indexed vectors ``X [n_indexed, n_features]`` and their centroids."""
+        X = check_array(X, dtype=[np.float32, np.float64], ensure_min_samples=2)
+        n = X.shape[0]
+        local_k = _check_k(self.local_k, "local_k")
+        _check_k(self.n_neighbors, "n_neighbors")
+        if local_k > n - 1:
+            raise ValueError(
+                f"local_k={local_k} neighbours need at least {local_k + 1} indexed samples, got "
+                f"n_samples = {n}."
+            )
+        with _x64(X.dtype):
+            _, idx = neighbors.knn(X, k=local_k, metric="sqeuclidean")
+            centroids = X[np.asarray(idx)].mean(1)
+        self.X_indexed_ = X
+        self.centroid_dist_ = ((X - centroids) ** 2).sum(1).astype(X.dtype)
+        self.shift_ = self.centroid_dist_.max()
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        """The DisSimLocal graph ``[n_queries, n_indexed]`` (CSR, rows sorted by value)."""
+        check_is_fitted(self, "X_indexed_")
+        X = check_array(X, dtype=[np.float32, np.float64])
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(_features_message(X.shape[1], self))
+        train = self.X_indexed_
+        k = min(_check_k(self.n_neighbors, "n_neighbors"), train.shape[0])
+        dtype = np.result_type(X.dtype, train.dtype)
+        with _x64(dtype):
+            dq, iq = neighbors.knn(X.astype(dtype), train.astype(dtype), k=k, metric="sqeuclidean")
+        dq, iq = np.asarray(dq, dtype), np.asarray(iq)
+        values = dq - self.centroid_dist_[iq] + self.shift_
+        values = np.maximum(values, 0)
+        if not self.squared:
+            values = np.sqrt(values)
+        if np.isnan(values).any():  # pragma: no cover - inputs are checked finite
+            warnings.warn("DisSimLocal produced NaN values.", stacklevel=2)
+        values, iq = _graphs.sort_rows(values, iq, dq)
+        return _graphs.to_csr(values, iq, (X.shape[0], train.shape[0]), dtype)

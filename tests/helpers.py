@@ -45,3 +45,18 @@ def assert_knn_close(result, x, y, ref, metric, *, rtol=1e-4, atol=1e-4):
     clear = gaps > atol
     clear[:, 1:] &= gaps[:, :-1] > atol
     np.testing.assert_array_equal(idx[clear], ref_idx[clear])
+
+
+def load_dexter():
+    """scikit-hubness's copy of the UCI dexter training set: float32 ``[300, 20000]``, labels."""
+    import pathlib
+
+    root = pathlib.Path(__file__).parent / "data" / "dexter"
+    rows = (root / "dexter_train.data").read_text().splitlines()
+    x = np.zeros((len(rows), 20_000), np.float32)
+    for i, row in enumerate(rows):
+        for item in row.split():
+            j, value = item.split(":")
+            x[i, int(j) - 1] = float(value)  # 1-based feature ids
+    labels = np.loadtxt(root / "dexter_train.labels", dtype=int)
+    return x, labels

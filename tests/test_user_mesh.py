@@ -43,8 +43,14 @@ def test_single_device_api_on_user_mesh(kind, under_jit):
     fn = jax.jit(calls) if under_jit else calls
     got = fn(xs, ys)
     expected = calls(X, Y[:120])
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+    *exact, (reduced, reduced_idx) = got
+    *exact_expected, (reduced_expected, reduced_idx_expected) = expected
+    for a, b in zip(jax.tree.leaves(exact), jax.tree.leaves(exact_expected), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # mutual proximity's all-points statistics come from matrix-product tiles: last bits may
+    # differ between compiled programs, the neighbours do not
+    np.testing.assert_allclose(np.asarray(reduced), np.asarray(reduced_expected), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(reduced_idx), np.asarray(reduced_idx_expected))
     _, idx = got[0]
     if kind == "explicit":  # results come back sharded along the points axis
         assert jax.typeof(idx).sharding.spec[0] == "data"
