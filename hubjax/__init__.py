@@ -1,7 +1,8 @@
 """hubjax: exact k-nearest neighbours, k-occurrence and hubness measures in JAX."""
 
-from hubjax import distributed, metrics, reduction, sampling
+from hubjax import approximate, distributed, metrics, reduction, sampling, streaming
 from hubjax.distances import pairwise_distances
+from hubjax.estimates import SampledHubnessReport, sampled_hubness
 from hubjax.measures import (
     HubnessReport,
     antihub_occurrence,
@@ -36,7 +37,9 @@ def __dir__():
 
 __all__ = [
     "HubnessReport",
+    "SampledHubnessReport",
     "antihub_occurrence",
+    "approximate",
     "distributed",
     "atkinson",
     "gini",
@@ -53,5 +56,7 @@ __all__ = [
     "pairwise_distances",
     "reduction",
     "sampling",
+    "sampled_hubness",
+    "streaming",
     "robinhood",
 ]

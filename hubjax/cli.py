@@ -45,7 +45,34 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     p.add_argument("--plot", metavar="FILE", help="k-occurrence histogram and top hubs (.png)")
     p.add_argument("--top", type=int, default=10, help="number of top hubs to list")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help=f"read a .npy file in blocks, never whole (automatic above {STREAM_ABOVE >> 30} GiB)",
+    )
+    p.add_argument(
+        "--approximate",
+        action="store_true",
+        help="inverted-file index search (hubjax.approximate); reports its measured recall",
+    )
+    p.add_argument("--nlist", type=int, help="lists of the --approximate index")
+    p.add_argument("--nprobe", type=int, help="lists probed by --approximate (default 16)")
+    p.add_argument(
+        "--min-recall",
+        type=float,
+        help="with --approximate: warn (stderr, and 'recall_ok': false in --json) below this",
+    )
+    p.add_argument(
+        "--block-mb",
+        type=int,
+        default=64,
+        help="rows held at once with --stream, in MiB of float32 (default 64)",
+    )
     return p
+
+
+# .npy files larger than this are streamed (hubjax.streaming) instead of loaded
+STREAM_ABOVE = 1 << 30
 
 
 def load(path: str, key: str | None = None) -> np.ndarray:
@@ -179,6 +206,8 @@ def analyze(args) -> dict:
 
     from hubjax import measures
 
+    if _streams(args):
+        return _analyze_streamed(args)
     x = to_float32(load(args.path, args.key), args.metric)
     n, d = x.shape
     if args.reduction is None:
@@ -193,6 +222,7 @@ def analyze(args) -> dict:
             )
     if args.k < 1:
         raise UsageError("--k must be at least 1")
+    settings = _ivf_settings(args)
     with Progress(f"k-NN and hubness of {n} points x {d} features"):
         try:
             report = measures.hubness(
@@ -203,10 +233,93 @@ def analyze(args) -> dict:
                 reduction=args.reduction,
                 candidates=args.candidates,
                 check_finite=False,
+                approximate=settings or False,
             )
             report = jax.block_until_ready(report)
+            recall = None
+            if settings is not None and args.reduction is None:
+                from hubjax import approximate
+
+                recall = approximate.sampled_recall(
+                    x, k=args.k, metric=args.metric, settings=settings
+                )
         except (ValueError, TypeError) as err:
             raise UsageError(str(err).splitlines()[0]) from None
+    result = _result(args, report, n, d)
+    if settings is not None:
+        result["approximate"] = {
+            "nlist": settings.lists(n),
+            "nprobe": settings.probes(n),
+            "recall_sampled": recall,
+            "min_recall": args.min_recall,
+            "recall_ok": None
+            if args.min_recall is None or recall is None
+            else bool(recall >= args.min_recall),
+        }
+        if result["approximate"]["recall_ok"] is False:
+            print(
+                f"hubjax analyze: warning: measured recall {recall:.3f} is below "
+                f"--min-recall {args.min_recall}; raise --nprobe",
+                file=sys.stderr,
+            )
+    return result
+
+
+def _ivf_settings(args):
+    if not getattr(args, "approximate", False):
+        for name in ("nlist", "nprobe", "min_recall"):
+            if getattr(args, name, None) is not None:
+                raise UsageError(f"--{name.replace('_', '-')} needs --approximate")
+        return None
+    from hubjax.approximate import IVF
+
+    kwargs = {name: getattr(args, name) for name in ("nlist", "nprobe") if getattr(args, name)}
+    for name in ("nlist", "nprobe"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name} must be at least 1")
+    return IVF(**kwargs)
+
+
+def _streams(args) -> bool:
+    p = Path(args.path)
+    big = p.suffix.lower() == ".npy" and p.is_file() and p.stat().st_size > STREAM_ABOVE
+    if (args.stream or big) and p.suffix.lower() != ".npy":
+        raise UsageError("--stream reads .npy files only")
+    if (args.stream or big) and getattr(args, "approximate", False):
+        raise UsageError("--approximate needs the data in memory; it cannot be used with --stream")
+    if (args.stream or big) and args.reduction is not None:
+        raise UsageError("--reduction needs the data in memory; it cannot be used with --stream")
+    return bool(args.stream or big)
+
+
+def _analyze_streamed(args) -> dict:
+    """The report of a .npy file read in blocks (memory bound: see hubjax.streaming)."""
+    import jax.numpy as jnp
+
+    from hubjax import measures, streaming
+
+    if not Path(args.path).exists():
+        raise UsageError(f"no such file: {args.path}")
+    if args.block_mb < 1:
+        raise UsageError("--block-mb must be at least 1")
+    try:
+        n, d = streaming.NpyFile(args.path).shape
+        if args.k < 1 or args.k > n - 1:
+            raise UsageError(f"--k {args.k} is too large: {n} points leave {n - 1} neighbours")
+        with Progress(f"streamed k-NN of {n} points x {d} features"):
+            counts = streaming.stream_hub_values(
+                args.path, k=args.k, metric=args.metric, block_bytes=args.block_mb << 20
+            )
+    except (ValueError, OSError, EOFError) as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    report = measures.report_of_counts(
+        jnp.asarray(counts), k=args.k, num_queries=n, hub_size=args.hub_size, metric=args.metric
+    )
+    return _result(args, report, n, d)
+
+
+def _result(args, report, n, d) -> dict:
     counts = np.asarray(report.k_occurrence)
     top = np.lexsort((np.arange(n), -counts))[: max(args.top, 0)]
     hist = np.asarray(report.histogram)
@@ -234,6 +347,15 @@ def format_report(r: dict) -> str:
     lines = [
         f"{r['path']}: {r['n_points']} points x {r['n_features']} features",
         f"k = {r['k']}, metric {r['metric']}{red}",
+    ]
+    if r.get("approximate"):
+        a = r["approximate"]
+        rec = "n/a" if a["recall_sampled"] is None else f"{a['recall_sampled']:.3f}"
+        lines.append(
+            f"approximate (IVF, {a['nlist']} lists, {a['nprobe']} probed): recall@k {rec} "
+            "on 1000 sampled queries"
+        )
+    lines += [
         "",
     ]
     lines += [f"  {name:<22} {value: .4f}" for name, value in r["measures"].items()]

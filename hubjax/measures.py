@@ -95,6 +95,14 @@ def k_skewness_truncnorm(counts: Int[Array, " m"]) -> Float[Array, ""]:
     c, mean = _centred(counts)
     m = c.shape[0]
     std = jnp.sqrt(_sum(c * c) / max(m - 1, 1))
+    return truncnorm_moment(mean, std)
+
+
+def truncnorm_moment(mean: jax.Array, std: jax.Array) -> jax.Array:
+    """Third raw moment of N(0, 1) truncated to ``[-mean / std, inf)``; NaN when ``std == 0``.
+
+    The formula behind :func:`k_skewness_truncnorm`, from a mean and a (ddof=1) deviation.
+    """
     safe = jnp.where(std > 0, std, 1.0)
     a = (0.0 - mean) / safe
     phi = jnp.exp(-0.5 * a * a) / jnp.sqrt(2.0 * jnp.pi)
@@ -283,7 +291,10 @@ def hubness(
     reduction: str | None = None,
     candidates: int = 50,
     reduction_params: dict | None = None,
-) -> HubnessReport:
+    num_queries: int | None = None,
+    key: jax.Array | None = None,
+    approximate=False,
+):
     """Hubness report of a point set: k-NN lists, k-occurrence, histogram and every measure.
 
     In-sample (``y=None``) the k-occurrence counts how often each point of ``x`` is in the other
@@ -301,10 +312,16 @@ def hubness(
         must be False).
       candidates: primary neighbours per point for the reduction (static).
       reduction_params: extra keyword arguments of the reduction, e.g. ``{"local_k": 7}``.
+      num_queries: estimate from this many random queries instead (in-sample only, with
+        ``key``): returns :func:`hubjax.sampled_hubness`'s report, whose ``k_skewness`` comes
+        from unbiased moments, with bootstrap intervals.
+      key: PRNG key drawing the queries for ``num_queries``.
+      approximate: as in :func:`hubjax.knn`: the report of approximate lists (also the
+        reduction's candidates).
 
     Returns:
       :class:`HubnessReport` with scalar measures, ``k_occurrence [m]`` and
-      ``histogram [n + 1]``.
+      ``histogram [n + 1]``; with ``num_queries``, a :class:`hubjax.SampledHubnessReport`.
 
     Example:
       >>> import jax, hubjax
@@ -315,6 +332,26 @@ def hubness(
       >>> bool(report.k_skewness > 0.5)
       True
     """
+    if num_queries is not None or key is not None:
+        if num_queries is None or key is None:
+            raise ValueError("sampled estimates need both num_queries and a PRNG key.")
+        if y is not None or include_self or reduction is not None:
+            raise ValueError(
+                "num_queries estimates in-sample hubness (y=None, include_self=False, no "
+                "reduction)."
+            )
+        from hubjax import estimates
+
+        return estimates.sampled_hubness(
+            x,
+            k=k,
+            num_queries=num_queries,
+            key=key,
+            metric=metric,
+            hub_size=hub_size,
+            block_size=block_size,
+            check_finite=check_finite,
+        )
     idx, num_points = neighbour_lists(
         x,
         y,
@@ -326,6 +363,7 @@ def hubness(
         reduction=reduction,
         candidates=candidates,
         reduction_params=reduction_params,
+        approximate=approximate,
     )
     return _report(idx, num_points=num_points, k=int(k), hub_size=float(hub_size), metric=metric)
 
@@ -342,6 +380,7 @@ def neighbour_lists(
     reduction,
     candidates,
     reduction_params,
+    approximate=False,
 ):
     """The lists a report counts (plain or reduced) and the number of indexed points."""
     if reduction is None:
@@ -353,6 +392,7 @@ def neighbour_lists(
             include_self=include_self,
             block_size=block_size,
             check_finite=check_finite,
+            approximate=approximate,
         )
     else:
         if include_self:
@@ -366,9 +406,19 @@ def neighbour_lists(
             metric=metric,
             block_size=block_size,
             check_finite=check_finite,
+            approximate=approximate,
             **(reduction_params or {}),
         )
     return idx, (idx.shape[0] if y is None else np.shape(y)[0])
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_queries", "hub_size", "metric"))
+def report_of_counts(counts, *, k, num_queries, hub_size=2.0, metric=""):
+    """:func:`report_from_counts`, compiled: the same bits as :func:`hubness` gives for the same
+    counts (the streamed CLI path uses it)."""
+    return report_from_counts(
+        counts, k=k, num_queries=num_queries, hub_size=hub_size, metric=metric
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("num_points", "k", "hub_size", "metric"))

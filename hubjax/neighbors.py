@@ -57,6 +57,7 @@ def knn(
     include_self: bool = False,
     block_size: int | None = None,
     check_finite: bool = True,
+    approximate=False,
 ) -> tuple[Float[Array, "n k"], Int[Array, "n k"]]:
     """Exact k nearest neighbours of every row of ``x`` among the rows of ``y`` (or of ``x``).
 
@@ -85,6 +86,10 @@ def knn(
       check_finite: when the inputs are concrete, raise if they hold NaN or inf. Under ``jit``
         this check is skipped: a point with non-finite values is then nobody's neighbour and
         nobody's query (its row is the sentinel below).
+      approximate: ``False`` (exact), ``True`` or a :class:`hubjax.approximate.IVF` (static):
+        search an inverted-file index instead (:mod:`hubjax.approximate`); the neighbours found
+        have exact distances but some true neighbours may be missed. ``block_size`` is then
+        unused.
 
     Returns:
       ``(distances [n, k], indices [n, k])``: float32 distances (float64 for float64 inputs
@@ -117,6 +122,20 @@ def knn(
              [2, 3],
              [3, 2]], dtype=int32)
     """
+    if approximate is not False:
+        from hubjax import approximate as _approximate
+
+        settings = _approximate.as_settings(approximate)
+        if settings is not None:
+            return _approximate.knn(
+                x,
+                y,
+                k=k,
+                metric=metric,
+                include_self=include_self,
+                settings=settings,
+                check_finite=check_finite,
+            )
     x, y, k = _validate(x, y, k, metric, include_self, check_finite)
     block_size = check_block_size(block_size)
     return _knn(x, y, k=k, metric=metric, include_self=bool(include_self), block_size=block_size)

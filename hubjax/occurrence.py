@@ -73,6 +73,7 @@ def hub_values(
     include_self: bool = False,
     block_size: int | None = None,
     check_finite: bool = True,
+    approximate=False,
 ) -> Int[Array, " n"]:
     """In-sample k-occurrence of every point: in how many of the n k-NN lists it appears.
 
@@ -83,7 +84,7 @@ def hub_values(
     Args:
       x: points ``[n, d]``.
       k: neighbours per list (static); ``k <= n - 1``, or ``k <= n`` with ``include_self``.
-      metric, include_self, block_size, check_finite: as in :func:`hubjax.knn`.
+      metric, include_self, block_size, check_finite, approximate: as in :func:`hubjax.knn`.
 
     Returns:
       int32 hub values ``[n]``.
@@ -103,6 +104,7 @@ def hub_values(
         include_self=include_self,
         block_size=block_size,
         check_finite=check_finite,
+        approximate=approximate,
     )
     return _count(idx, idx.shape[0])
 

@@ -90,6 +90,7 @@ class Settings(NamedTuple):
     local_k: int
     stats: str
     stats_sample: int | None
+    approximate: object = None  # hubjax.approximate.IVF of the primary search, or None
 
 
 def check_method(method: str, metric: str, params: dict) -> Settings:
@@ -136,6 +137,7 @@ def knn(
     metric: str = "sqeuclidean",
     block_size: int | None = None,
     check_finite: bool = True,
+    approximate=False,
     **params,
 ) -> tuple[Float[Array, "n k"], Int[Array, "n k"]]:
     """k nearest neighbours under a hubness-reducing secondary distance.
@@ -151,6 +153,8 @@ def knn(
         ``m - 1`` with ``y``, since reference statistics come from in-sample lists of ``y``).
       metric: primary metric (static), as in :func:`hubjax.knn`.
       block_size, check_finite: as in :func:`hubjax.knn`.
+      approximate: as in :func:`hubjax.knn`: the primary candidates (and the reference lists)
+        come from the approximate search; the statistics over all points stay exact.
       **params: ``local_k`` -- neighbourhood size of the local statistics (static,
         <= candidates); for mutual proximity ``stats`` -- ``"all"`` (default) or
         ``"candidates"`` and ``stats_sample`` -- reference points of the empiric statistics
@@ -203,6 +207,12 @@ def knn(
     else:
         settings = Settings(local_k, settings.stats, settings.stats_sample)
     block_size = neighbors.check_block_size(block_size)
+    if approximate is not False:
+        from hubjax import approximate as _approximate
+
+        ivf = _approximate.as_settings(approximate)
+        if ivf is not None:
+            settings = settings._replace(approximate=ivf.validate(num_ref))
     return _reduced_knn(
         x,
         y,
@@ -215,7 +225,14 @@ def knn(
     )
 
 
-def _primary(x, y, k, metric, block_size):
+def _primary(x, y, k, metric, block_size, settings):
+    if settings.approximate is not None:
+        from hubjax import approximate
+
+        ivf = settings.approximate
+        return approximate._knn(
+            x, y, k=k, metric=metric, settings=ivf.validate(len(y if y is not None else x))
+        )
     return neighbors._knn(x, y, k=k, metric=metric, include_self=False, block_size=block_size)
 
 
@@ -234,14 +251,14 @@ def _reduced_core(x, y, k, method, candidates, metric, settings, block_size):
     local_k = settings.local_k
     in_sample = y is None
     ref = x if in_sample else y
-    dq, iq = _primary(x, y, candidates, metric, block_size)
+    dq, iq = _primary(x, y, candidates, metric, block_size, settings)
     valid = iq >= 0  # -1: an empty slot (non-finite points under check_finite=False)
     safe = jnp.where(valid, iq, 0)
     n = x.shape[0]
     own = jnp.arange(n, dtype=jnp.int32) if in_sample else jnp.full((n,), -1, jnp.int32)
     if method in _EUCLIDEAN_ONLY:
         if method == "dis_sim_local":
-            ir = iq if in_sample else _primary(ref, None, local_k, metric, block_size)[1]
+            ir = iq if in_sample else _primary(ref, None, local_k, metric, block_size, settings)[1]
             s = dis_sim_local(x, ref, safe, jnp.where(ir >= 0, ir, 0), local_k)
         else:
             s = dis_sim_global(x, ref, safe)
@@ -252,9 +269,9 @@ def _reduced_core(x, y, k, method, candidates, metric, settings, block_size):
         if in_sample:
             dr, ir = dq, iq
         elif method == "csls":
-            dr, ir = _primary(ref, x, local_k, metric, block_size)
+            dr, ir = _primary(ref, x, local_k, metric, block_size, settings)
         else:
-            dr, ir = _primary(ref, None, candidates, metric, block_size)
+            dr, ir = _primary(ref, None, candidates, metric, block_size, settings)
         s = secondary(method, dq, safe, dr, local_k, ir=ir, own=own, num_ref=_finite_count(ref))
     s = jnp.where(valid, s, jnp.full((), jnp.inf, s.dtype))
     s, idx = order(s, dq, iq, k)

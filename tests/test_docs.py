@@ -16,6 +16,18 @@ DOCS = ROOT / "docs"
 pytest.importorskip("sphinx", reason="the docs extra (sphinx) is part of the test extra")
 
 
+MODULES = (
+    "approximate",
+    "distributed",
+    "metrics",
+    "reduction",
+    "sampling",
+    "sklearn",
+    "gan",
+    "streaming",
+)
+
+
 def public_names():
     names = []
     for name in hubjax.__all__:
@@ -23,14 +35,14 @@ def public_names():
         if isinstance(value, types.ModuleType):
             continue
         names.append(f"hubjax.{name}")
-    for module in ("distributed", "metrics", "reduction", "sampling", "sklearn", "gan"):
+    for module in MODULES:
         mod = importlib.import_module(f"hubjax.{module}")
         names += [f"hubjax.{module}.{name}" for name in mod.__all__ if name != "METHODS"]
     return names
 
 
 def test_every_public_module_declares_all():
-    for module in ("distributed", "metrics", "reduction", "sampling", "sklearn", "gan"):
+    for module in MODULES:
         mod = importlib.import_module(f"hubjax.{module}")
         defined = {
             name

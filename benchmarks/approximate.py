@@ -1,0 +1,286 @@
+"""Approximate hubness at scale: hubjax's IVF engine vs exact hubjax vs faiss IndexIVFFlat.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.approximate                    # 1M x 128 and the 200k x 64 comparison
+    python -m benchmarks.approximate --n 200000 --d 64  # one size only
+    python -m benchmarks.approximate --quick            # 50k points, a smoke test
+
+Data: a Gaussian mixture (``clusters`` centres, spreads drawn from 0.3 to 3, uneven weights),
+float32, fixed seed. For each size, in one process:
+
+* hubjax approximate: the in-sample hubness report (``hubjax.hubness(..., approximate=...)``),
+  median of ``repeats`` warm runs, compile time apart, peak resident-set growth;
+* recall@k on 2000 sampled queries against their exact lists (``hubjax.sampled_hubness``'s
+  list search, exact);
+* exact hubjax (sizes up to ``--exact-max``): time, and the errors of the approximate skewness
+  and Robin Hood index against it; above that size the exact skewness is bracketed by a sampled
+  estimate (1 % of the queries, 95 % interval);
+* faiss ``IndexIVFFlat`` with the same number of lists, ``nprobe`` raised until its recall on
+  the same queries reaches hubjax's: train + add + search of every point + counting.
+
+Results are printed as a markdown table and written to ``benchmarks/results/approximate-*.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def mixture(n: int, d: int, clusters: int = 100, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d)).astype(np.float32) * 3
+    weights = rng.dirichlet(np.full(clusters, 0.7))
+    spreads = rng.uniform(0.3, 3.0, clusters).astype(np.float32)
+    label = rng.choice(clusters, size=n, p=weights)
+    x = np.empty((n, d), np.float32)
+    for start in range(0, n, 100_000):
+        lab = label[start : start + 100_000]
+        noise = rng.standard_normal((lab.size, d), dtype=np.float32)
+        x[start : start + lab.size] = centres[lab] + noise * spreads[lab, None]
+    return x
+
+
+class PeakRSS:
+    """Largest resident-set growth while the block runs (sampled every 5 ms)."""
+
+    def __enter__(self):
+        self.base = self._rss()
+        self.peak = self.base
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def _watch(self):
+        while not self.stop.wait(0.005):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def timed(fn, repeats):
+    import jax
+
+    out = jax.block_until_ready(fn())  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def _without_self(lists, queries, k):
+    return np.array([[j for j in r if j != q][:k] for r, q in zip(lists, queries, strict=True)])
+
+
+def _recall(got, exact, k):
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, exact, strict=True)]))
+
+
+def faiss_ivf(x, k, nlist, queries, exact_lists, target_recall, threads):
+    """faiss IndexIVFFlat: nprobe raised until recall >= target; time of the full self-search."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    d = x.shape[1]
+    t = time.perf_counter()
+    quantizer = faiss.IndexFlatL2(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist)
+    train = x[np.random.default_rng(1).choice(len(x), min(len(x), 64 * nlist), replace=False)]
+    index.train(train)
+    index.add(x)
+    build = time.perf_counter() - t
+    chosen, recall = None, 0.0
+    for nprobe in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128):
+        index.nprobe = nprobe
+        _, idx = index.search(x[queries], k + 1)
+        recall = _recall(_without_self(idx, queries, k), exact_lists, k)
+        chosen = nprobe
+        if recall >= target_recall:
+            break
+    t = time.perf_counter()
+    _, idx = index.search(x, k + 1)
+    own = idx == np.arange(len(x))[:, None]
+    drop = np.where(own.any(1), own.argmax(1), k)
+    cols = np.arange(k)[None, :]
+    lists = np.take_along_axis(idx, cols + (cols >= drop[:, None]), axis=1)
+    counts = np.bincount(lists[lists >= 0].ravel(), minlength=len(x))
+    search = time.perf_counter() - t
+    return {
+        "nprobe": chosen,
+        "recall": recall,
+        "build_s": build,
+        "search_s": search,
+        "total_s": build + search,
+        "counts": counts,
+    }
+
+
+def run(n, d, k, exact_max, repeats, threads, settings_kwargs):
+    import jax
+    import jax.numpy as jnp
+    from scipy import stats
+
+    import hubjax
+    from hubjax import approximate, estimates, measures
+
+    x = mixture(n, d)
+    settings = approximate.IVF(**settings_kwargs)
+    row = {"n": n, "d": d, "k": k, "nlist": settings.lists(n), "nprobe": settings.probes(n)}
+
+    def approx():
+        return hubjax.hubness(x, k=k, approximate=settings)
+
+    t = time.perf_counter()
+    jax.block_until_ready(approx())
+    row["first_call_s"] = time.perf_counter() - t
+    with PeakRSS() as peak:
+        row["approx_s"], report = timed(approx, repeats)
+    row["approx_peak_mb"] = peak.growth_mb
+    counts = np.asarray(report.k_occurrence)
+    row["approx_skewness"] = float(report.k_skewness)
+    row["approx_robinhood"] = float(report.robinhood)
+
+    # recall on 2000 sampled queries against their exact lists
+    queries = np.sort(np.random.default_rng(2).choice(n, 2000, replace=False))
+    exact_lists = np.asarray(
+        jax.jit(estimates.sampled_lists, static_argnums=(2, 3, 4))(
+            jnp.asarray(x), jnp.asarray(queries, jnp.int32), k, "sqeuclidean", None
+        )
+    )
+    _, approx_lists = approximate.knn(x[queries], x, k=k + 1, settings=settings)
+    approx_lists = _without_self(np.asarray(approx_lists), queries, k)
+    row["recall"] = _recall(approx_lists, exact_lists, k)
+    # the recall of the in-sample search itself, on the same queries
+    _, in_sample = approximate.knn(x, k=k, settings=settings)
+    got = np.asarray(in_sample)[queries]
+    row["recall_in_sample"] = _recall(got, exact_lists, k)
+
+    if n <= exact_max:
+        t_exact, exact = timed(lambda: hubjax.hubness(x, k=k), 1)
+        row["exact_s"] = t_exact
+        row["exact_skewness"] = float(exact.k_skewness)
+        row["exact_robinhood"] = float(exact.robinhood)
+        row["skewness_error"] = row["approx_skewness"] / row["exact_skewness"] - 1
+        row["robinhood_error"] = row["approx_robinhood"] / row["exact_robinhood"] - 1
+    else:
+        est = hubjax.sampled_hubness(x, k=k, num_queries=n // 100, key=jax.random.key(0))
+        lo, hi = est.interval("k_skewness")
+        row["sampled_skewness"] = float(est.measures["k_skewness"])
+        row["sampled_interval"] = [lo, hi]
+
+    f = faiss_ivf(x, k, settings.lists(n), queries, exact_lists, row["recall"], threads)
+    row["faiss"] = {key: v for key, v in f.items() if key != "counts"}
+    row["faiss_skewness"] = float(stats.skew(f["counts"]))
+    row["approx_over_faiss"] = row["approx_s"] / f["total_s"]
+    if "exact_s" in row:
+        row["approx_over_exact"] = row["approx_s"] / row["exact_s"]
+    row["measures"] = {
+        name: float(v) for name, v in measures.HubnessReport.measures(report).items()
+    }
+    del counts
+    return row
+
+
+def to_markdown(rows) -> str:
+    lines = [
+        "| n x d | nlist / nprobe | approx s (first call) | peak MB | recall@10 | skewness approx"
+        " / exact | Robin Hood approx / exact | exact s | approx / exact | faiss IVF s (nprobe,"
+        " recall) | approx / faiss |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        if "exact_s" in r:
+            skew = (
+                f"{r['approx_skewness']:.3f} / {r['exact_skewness']:.3f}"
+                f" ({100 * r['skewness_error']:+.1f} %)"
+            )
+            rh = (
+                f"{r['approx_robinhood']:.3f} / {r['exact_robinhood']:.3f}"
+                f" ({100 * r['robinhood_error']:+.1f} %)"
+            )
+            exact = f"{r['exact_s']:.1f}"
+            ratio = f"{r['approx_over_exact']:.2f}x"
+        else:
+            lo, hi = r["sampled_interval"]
+            skew = (
+                f"{r['approx_skewness']:.3f} / sampled {r['sampled_skewness']:.3f}"
+                f" [{lo:.3f}, {hi:.3f}]"
+            )
+            rh = f"{r['approx_robinhood']:.3f} / -"
+            exact, ratio = "-", "-"
+        f = r["faiss"]
+        lines.append(
+            f"| {r['n']:,} x {r['d']} | {r['nlist']} / {r['nprobe']} | {r['approx_s']:.1f}"
+            f" ({r['first_call_s']:.1f}) | {r['approx_peak_mb']:.0f} | {r['recall']:.3f}"
+            f" (in-sample {r['recall_in_sample']:.3f}) | {skew} | {rh} | {exact} | {ratio} |"
+            f" {f['total_s']:.1f} ({f['nprobe']}, {f['recall']:.3f}) |"
+            f" {r['approx_over_faiss']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, nargs="*", default=None)
+    p.add_argument("--d", type=int, default=None)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--nprobe", type=int, default=None)
+    p.add_argument("--chunk", type=int, default=None)
+    p.add_argument("--exact-max", type=int, default=200_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default=None, help="markdown file to write (default: results dir)")
+    args = p.parse_args(argv)
+    if args.quick:
+        sizes = [(50_000, args.d or 64)]
+    elif args.n:
+        sizes = [(n, args.d or 128) for n in args.n]
+    else:
+        sizes = [(1_000_000, 128), (200_000, 64)]
+    kwargs = {}
+    if args.nprobe:
+        kwargs["nprobe"] = args.nprobe
+    if args.chunk:
+        kwargs["chunk"] = args.chunk
+    rows = []
+    for n, d in sizes:
+        repeats = args.repeats if n < 500_000 else 1
+        row = run(n, d, args.k, args.exact_max, repeats, args.threads, kwargs)
+        print(json.dumps(row, indent=1), flush=True)
+        rows.append(row)
+    table = to_markdown(rows)
+    print(table)
+    if not args.quick:
+        name = f"approximate-{time.strftime('%Y-%m-%d')}.md"
+        out = Path(args.out) if args.out else RESULTS / name
+        out.write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""The approximate (IVF) engine: equal to the exact one when every list is probed, recall at
+partial probing, determinism, jit/vmap, front ends and bad settings."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from helpers import random_points
+
+import hubjax
+from hubjax import __main__ as entry
+from hubjax import approximate
+from hubjax.approximate import IVF
+
+
+def mixture(n, d, clusters=12, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d)) * 4
+    spreads = rng.uniform(0.3, 2.0, clusters)
+    label = rng.integers(0, clusters, n)
+    x = centres[label] + rng.normal(size=(n, d)) * spreads[label, None]
+    return (x + 50.0).astype(np.float32)  # uncentred
+
+
+ALL = IVF(nlist=6, nprobe=6, chunk=64)  # every list probed: exact
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "euclidean", "cosine", "dot"])
+def test_probing_every_list_equals_the_exact_search(metric):
+    x = mixture(1000, 12)
+    x[300] = x[20]  # a duplicate
+    for include_self in (False, True):
+        got = hubjax.knn(x, k=7, metric=metric, include_self=include_self, approximate=ALL)
+        want = hubjax.knn(x, k=7, metric=metric, include_self=include_self)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+    q = mixture(333, 12, seed=1)
+    got = hubjax.knn(q, x, k=5, metric=metric, approximate=ALL)
+    want = hubjax.knn(q, x, k=5, metric=metric)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_front_ends_with_every_list_probed():
+    x = mixture(600, 10, seed=2)
+    np.testing.assert_array_equal(
+        hubjax.hub_values(x, k=5, approximate=ALL), hubjax.hub_values(x, k=5)
+    )
+    assert hubjax.hubness(x, k=5, approximate=ALL).measures() == hubjax.hubness(x, k=5).measures()
+    got = hubjax.reduction.knn(x, k=4, method="nicdm", candidates=20, approximate=ALL)
+    want = hubjax.reduction.knn(x, k=4, method="nicdm", candidates=20)
+    np.testing.assert_array_equal(got[1], want[1])
+    assert approximate.sampled_recall(x, k=5, settings=ALL, num_queries=200) == 1.0
+
+
+def test_recall_with_partial_probing_and_determinism():
+    x = random_points(4000, 16, seed=3)  # no clusters: a hard case for any partition
+    _, exact = hubjax.knn(x, k=10)
+    settings = IVF(nprobe=4, chunk=128)  # 16 lists of ~250 points, a quarter probed
+    _, a = hubjax.knn(x, k=10, approximate=settings)
+    _, b = hubjax.knn(x, k=10, approximate=settings)
+    np.testing.assert_array_equal(a, b)  # fixed seed: deterministic
+    rec = float(approximate.recall(a, exact))
+    assert 0.5 <= rec < 0.9, rec  # measured 0.60
+    low = float(
+        approximate.recall(hubjax.knn(x, k=10, approximate=IVF(nprobe=1, chunk=128))[1], exact)
+    )
+    assert low < rec  # fewer probes, lower recall: the setting matters
+    assert not (np.asarray(a) == np.arange(4000)[:, None]).any()
+
+
+def test_jit_vmap_and_no_recompile():
+    xb = np.stack([mixture(300, 6, seed=s) for s in range(3)])
+    settings = IVF(nlist=4, nprobe=2, chunk=32)
+
+    def f(x):
+        return hubjax.knn(x, k=4, approximate=settings)
+
+    batched = jax.jit(jax.vmap(f))(xb)
+    for b in range(3):
+        np.testing.assert_array_equal(batched[1][b], f(xb[b])[1])
+    before = approximate._knn._cache_size()
+    f(xb[0] + 1.0)
+    assert approximate._knn._cache_size() == before
+
+
+def test_bad_settings_name_the_values():
+    x = random_points(100, 4)
+    with pytest.raises(ValueError, match=r"nlist=200 .* m = 100"):
+        hubjax.knn(x, k=3, approximate=IVF(nlist=200))
+    with pytest.raises(ValueError, match=r"nprobe=9 .* nlist=4"):
+        hubjax.knn(x, k=3, approximate=IVF(nlist=4, nprobe=9))
+    with pytest.raises(ValueError, match="train_size=2"):
+        hubjax.knn(x, k=3, approximate=IVF(nlist=4, train_size=2))
+    with pytest.raises(TypeError, match="approximate must be"):
+        hubjax.knn(x, k=3, approximate="fast")
+
+
+def test_cli_reports_recall_and_never_hides_a_shortfall(tmp_path, capsys):
+    path = tmp_path / "x.npy"
+    np.save(path, mixture(3000, 16, seed=4))
+    code = entry.main(
+        ["analyze", str(path), "--approximate", "--nprobe", "1", "--min-recall", "0.999", "--json"]
+    )
+    out = capsys.readouterr()
+    assert code == 0
+    result = json.loads(out.out)["approximate"]
+    assert result["recall_sampled"] < 0.999 and result["recall_ok"] is False
+    assert "below --min-recall" in out.err
+    code = entry.main(["analyze", str(path), "--nprobe", "3"])
+    assert code == 2 and "--nprobe needs --approximate" in capsys.readouterr().err
