@@ -33,7 +33,7 @@ from jax import lax
 
 from hubjax import _checks, _select, distances, neighbors
 
-__all__ = ["IVF", "knn", "recall", "sampled_recall", "as_settings"]
+__all__ = ["IVF", "knn", "recall", "sampled_recall", "as_settings", "kmeans"]
 
 _SLACK = 8
 
@@ -113,7 +113,8 @@ def _nearest(points, centroids):
 
 
 def kmeans(points, nlist: int, iterations: int, key):
-    """Lloyd's k-means: centroids ``[nlist, d]`` (an emptied centroid keeps its position)."""
+    """Lloyd's k-means: centroids ``[nlist, d]`` of ``points [m, d]`` (an emptied centroid keeps
+    its position); the initial centroids are ``nlist`` points drawn from ``key``."""
     m = points.shape[0]
     init = jax.random.choice(key, m, (nlist,), replace=False)
     centroids = points[init]

@@ -131,9 +131,13 @@ def _check_verbose(verbose) -> int:
 
 def _x64(dtype):
     """Computes in float64 for float64 graphs (x64 is off by default in JAX)."""
-    if np.dtype(dtype) == np.float64:
+    if np.dtype(dtype) != np.float64:
+        return contextlib.nullcontext()
+    if hasattr(jax, "enable_x64"):  # newer jax: a config context manager
         return jax.enable_x64(True)
-    return contextlib.nullcontext()
+    from jax.experimental import enable_x64  # older jax
+
+    return enable_x64()
 
 
 def _features_message(got, est, *, graph=False):
