@@ -167,7 +167,7 @@ def run(n, d, k, exact_max, repeats, threads, settings_kwargs):
     # recall on 2000 sampled queries against their exact lists
     queries = np.sort(np.random.default_rng(2).choice(n, 2000, replace=False))
     exact_lists = np.asarray(
-        jax.jit(estimates.sampled_lists, static_argnums=(2, 3, 4))(
+        estimates.sampled_lists(
             jnp.asarray(x), jnp.asarray(queries, jnp.int32), k, "sqeuclidean", None
         )
     )

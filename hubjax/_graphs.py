@@ -68,9 +68,7 @@ def rows(graph, *, name: str = "X", min_rows: int = 1) -> Rows:
         n = dist.shape[0]
         idx = np.broadcast_to(np.arange(dist.shape[1]), dist.shape).copy()
         counts = np.full(n, dist.shape[1])
-    order = np.lexsort((np.where(idx < 0, np.iinfo(np.int64).max, idx), dist), axis=1)
-    dist = np.take_along_axis(dist, order, 1)
-    idx = np.take_along_axis(idx, order, 1)
+    dist, idx = sort_rows(dist, idx)
     return Rows(dist, idx, counts, tuple(int(s) for s in np.shape(graph)))
 
 

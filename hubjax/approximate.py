@@ -333,6 +333,6 @@ def sampled_recall(
     s = min(_checks.check_static_int(num_queries, "num_queries"), n)
     key = jax.random.key(0) if key is None else key
     queries = jnp.sort(jax.random.choice(key, n, (s,), replace=False)).astype(jnp.int32)
-    exact = jax.jit(estimates.sampled_lists, static_argnums=(2, 3, 4))(x, queries, k, metric, None)
+    exact = estimates.sampled_lists(x, queries, k, metric, None)
     _, approx = knn(x, k=k, metric=metric, settings=settings)
     return float(recall(approx[queries], exact))

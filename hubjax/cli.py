@@ -130,15 +130,35 @@ def to_float32(data: np.ndarray, metric: str) -> np.ndarray:
     otherwise swallow the noise in the cast -- and then divided by a power of two if its values
     lie beyond float32's range. Neither changes any neighbour list or measure.
     """
-    if data.dtype == np.float32 or data.dtype.itemsize <= 2:
+    if not is_wide(data.dtype):
         return data.astype(np.float32)
     wide = data.astype(np.float64)
     if metric in ("sqeuclidean", "euclidean"):
         wide = wide - wide.mean(axis=0)
-    largest = float(np.abs(wide).max())
+    return cast_float32(wide, None, float32_exponent(float(np.abs(wide).max())))
+
+
+def is_wide(dtype) -> bool:
+    """Whether a dtype needs :func:`to_float32`'s centring and scaling (float64, wide ints)."""
+    return not (dtype == np.float32 or dtype.itemsize <= 2)
+
+
+def float32_exponent(largest: float) -> int:
+    """The power of two that brings values up to ``largest`` within float32's range (0: none)."""
     limit = float(np.finfo(np.float32).max) / 4
-    if largest > limit:
-        wide = np.ldexp(wide, -int(np.frexp(largest / limit)[1]))
+    return int(np.frexp(largest / limit)[1]) if largest > limit else 0
+
+
+def cast_float32(block: np.ndarray, shift, exponent: int) -> np.ndarray:
+    """float32 rows: wide data shifted by ``shift`` (None: not) and divided by ``2**exponent``
+    in float64 first; narrow data cast directly (the steps of :func:`to_float32`, for a block)."""
+    if not is_wide(block.dtype):
+        return block.astype(np.float32)
+    wide = block.astype(np.float64)
+    if shift is not None:
+        wide = wide - shift
+    if exponent:
+        wide = np.ldexp(wide, -exponent)
     return wide.astype(np.float32)
 
 

@@ -195,6 +195,18 @@ def sampled_hubness(
     )
 
 
+def drop_own(idx, own, k: int):
+    """The first k entries ``[b, k]`` of lists ``idx [b, k + 1]`` without the row's own index
+    ``own [b]`` (or without the last entry where it is absent): a k + 1 query-mode search turned
+    into the in-sample list, bit for bit."""
+    is_own = idx == own[:, None]
+    drop = jnp.where(jnp.any(is_own, axis=1), jnp.argmax(is_own, axis=1), k)
+    cols = jnp.arange(k)[None, :]
+    take = cols + (cols >= drop[:, None]).astype(jnp.int32)
+    return jnp.take_along_axis(idx, take, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "metric", "block_size"))
 def sampled_lists(x, queries, k, metric, block_size):
     """k-NN lists ``[s, k]`` of the points ``queries`` among all of x, each without itself.
 
@@ -202,11 +214,7 @@ def sampled_lists(x, queries, k, metric, block_size):
     neighbours and drop the query's own index (or the last entry if it is absent).
     """
     _, idx = neighbors._knn_core(x[queries], x, k + 1, metric, False, block_size, "auto", None)
-    own = idx == queries[:, None]
-    drop = jnp.where(jnp.any(own, axis=1), jnp.argmax(own, axis=1), k)
-    cols = jnp.arange(k)[None, :]
-    take = cols + (cols >= drop[:, None]).astype(jnp.int32)
-    return jnp.take_along_axis(idx, take, axis=1)
+    return drop_own(idx, queries, k)
 
 
 @functools.partial(

@@ -403,7 +403,7 @@ class Hubness(BaseEstimator):
         idx, m = self._lists(X)
         k = _check_k(self.k)
         counts = np.asarray(occurrence.k_occurrence(jnp.asarray(idx, jnp.int32), m))
-        report = measures.report_from_counts(
+        report = measures.report_of_counts(
             jnp.asarray(counts),
             k=k,
             num_queries=idx.shape[0],

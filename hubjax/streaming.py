@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hubjax import _checks, neighbors, occurrence
+from hubjax import _checks, cli, estimates, neighbors, occurrence
 
 __all__ = ["NpyFile", "stream_hub_values"]
 
@@ -76,22 +76,9 @@ class NpyFile:
         return view
 
 
-def _prepare(block, dtype, shift, exponent):
-    """float32 rows: wide data centred (column means) and scaled by a power of two in float64."""
-    if dtype == np.float32:
-        return block
-    if dtype.itemsize <= 2:
-        return block.astype(np.float32)
-    wide = block.astype(np.float64)
-    if shift is not None:
-        wide = wide - shift
-    if exponent:
-        wide = np.ldexp(wide, -exponent)
-    return wide.astype(np.float32)
-
-
 def _statistics(f: NpyFile, rows: int, metric: str):
-    """First pass: finiteness, and for wide data the column means and the float32 rescaling."""
+    """First pass: finiteness, and for wide data the column means and the float32 rescaling
+    (:func:`hubjax.cli.to_float32`'s, computed block by block)."""
     n, d = f.shape
     total = np.zeros(d)
     buffer = np.empty((rows, d), f.dtype)
@@ -105,17 +92,14 @@ def _statistics(f: NpyFile, rows: int, metric: str):
                     f"{start + bad.argmax()}"
                 )
         total += block.sum(axis=0, dtype=np.float64)
-    wide = not (f.dtype == np.float32 or f.dtype.itemsize <= 2)
-    if not wide:
+    if not cli.is_wide(f.dtype):
         return None, 0
     shift = total / n if metric in ("sqeuclidean", "euclidean") else None
     largest = 0.0
     for start in range(0, n, rows):
         block = f.rows(start, start + rows, buffer).astype(np.float64)
         largest = max(largest, float(np.abs(block - (0 if shift is None else shift)).max()))
-    limit = float(np.finfo(np.float32).max) / 4
-    exponent = int(np.frexp(largest / limit)[1]) if largest > limit else 0
-    return shift, exponent
+    return shift, cli.float32_exponent(largest)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric"))
@@ -133,10 +117,7 @@ def _search(q, r, base, best_d, best_i, *, k, metric):
 @functools.partial(jax.jit, static_argnames=("k", "num_points"))
 def _count_block(best_i, own, counts, *, k, num_points):
     """Drops each query's own index (or the last entry) and adds its k to the counts."""
-    is_own = best_i == own[:, None]
-    drop = jnp.where(jnp.any(is_own, axis=1), jnp.argmax(is_own, axis=1), k)
-    cols = jnp.arange(k)[None, :]
-    lists = jnp.take_along_axis(best_i, cols + (cols >= drop[:, None]).astype(jnp.int32), axis=1)
+    lists = estimates.drop_own(best_i, own, k)
     lists = jnp.where(own[:, None] >= 0, lists, -1)  # padding queries count nothing
     return counts + occurrence._count(lists, num_points)
 
@@ -186,7 +167,9 @@ def stream_hub_values(
     buffer = np.empty((rows, d), f.dtype)  # reused: one read buffer for the whole run
 
     def block(start):
-        b = _prepare(f.rows(start, start + rows, buffer), f.dtype, shift, exponent)
+        b = f.rows(start, start + rows, buffer)
+        if b.dtype != np.float32:  # float32 blocks are used as read (jnp.array copies them)
+            b = cli.cast_float32(b, shift, exponent)
         if b.shape[0] < rows:
             b = np.concatenate([b, np.full((rows - b.shape[0], d), pad_value, np.float32)])
         return jnp.array(b)  # a copy: the buffer is overwritten by the next read
