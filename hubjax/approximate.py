@@ -248,6 +248,7 @@ def _search(x, y, k, metric, settings, with_self):
     ref_sorted = jnp.concatenate([ref_ops[ref_layout.order], jnp.zeros((chunk, dim + 2))])
     ref_sorted = ref_sorted.at[m:, -1].set(jnp.inf)  # padding ranks last
     q_ops = distances.ranking_operands(xp, metric, "query", shift).operands
+    q_sorted = jnp.concatenate([q_ops[q_layout.order], jnp.zeros((chunk, dim + 2), q_ops.dtype)])
     keep = min(k + _SLACK + int(in_sample), probe_chunks * chunk)
     width = probe_chunks * chunk
     lane = jnp.arange(chunk, dtype=jnp.int32)
@@ -257,10 +258,12 @@ def _search(x, y, k, metric, settings, with_self):
         rows = q_layout.begin[c] + lane  # sorted query positions
         row_ok = lane < q_layout.length[c]
         qid = q_layout.order[jnp.minimum(rows, n - 1)]
-        q = q_ops[qid]
+        # whole chunks are contiguous in the sorted arrays: block slices, not row gathers
+        q = lax.dynamic_slice_in_dim(q_sorted, q_layout.begin[c], chunk)
         cols = (begin[a][:, None] + lane[None, :]).reshape(-1)  # sorted reference positions
         col_ok = (lane[None, :] < length[a][:, None]).reshape(-1)
-        r = ref_sorted[jnp.minimum(cols, m + chunk - 1)]
+        r = jax.vmap(lambda b: lax.dynamic_slice_in_dim(ref_sorted, b, chunk))(begin[a])
+        r = r.reshape(width, dim + 2)
         tile = distances.ranking_tile(q, r)
         bad = ~col_ok[None, :]
         if in_sample:

@@ -201,7 +201,7 @@ def drop_own(idx, own, k: int):
     into the in-sample list, bit for bit."""
     is_own = idx == own[:, None]
     drop = jnp.where(jnp.any(is_own, axis=1), jnp.argmax(is_own, axis=1), k)
-    cols = jnp.arange(k)[None, :]
+    cols = jnp.arange(k, dtype=jnp.int32)[None, :]
     take = cols + (cols >= drop[:, None]).astype(jnp.int32)
     return jnp.take_along_axis(idx, take, axis=1)
 

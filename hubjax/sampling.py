@@ -30,6 +30,7 @@ __all__ = [
     "hub_scores",
     "generate",
     "truncated_latents",
+    "truncate",
     "acceptance_rate",
     "HubPool",
     "SamplingInfo",
@@ -342,6 +343,27 @@ def truncated_latents(
     StyleGAN form ``w_avg + psi (w - w_avg)`` with ``w_avg = 0``), trading diversity for quality.
     """
     return psi * jax.random.normal(key, (num_samples, latent_dim))
+
+
+def truncate(
+    w: Float[Array, "n e"], centre: Float[Array, " e"], *, psi: float
+) -> Float[Array, "n e"]:
+    """StyleGAN's truncation trick in W: ``centre + psi * (w - centre)``.
+
+    ``centre`` is usually the generator's average ``w`` (``w_avg``, see
+    :class:`hubjax.gan.MappingNetwork`); ``psi = 1`` returns ``w``, ``psi = 0`` returns the
+    centre for every row.
+
+    Example:
+      >>> import jax.numpy as jnp, hubjax
+      >>> hubjax.sampling.truncate(jnp.array([[2.0, 4.0]]), jnp.array([1.0, 1.0]), psi=0.5)
+      Array([[1.5, 2.5]], dtype=float32)
+    """
+    w = jnp.asarray(w)
+    centre = jnp.asarray(centre, w.dtype)
+    if w.ndim != 2 or centre.shape != w.shape[1:]:
+        raise ValueError(f"w must be [n, e] and centre [e]; got {w.shape} and {centre.shape}")
+    return centre + psi * (w - centre)
 
 
 @functools.partial(
