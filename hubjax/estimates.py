@@ -200,7 +200,7 @@ def drop_own(idx, own, k: int):
     ``own [b]`` (or without the last entry where it is absent): a k + 1 query-mode search turned
     into the in-sample list, bit for bit."""
     is_own = idx == own[:, None]
-    drop = jnp.where(jnp.any(is_own, axis=1), jnp.argmax(is_own, axis=1), k)
+    drop = jnp.where(jnp.any(is_own, axis=1), jnp.argmax(is_own, axis=1), k).astype(jnp.int32)
     cols = jnp.arange(k, dtype=jnp.int32)[None, :]
     take = cols + (cols >= drop[:, None]).astype(jnp.int32)
     return jnp.take_along_axis(idx, take, axis=1)

@@ -32,6 +32,7 @@ from hubjax import _checks, cli, estimates, neighbors, occurrence
 __all__ = ["NpyFile", "stream_hub_values"]
 
 DEFAULT_BLOCK_BYTES = 64 << 20
+_to_device = jax.device_put  # one name for the host-to-device copy (a test watches it)
 
 
 class NpyFile:
@@ -168,11 +169,17 @@ def stream_hub_values(
 
     def block(start):
         b = f.rows(start, start + rows, buffer)
-        if b.dtype != np.float32:  # float32 blocks are used as read (jnp.array copies them)
-            b = cli.cast_float32(b, shift, exponent)
+        if b.dtype != np.float32:
+            b = cli.cast_float32(b, shift, exponent)  # a new array
+        elif b.shape[0] == rows:
+            # JAX may read a host array after the call returns (and on CPU may alias it):
+            # it must get memory that is never written again, not the reused read buffer.
+            # (jnp.array does not copy numpy input first.) Measured: without this copy the
+            # counts were wrong under CPU load, intermittently.
+            b = b.copy()
         if b.shape[0] < rows:
             b = np.concatenate([b, np.full((rows - b.shape[0], d), pad_value, np.float32)])
-        return jnp.array(b)  # a copy: the buffer is overwritten by the next read
+        return _to_device(b)
 
     width = k + 1
     counts = jnp.zeros(n, jnp.int32)

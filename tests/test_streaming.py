@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from helpers import random_points
@@ -113,3 +114,43 @@ def test_memory_does_not_grow_with_the_part_of_the_file_read(tmp_path):
     assert len(trace) == 24
     slope = np.polyfit(np.arange(24), trace / 2**20, 1)[0]  # MiB per query block
     assert slope < 0.25, (slope, trace / 2**20)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocks_handed_to_jax_never_share_memory(tmp_path, monkeypatch, dtype):
+    """JAX may read (or alias) a host array after device_put returns: every block it gets
+    must be memory that is never written again. Handing it the reused read buffer made the
+    counts wrong under CPU load, intermittently."""
+    x = random_points(301, 5, seed=2).astype(dtype) + dtype(50.0)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    seen = []
+
+    def record(a):
+        seen.append(a)
+        return jax.device_put(a)
+
+    monkeypatch.setattr(streaming, "_to_device", record)
+    got = streaming.stream_hub_values(path, k=4, block_bytes=50 * 5 * 4)
+    assert len(seen) > 6
+    for i, a in enumerate(seen):
+        for b in seen[i + 1 :]:
+            assert not np.shares_memory(a, b)
+    if dtype == np.float32:
+        np.testing.assert_array_equal(got, hubjax.hub_values(x, k=4))
+    else:
+        assert int(got.sum()) == 301 * 4
+
+
+def test_streaming_under_x64(tmp_path):
+    """With jax_enable_x64 on (and the suite's strict promotion) the counts are the same."""
+    from hubjax.sklearn import _x64
+
+    x = random_points(200, 6, seed=3)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    expected = streaming.stream_hub_values(path, k=5, block_bytes=64 * 6 * 4)
+    with _x64(np.float64):
+        got = streaming.stream_hub_values(path, k=5, block_bytes=64 * 6 * 4)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, hubjax.hub_values(x, k=5))
