@@ -5,6 +5,7 @@ Usage (from the repository root)::
     python -m benchmarks.approximate                    # 1M x 128 and the 200k x 64 comparison
     python -m benchmarks.approximate --n 200000 --d 64  # one size only
     python -m benchmarks.approximate --quick            # 50k points, a smoke test
+    python -m benchmarks.approximate --sweep nprobe=8 nprobe=12   # settings on 200k x 64
 
 Data: a Gaussian mixture (``clusters`` centres, spreads drawn from 0.3 to 3, uneven weights),
 float32, fixed seed. For each size, in one process:
@@ -243,6 +244,43 @@ def to_markdown(rows) -> str:
     return "\n".join(lines)
 
 
+def sweep(n, d, k, specs, repeats):
+    """Recall@k (2000 sampled queries) and warm time of the in-sample approximate search for
+    each ``IVF`` setting, with the exact hubjax search timed in the same process."""
+    import jax
+    import jax.numpy as jnp
+
+    import hubjax
+    from hubjax import approximate, estimates
+
+    x = jnp.asarray(mixture(n, d))
+    queries = np.sort(np.random.default_rng(2).choice(n, 2000, replace=False))
+    exact_lists = np.asarray(
+        estimates.sampled_lists(x, jnp.asarray(queries, jnp.int32), k, "sqeuclidean", None)
+    )
+    exact_s, _ = timed(lambda: hubjax.knn(x, k=k), 1)
+    lines = [
+        f"exact hubjax in-sample k-NN, {n:,} x {d}, k = {k}: {exact_s:.1f} s",
+        "",
+        "| settings | nlist | recall@10 | warm s (first call) | / exact |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for spec in specs:
+        kw = {key: int(v) for key, v in (item.split("=") for item in spec.split(","))}
+        settings = approximate.IVF(**kw)
+        t = time.perf_counter()
+        jax.block_until_ready(approximate.knn(x, k=k, settings=settings))
+        first = time.perf_counter() - t
+        warm, (_, idx) = timed(lambda s=settings: approximate.knn(x, k=k, settings=s), repeats)
+        rec = _recall(np.asarray(idx)[queries], exact_lists, k)
+        lines.append(
+            f"| {spec} | {settings.lists(n)} | {rec:.3f} | {warm:.2f} ({first:.1f}) |"
+            f" {warm / exact_s:.2f}x |"
+        )
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, nargs="*", default=None)
@@ -255,7 +293,18 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None, help="markdown file to write (default: results dir)")
+    p.add_argument(
+        "--sweep",
+        nargs="+",
+        metavar="SPEC",
+        help="IVF settings to compare on one size, e.g. nprobe=8 nprobe=12,chunk=128",
+    )
     args = p.parse_args(argv)
+    if args.sweep:
+        table = sweep(args.n[0] if args.n else 200_000, args.d or 64, args.k, args.sweep,
+                      args.repeats)  # fmt: skip
+        print(table)
+        return 0
     if args.quick:
         sizes = [(50_000, args.d or 64)]
     elif args.n:
