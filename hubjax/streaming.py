@@ -8,8 +8,9 @@ equal :func:`hubjax.hub_values` on the whole array (tested bit for bit).
 
 **Memory bound.** Besides the JAX runtime: the read buffer, a host copy of the block being
 handed to JAX (never the reused buffer: JAX may read host memory after the call returns) and
-two device blocks of ``block_rows x d`` float32 (``block_bytes`` each at most), the engine's workspace for one block
-pair (prepared copies of both blocks and their ranking tile: a few blocks more), the running
+two device blocks of ``block_rows x d`` float32 (``block_bytes`` each at most), the engine's
+workspace for one block pair (prepared copies of both blocks and their ranking tile: a few
+blocks more), the running
 lists ``block_rows x (k + 1) x 8`` bytes and the counts ``4 n`` bytes -- nothing that grows with
 the part of the file read (tested: the resident set stays flat block after block; measured on
 top of a warm runtime, about 80-130 MiB with 2-8 MiB blocks).
