@@ -244,11 +244,10 @@ def sample(g, sampler, space, param, key, *, num, batch, thresholds):
     if sampler == "random":
         return g(jax.random.normal(key, (num, LATENT_DIM))), 1.0
     if sampler == "truncation":
-        z = jax.random.normal(key, (num, LATENT_DIM))
         if space == "z":
             return g(sampling.truncated_latents(key, num, latent_dim=LATENT_DIM, psi=param)), 1.0
-        w = sampling.truncate(g.mapping(z), g.mapping.w_avg[...], psi=param)
-        return g.synthesis(w), 1.0
+        z = jax.random.normal(key, (num, LATENT_DIM))
+        return g(z, psi=param), 1.0  # in W: w_avg + psi (w - w_avg)
     if sampler == "hubness":
         t = thresholds[space][SHARES.index(param)]
         z, info = sampling.hubness_sample(
@@ -477,13 +476,14 @@ def figures(rows, samples, out: Path) -> None:
     plt.close(fig)
 
 
-def grid_samples(mode: Mode) -> dict:
-    """Samples of seed 0 for the figure (the first seed's generators, fixed keys)."""
+def grid_samples(mode: Mode, thresholds: dict) -> dict:
+    """Samples of the first seed for the figure (its generators and keys; ``thresholds`` as
+    :func:`run` recorded them in the settings)."""
     out = {}
     seed = mode.seeds[0]
     for name in DATASETS:
         g = generator(name, seed, train=False)
-        ts = hub_thresholds(g, mode.batch)
+        ts = thresholds[f"{name}_s{seed}"]
         for i, plan in enumerate(plans()):
             if plan[2] in (None, 0.7, 0.05, -0.5):
                 key = jax.random.fold_in(jax.random.key(1000 + seed), i)
@@ -565,7 +565,7 @@ def main(argv=None) -> int:
         settings = json.loads((mode.out / "sample_quality_settings.json").read_text())
     else:
         rows, settings = run(mode)
-    samples = None if args.no_figure else grid_samples(mode)
+    samples = None if args.no_figure else grid_samples(mode, settings["thresholds"])
     md = write(rows, settings, mode, samples)
     print(md)
     print(reading(rows))

@@ -322,12 +322,14 @@ def sampled_recall(
     settings: IVF = IVF(),
     num_queries: int = 1000,
     key=None,
+    lists=None,
 ) -> float:
     """Recall@k of the in-sample approximate search, measured on sampled queries.
 
     ``num_queries`` points (drawn from ``key``, default ``jax.random.key(0)``) are searched
     exactly; the result is the mean fraction of their exact neighbours that the approximate
-    in-sample lists hold.
+    in-sample lists hold. ``lists`` are those lists ``[n, k]`` when the caller already has
+    them (``knn(x, k=k, metric=metric, settings=settings)[1]``); None searches them here.
     """
     from hubjax import estimates
 
@@ -337,5 +339,8 @@ def sampled_recall(
     key = jax.random.key(0) if key is None else key
     queries = jnp.sort(jax.random.choice(key, n, (s,), replace=False)).astype(jnp.int32)
     exact = estimates.sampled_lists(x, queries, k, metric, None)
-    _, approx = knn(x, k=k, metric=metric, settings=settings)
-    return float(recall(approx[queries], exact))
+    if lists is None:
+        _, lists = knn(x, k=k, metric=metric, settings=settings)
+    elif tuple(lists.shape) != (n, k):
+        raise ValueError(f"lists must be [n, k] = {(n, k)}, got {tuple(lists.shape)}.")
+    return float(recall(lists[queries], exact))

@@ -245,15 +245,26 @@ def analyze(args) -> dict:
     settings = _ivf_settings(args)
     with Progress(f"k-NN and hubness of {n} points x {d} features"):
         try:
-            report = measures.hubness(
+            # measures.hubness in its two steps, so that the recall check reuses the lists
+            idx, num_points = measures.neighbour_lists(
                 x,
+                None,
                 k=args.k,
                 metric=args.metric,
-                hub_size=args.hub_size,
+                include_self=False,
+                block_size=None,
+                check_finite=False,
                 reduction=args.reduction,
                 candidates=args.candidates,
-                check_finite=False,
+                reduction_params=None,
                 approximate=settings or False,
+            )
+            report = measures._report(
+                idx,
+                num_points=num_points,
+                k=args.k,
+                hub_size=float(args.hub_size),
+                metric=args.metric,
             )
             report = jax.block_until_ready(report)
             recall = None
@@ -261,7 +272,7 @@ def analyze(args) -> dict:
                 from hubjax import approximate
 
                 recall = approximate.sampled_recall(
-                    x, k=args.k, metric=args.metric, settings=settings
+                    x, k=args.k, metric=args.metric, settings=settings, lists=idx
                 )
         except (ValueError, TypeError) as err:
             raise UsageError(str(err).splitlines()[0]) from None
@@ -293,9 +304,8 @@ def _ivf_settings(args):
         return None
     from hubjax.approximate import IVF
 
-    kwargs = {name: getattr(args, name) for name in ("nlist", "nprobe") if getattr(args, name)}
-    for name in ("nlist", "nprobe"):
-        value = getattr(args, name)
+    kwargs = {name: getattr(args, name) for name in ("nlist", "nprobe")}
+    for name, value in kwargs.items():
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be at least 1")
     return IVF(**kwargs)
@@ -304,13 +314,15 @@ def _ivf_settings(args):
 def _streams(args) -> bool:
     p = Path(args.path)
     big = p.suffix.lower() == ".npy" and p.is_file() and p.stat().st_size > STREAM_ABOVE
-    if (args.stream or big) and p.suffix.lower() != ".npy":
+    if not (args.stream or big):
+        return False
+    if p.suffix.lower() != ".npy":
         raise UsageError("--stream reads .npy files only")
-    if (args.stream or big) and getattr(args, "approximate", False):
+    if getattr(args, "approximate", False):
         raise UsageError("--approximate needs the data in memory; it cannot be used with --stream")
-    if (args.stream or big) and args.reduction is not None:
+    if args.reduction is not None:
         raise UsageError("--reduction needs the data in memory; it cannot be used with --stream")
-    return bool(args.stream or big)
+    return True
 
 
 def _analyze_streamed(args) -> dict:

@@ -153,7 +153,8 @@ def sampled_hubness(
         ``s >= 3``.
       key: a JAX PRNG key; the same key gives the same queries and intervals.
       metric, block_size, check_finite: as in :func:`hubjax.knn`.
-      hub_size: as in :func:`hubjax.hubness`.
+      hub_size: accepted as in :func:`hubjax.hubness`; no estimated measure uses it (the hub
+        occurrence is not estimated).
       num_bootstrap: bootstrap resamples of the queries (static).
       confidence: coverage of the intervals, in (0, 1).
 
@@ -188,7 +189,6 @@ def sampled_hubness(
         k=k,
         s=s,
         metric=metric,
-        hub_size=float(hub_size),
         num_bootstrap=b,
         confidence=float(confidence),
         block_size=block_size,
@@ -219,9 +219,9 @@ def sampled_lists(x, queries, k, metric, block_size):
 
 @functools.partial(
     jax.jit,
-    static_argnames=("k", "s", "metric", "hub_size", "num_bootstrap", "confidence", "block_size"),
+    static_argnames=("k", "s", "metric", "num_bootstrap", "confidence", "block_size"),
 )
-def _sampled(x, key, *, k, s, metric, hub_size, num_bootstrap, confidence, block_size):
+def _sampled(x, key, *, k, s, metric, num_bootstrap, confidence, block_size):
     (x,), placement = _mesh.gather(x)
     with _mesh.context(placement):
         n = x.shape[0]
@@ -238,8 +238,9 @@ def _sampled(x, key, *, k, s, metric, hub_size, num_bootstrap, confidence, block
         def replicate(rkey):
             pick = jax.random.randint(rkey, (s,), 0, s)
             w = jnp.zeros(s, dtype).at[pick].add(1)
-            cols = idx.reshape(-1)
-            p = [jnp.zeros(n, dtype).at[cols].add(jnp.repeat(w**j, k)) for j in (1, 2, 3)]
+            # the three power sums in one scatter (integer-valued, so exact in any order)
+            powers = jnp.repeat(jnp.stack([w, w * w, w * w * w], axis=1), k, axis=0)
+            p = jnp.zeros((n, 3), dtype).at[idx.reshape(-1)].add(powers).T
             w2, w3 = jnp.sum(w * w), jnp.sum(w * w * w)
             pairs = float(s * s) - w2
             triples = float(s**3) - 3.0 * s * w2 + 2.0 * w3

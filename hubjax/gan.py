@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hubjax import sampling
+
 __all__ = [
     "GANConfig",
     "StyleConfig",
@@ -238,7 +240,7 @@ class StyleGenerator(nnx.Module):
         """``z [n, latent_dim] -> x [n, data_dim]``; ``psi < 1`` truncates in W."""
         w = self.mapping(z)
         if psi != 1.0:
-            w = self.mapping.w_avg[...] + psi * (w - self.mapping.w_avg[...])
+            w = sampling.truncate(w, self.mapping.w_avg[...], psi=psi)
         return self.synthesis(w)
 
 
