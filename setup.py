@@ -35,7 +35,14 @@ setup(
             include_dirs=include_dirs,
             define_macros=define_macros,
             language="c++",
-            extra_compile_args=["-std=c++17", "-O3", "-fvisibility=hidden", "-Wno-psabi"],
+            extra_compile_args=[
+                "-std=c++17",
+                "-O3",
+                "-ffp-contract=off",  # bitwise equal to XLA's sums: no fused multiply-adds
+                "-fvisibility=hidden",
+                "-Wno-psabi",
+            ],
+            depends=["hubjax/_cpu_select_kernels.inc"],
             optional=True,
         )
     ]

@@ -77,6 +77,13 @@ def _probe() -> bool:
     return bool(np.array_equal(i, order))
 
 
+def threads() -> int:
+    """Threads the kernels use: the CPU count (XLA's intra-op pool), capped by HUBJAX_THREADS."""
+    count = os.cpu_count() or 1
+    configured = int(os.environ.get("HUBJAX_THREADS", "0") or 0)
+    return max(1, min(count, configured) if configured > 0 else count)
+
+
 def enabled() -> bool:
     """Whether CPU lowerings use the kernel (built, working and not switched off)."""
     return os.environ.get("HUBJAX_SELECT", "auto") != "portable" and available()
@@ -105,15 +112,16 @@ def _varying_like(outputs, *inputs):
     return tuple(out)
 
 
-def _call(target, d, *rest, seg_width: int):
-    """One kernel call; the last two arguments are the running lists, shaped like the result."""
-    init_v, init_i = rest[-2:]
-    out = (
-        jax.ShapeDtypeStruct(init_v.shape, jnp.float32),
-        jax.ShapeDtypeStruct(init_i.shape, jnp.int32),
+def _call(target, d, *rest, lists: int = 1, **attrs):
+    """One kernel call; the last ``2 * lists`` arguments are running lists (values, indices),
+    shaped like the results."""
+    out = tuple(
+        jax.ShapeDtypeStruct(a.shape, jnp.float32 if n % 2 == 0 else jnp.int32)
+        for n, a in enumerate(rest[-2 * lists :])
     )
     call = jax.ffi.ffi_call(target, out, vmap_method="broadcast_all")
-    return _varying_like(call(d, *rest, seg_width=np.int64(seg_width)), d, *rest)
+    attrs = {name: np.int64(value) for name, value in attrs.items()}
+    return _varying_like(call(d, *rest, **attrs), d, *rest)
 
 
 def select_rows(d, seg_base, init_v, init_i, *, seg_width: int):
@@ -124,3 +132,31 @@ def select_rows(d, seg_base, init_v, init_i, *, seg_width: int):
 def select_cols(d, col_segs, row_base, init_v, init_i, *, seg_width: int):
     """Kernel call: the chosen column segments of ``d [r, w]`` merged into ``init [h*s, K]``."""
     return _call("hubjax_select_cols", d, col_segs, row_base, init_v, init_i, seg_width=seg_width)
+
+
+def select_pairs(d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i):
+    """Kernel call: tiles ``d [p, b, c]`` (rows ``row_base[t] + r``, columns ``col_base[t] + j``)
+    merged into the rows' lists ``[p, b, K]`` and (where ``mode == 2``) the columns' lists
+    ``[p, c, K]``; ``mode`` 1 updates the rows only, 0 nothing."""
+    return _call(
+        "hubjax_select_pairs", d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i, lists=2
+    )
+
+
+def sort_rows(values, index, *, k: int):
+    """Kernel call: the k smallest of each row of ``values, index [b, c]`` by (value, index)."""
+    out = (
+        jax.ShapeDtypeStruct((*values.shape[:-1], k), jnp.float32),
+        jax.ShapeDtypeStruct((*index.shape[:-1], k), jnp.int32),
+    )
+    call = jax.ffi.ffi_call("hubjax_sort_rows", out, vmap_method="broadcast_all")
+    return _varying_like(call(values, index), values, index)
+
+
+def pair_sums(x, y, columns, *, product: bool):
+    """Kernel call: ``[b, c]`` sums over features of ``x[b] * y[columns]`` (``product``) or of
+    their squared differences, in :func:`hubjax.distances.tree_sum`'s order."""
+    out = jax.ShapeDtypeStruct(columns.shape, jnp.float32)
+    call = jax.ffi.ffi_call("hubjax_pair_sums", out, vmap_method="broadcast_all")
+    (result,) = _varying_like((call(x, y, columns, product=np.int64(product)),), x, y, columns)
+    return result

@@ -1,10 +1,10 @@
 // CPU selection kernels for hubjax, registered with XLA through JAX's FFI (jax.ffi).
 //
-// Both kernels keep, per list, the K smallest (value, index) pairs seen so far, sorted by value
+// All kernels keep, per list, the K smallest (value, index) pairs seen so far, sorted by value
 // then index, and insert new values in the order they are read. A value is compared once
-// against the list's current K-th entry (in chunks of 16, which the compiler vectorises), so
-// the cost is about one read of each ranking value. The result is the K smallest of
-// (initial list) U (new values) by (value, index): exactly what the portable XLA path
+// against the list's current K-th entry (16 at a time, with the widest vector instructions the
+// CPU has), so the cost is about one read of each ranking value. The result is the K smallest
+// of (initial list) U (new values) by (value, index): exactly what the portable XLA path
 // (hubjax._select: two-stage group selection + merge) returns. Inputs must be NaN-free.
 //
 // * HubjaxSelectRows: d [..., B, W]; row b's values are d[b, :], the global index of column j is
@@ -12,114 +12,90 @@
 // * HubjaxSelectCols: d [..., R, W]; list o (o < H * seg_width) reads column
 //   col_segs[o / seg_width] * seg_width + o % seg_width, and row r has global index
 //   row_base + r. Lists: init_v / init_i [..., H * seg_width, K].
+// * HubjaxSelectPairs: tiles d [..., P, B, C]; row r of tile t has global index
+//   row_base[t] + r and column c col_base[t] + c. mode[t] = 1 merges the tile's rows into the
+//   row lists rows_v / rows_i [..., P, B, K]; mode 2 also its columns into the column lists
+//   cols_v / cols_i [..., P, C, K], in the same single read; mode 0 skips the tile.
+// * HubjaxSortRows: the K smallest of each row of (values, index) [..., B, C], sorted (the
+//   exact re-ranking's last step).
+// * HubjaxPairSums: the exact re-ranking's per-pair sums, bitwise equal to the XLA path.
 //
 // Leading dimensions (vmap with broadcast_all) are independent problems. Work is split over
-// std::threads (HUBJAX_THREADS, default: the hardware's thread count).
+// XLA's intra-op thread pool (HUBJAX_THREADS caps the number of threads).
+//
+// The hot loops live in _cpu_select_kernels.inc, compiled once per instruction set (AVX-512,
+// AVX2 and the baseline, with GCC on x86-64; the baseline alone elsewhere) and chosen at run
+// time; all copies give the same result (they differ only in how many values one compare reads).
 
 #include <Python.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HUBJAX_MULTI_ISA 1
+#else
+#define HUBJAX_MULTI_ISA 0
+#endif
 
 namespace ffi = xla::ffi;
 
 namespace {
 
 constexpr int64_t kChunk = 16;
+constexpr int64_t kBufferFromK = 24;  // lists at least this long use a BufferSink
+constexpr int64_t kBufferFactor = 4;  // a BufferSink holds up to this many times k entries
 
-#define HUBJAX_INLINE static inline __attribute__((always_inline))
-#define HUBJAX_MEMBER inline __attribute__((always_inline))
+struct Entry {
+  float v;
+  int32_t g;
+};
 
-// Eight floats as one SIMD value (GCC/Clang vector extensions: SSE pairs on baseline x86-64,
-// one AVX register in the avx2 clones below, NEON pairs on ARM).
-typedef float F8 __attribute__((vector_size(32)));
-typedef int32_t I8 __attribute__((vector_size(32)));
-
-HUBJAX_INLINE F8 Load8(const float* p) {
-  F8 v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-
-HUBJAX_INLINE bool AnyNonZero(I8 m) {
-  int32_t acc = 0;
-  for (int i = 0; i < 8; ++i) acc |= m[i];
-  return acc != 0;
-}
-
-// Whether any of the 16 values p[0..15] is <= t (one broadcast compare per 8 values).
-HUBJAX_INLINE bool AnyAtMost(const float* p, float t) {
-  const F8 tv = {t, t, t, t, t, t, t, t};
-  return AnyNonZero((Load8(p) <= tv) | (Load8(p + 8) <= tv));
-}
-
-// Whether any p[c] <= t[c] for c < 16.
-HUBJAX_INLINE bool AnyAtMostEach(const float* p, const float* t) {
-  return AnyNonZero((Load8(p) <= Load8(t)) | (Load8(p + 8) <= Load8(t + 8)));
-}
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define HUBJAX_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define HUBJAX_CLONES
-#endif
-
-HUBJAX_INLINE bool Before(float v, int32_t g, float tv, int32_t tg) {
-  return v < tv || (v == tv && g < tg);
-}
-
-// Inserts (v, g) into the sorted list (lv, li) of length k, dropping its last entry.
-// Precondition: Before(v, g, lv[k - 1], li[k - 1]).
-HUBJAX_INLINE void Insert(float* lv, int32_t* li, int64_t k, float v, int32_t g) {
-  int64_t p = k - 1;
-  while (p > 0 && Before(v, g, lv[p - 1], li[p - 1])) {
-    lv[p] = lv[p - 1];
-    li[p] = li[p - 1];
-    --p;
+struct EntryBefore {
+  bool operator()(const Entry& x, const Entry& y) const {
+    return x.v < y.v || (x.v == y.v && x.g < y.g);
   }
-  lv[p] = v;
-  li[p] = g;
+};
+
+// Keeps the k best of e[0..n) in e[0..k) (unordered) and returns the k-th best.
+__attribute__((noinline)) Entry CompactEntries(Entry* e, int64_t n, int64_t k) {
+  std::nth_element(e, e + (k - 1), e + n, EntryBefore());
+  // the k-th best is at k - 1 and everything before it is at least as good
+  return e[k - 1];
 }
 
-int NumThreads(int64_t work) {
-  static const int configured = [] {
-    const char* env = std::getenv("HUBJAX_THREADS");
-    int n = env ? std::atoi(env) : 0;
-    if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
-    return std::max(1, n);
-  }();
-  // below ~256k values per thread, starting a thread costs more than it saves
-  int64_t useful = std::max<int64_t>(1, work / (int64_t{1} << 18));
-  return static_cast<int>(std::min<int64_t>(configured, useful));
-}
-
-template <typename F>
-void ParallelFor(int64_t n, int threads, F&& fn) {
-  if (threads <= 1 || n <= 1) {
-    fn(0, n);
+// Writes the k best of e[0..n), sorted, to (lv, li). With `sorted_head`, e[0..k) is still the
+// sorted list the buffer started from: only the entries appended after it are sorted, then
+// merged with it.
+__attribute__((noinline)) void FinishEntries(Entry* e, int64_t n, int64_t k, bool sorted_head,
+                                             float* lv, int32_t* li) {
+  if (!sorted_head) {
+    std::partial_sort(e, e + k, e + n, EntryBefore());
+    for (int64_t p = 0; p < k; ++p) {
+      lv[p] = e[p].v;
+      li[p] = e[p].g;
+    }
     return;
   }
-  threads = static_cast<int>(std::min<int64_t>(threads, n));
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  int64_t per = (n + threads - 1) / threads;
-  for (int t = 1; t < threads; ++t) {
-    int64_t lo = t * per, hi = std::min(n, lo + per);
-    if (lo < hi) pool.emplace_back([&fn, lo, hi] { fn(lo, hi); });
+  std::sort(e + k, e + n, EntryBefore());
+  int64_t a = 0, b = k;
+  for (int64_t p = 0; p < k; ++p) {
+    const Entry& x = (b < n && EntryBefore()(e[b], e[a])) ? e[b++] : e[a++];
+    lv[p] = x.v;
+    li[p] = x.g;
   }
-  fn(0, std::min(n, per));
-  for (auto& th : pool) th.join();
-}
-
-int64_t Leading(ffi::AnyBuffer::Dimensions dims, int64_t trailing) {
-  int64_t n = 1;
-  for (size_t a = 0; a + trailing < dims.size(); ++a) n *= dims[a];
-  return n;
 }
 
 struct RowsArgs {
@@ -130,101 +106,6 @@ struct RowsArgs {
   int64_t rows, width, k, segs, seg_width;
 };
 
-// A sorted list of k entries, updated by insertion: cheapest for small k.
-struct SortedSink {
-  float* lv;
-  int32_t* li;
-  int64_t k;
-  HUBJAX_MEMBER float Threshold() const { return lv[k - 1]; }
-  HUBJAX_MEMBER void Offer(float v, int32_t g) {
-    if (Before(v, g, lv[k - 1], li[k - 1])) Insert(lv, li, k, v, g);
-  }
-  void Finish() {}
-};
-
-struct Entry {
-  float v;
-  int32_t g;
-};
-
-inline bool EntryBefore(const Entry& x, const Entry& y) { return Before(x.v, x.g, y.v, y.g); }
-
-// An unsorted buffer of up to 4k entries that all beat the k-th best of the last compaction;
-// when it fills, nth_element keeps its k best. O(1) per accepted value: for large k.
-struct BufferSink {
-  std::vector<Entry>* e;
-  float* lv;
-  int32_t* li;
-  int64_t k, n = 0;
-  float tv;
-  int32_t tg;
-  BufferSink(std::vector<Entry>* buffer, float* lv_, int32_t* li_, int64_t k_)
-      : e(buffer), lv(lv_), li(li_), k(k_) {
-    e->resize(4 * k);
-    for (int64_t p = 0; p < k; ++p) (*e)[p] = {lv[p], li[p]};
-    n = k;
-    tv = lv[k - 1];
-    tg = li[k - 1];
-  }
-  HUBJAX_MEMBER float Threshold() const { return tv; }
-  HUBJAX_MEMBER void Offer(float v, int32_t g) {
-    if (!Before(v, g, tv, tg)) return;
-    (*e)[n++] = {v, g};
-    if (n == static_cast<int64_t>(e->size())) Compact();
-  }
-  void Compact() {
-    std::nth_element(e->begin(), e->begin() + (k - 1), e->begin() + n, EntryBefore);
-    n = k;
-    tv = (*e)[k - 1].v;
-    tg = (*e)[k - 1].g;
-  }
-  void Finish() {
-    std::partial_sort(e->begin(), e->begin() + k, e->begin() + n, EntryBefore);
-    for (int64_t p = 0; p < k; ++p) {
-      lv[p] = (*e)[p].v;
-      li[p] = (*e)[p].g;
-    }
-  }
-};
-
-template <typename Sink>
-HUBJAX_INLINE void ScanRow(const float* row, const int32_t* bb, int64_t width, int64_t seg_width,
-                           Sink& sink) {
-  for (int64_t s = 0; s * seg_width < width; ++s) {
-    const int64_t start = s * seg_width, stop = std::min(width, start + seg_width);
-    const int32_t offset = bb[s] - static_cast<int32_t>(start);
-    int64_t j = start;
-    for (; j + kChunk <= stop; j += kChunk) {
-      if (!AnyAtMost(row + j, sink.Threshold())) continue;
-      for (int64_t c = 0; c < kChunk; ++c) {
-        sink.Offer(row[j + c], static_cast<int32_t>(j + c) + offset);
-      }
-    }
-    for (; j < stop; ++j) sink.Offer(row[j], static_cast<int32_t>(j) + offset);
-  }
-}
-
-constexpr int64_t kBufferFromK = 24;  // lists at least this long use BufferSink
-
-HUBJAX_CLONES void RowsRange(const RowsArgs& a, int64_t lo, int64_t hi) {
-  const int64_t rows = a.rows, width = a.width, k = a.k;
-  std::vector<Entry> buffer;
-  for (int64_t br = lo; br < hi; ++br) {
-    const float* row = a.dv + br * width;
-    const int32_t* bb = a.base + (br / rows) * a.segs;
-    float* lv = a.ov + br * k;
-    int32_t* li = a.oi + br * k;
-    if (k >= kBufferFromK) {
-      BufferSink sink(&buffer, lv, li, k);
-      ScanRow(row, bb, width, a.seg_width, sink);
-      sink.Finish();
-    } else {
-      SortedSink sink{lv, li, k};
-      ScanRow(row, bb, width, a.seg_width, sink);
-    }
-  }
-}
-
 struct ColsArgs {
   const float* dv;
   const int32_t* cs;
@@ -234,64 +115,169 @@ struct ColsArgs {
   int64_t rows, width, lists, k, segs, seg_width, batch;
 };
 
-HUBJAX_CLONES void ColsRange(const ColsArgs& a, int64_t lo, int64_t hi) {
-  const float* dv = a.dv;
-  const int32_t* cs = a.cs;
-  const int32_t* rb = a.rb;
-  float* ov = a.ov;
-  int32_t* oi = a.oi;
-  const int64_t rows = a.rows, width = a.width, lists = a.lists, k = a.k, segs = a.segs;
-  const int64_t seg_width = a.seg_width, batch = a.batch;
-  std::vector<float> thr;
-  for (int64_t b = 0; b < batch; ++b) {
-    const int64_t first = std::max(lo, b * lists), last = std::min(hi, (b + 1) * lists);
-    if (first >= last) continue;
-    const float* tile = dv + b * rows * width;
-    float* bv = ov + b * lists * k;
-    int32_t* bi = oi + b * lists * k;
-    const int32_t base = rb[b];
-    // the lists' current thresholds, contiguous for the vectorised compare
-    thr.resize(last - first);
-    for (int64_t o = first; o < last; ++o) thr[o - first] = bv[(o - b * lists) * k + k - 1];
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = tile + r * width;
-      const int32_t g = base + static_cast<int32_t>(r);
-      int64_t o = first;
-      while (o < last) {
-        const int64_t local = o - b * lists;
-        const int64_t s = local / seg_width;
-        const int64_t seg_stop = std::min(last, b * lists + (s + 1) * seg_width);
-        const float* src = row + cs[b * segs + s] * seg_width - s * seg_width - b * lists;
-        // src[o] is the value read by list o
-        int64_t q = o;
-        for (; q + kChunk <= seg_stop; q += kChunk) {
-          if (!AnyAtMostEach(src + q, thr.data() + (q - first))) continue;
-          for (int64_t c = 0; c < kChunk; ++c) {
-            const float v = src[q + c];
-            float* lv = bv + (q + c - b * lists) * k;
-            int32_t* li = bi + (q + c - b * lists) * k;
-            if (Before(v, g, lv[k - 1], li[k - 1])) {
-              Insert(lv, li, k, v, g);
-              thr[q + c - first] = lv[k - 1];
-            }
-          }
-        }
-        for (; q < seg_stop; ++q) {
-          const float v = src[q];
-          float* lv = bv + (q - b * lists) * k;
-          int32_t* li = bi + (q - b * lists) * k;
-          if (Before(v, g, lv[k - 1], li[k - 1])) {
-            Insert(lv, li, k, v, g);
-            thr[q - first] = lv[k - 1];
-          }
-        }
-        o = seg_stop;
-      }
-    }
-  }
-  }
+struct PairsArgs {
+  const float* dv;
+  const int32_t* row_base;
+  const int32_t* col_base;
+  const int32_t* mode;
+  float* rv;
+  int32_t* ri;
+  float* cv;
+  int32_t* ci;
+  int64_t rows, cols, k;
+};
 
-ffi::Error SelectRowsImpl(ffi::Buffer<ffi::F32> d, ffi::Buffer<ffi::S32> seg_base,
+}  // namespace
+
+#if HUBJAX_MULTI_ISA
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt")
+namespace hubjax_avx512 {
+using ::Entry;
+using ::RowsArgs;
+using ::ColsArgs;
+using ::PairsArgs;
+using ::CompactEntries;
+using ::FinishEntries;
+using ::kChunk;
+using ::kBufferFromK;
+using ::kBufferFactor;
+#define HUBJAX_ISA 512
+#include "_cpu_select_kernels.inc"
+#undef HUBJAX_ISA
+}  // namespace hubjax_avx512
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
+namespace hubjax_avx2 {
+using ::Entry;
+using ::RowsArgs;
+using ::ColsArgs;
+using ::PairsArgs;
+using ::CompactEntries;
+using ::FinishEntries;
+using ::kChunk;
+using ::kBufferFromK;
+using ::kBufferFactor;
+#define HUBJAX_ISA 256
+#include "_cpu_select_kernels.inc"
+#undef HUBJAX_ISA
+}  // namespace hubjax_avx2
+#pragma GCC pop_options
+#endif
+
+namespace hubjax_base {
+using ::Entry;
+using ::RowsArgs;
+using ::ColsArgs;
+using ::PairsArgs;
+using ::CompactEntries;
+using ::FinishEntries;
+using ::kChunk;
+using ::kBufferFromK;
+using ::kBufferFactor;
+#define HUBJAX_ISA 0
+#include "_cpu_select_kernels.inc"
+#undef HUBJAX_ISA
+}  // namespace hubjax_base
+
+namespace {
+
+// The hot loops for the running CPU.
+struct Kernels {
+  void (*rows)(const RowsArgs&, int64_t, int64_t, Entry*);
+  void (*cols)(const ColsArgs&, int64_t, int64_t, float*);
+  void (*pairs)(const PairsArgs&, int64_t, int64_t, float*, Entry*);
+};
+
+const Kernels& Pick() {
+  static const Kernels kernels = [] {
+#if HUBJAX_MULTI_ISA
+    const char* env = std::getenv("HUBJAX_ISA");  // "avx512", "avx2", "base": for tests
+    const std::string want = env ? env : "";
+    __builtin_cpu_init();
+    if ((want.empty() || want == "avx512") && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
+      return Kernels{hubjax_avx512::RowsRange, hubjax_avx512::ColsRange,
+                     hubjax_avx512::PairsRange};
+    }
+    if ((want.empty() || want == "avx512" || want == "avx2") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("bmi2")) {
+      return Kernels{hubjax_avx2::RowsRange, hubjax_avx2::ColsRange, hubjax_avx2::PairsRange};
+    }
+#endif
+    return Kernels{hubjax_base::RowsRange, hubjax_base::ColsRange, hubjax_base::PairsRange};
+  }();
+  return kernels;
+}
+
+const char* IsaName() {
+  const Kernels& k = Pick();
+#if HUBJAX_MULTI_ISA
+  if (k.pairs == hubjax_avx512::PairsRange) return "avx512";
+  if (k.pairs == hubjax_avx2::PairsRange) return "avx2";
+#endif
+  return k.pairs == hubjax_base::PairsRange ? "base" : "?";
+}
+
+// Threads for `work` values: the pool's (HUBJAX_THREADS caps it), fewer for small work.
+int NumThreads(int64_t pool_threads, int64_t work) {
+  static const int64_t configured = [] {
+    const char* env = std::getenv("HUBJAX_THREADS");
+    return env ? std::max(0, std::atoi(env)) : 0;
+  }();
+  int64_t n = std::max<int64_t>(1, pool_threads);
+  if (configured > 0) n = std::min(n, configured);
+  // below ~256k values per thread, handing work over costs more than it saves
+  int64_t useful = std::max<int64_t>(1, work / (int64_t{1} << 18));
+  return static_cast<int>(std::min(n, useful));
+}
+
+// Progress of one parallel loop, shared with the helper tasks (which may start after it ended).
+struct LoopState {
+  std::atomic<int64_t> next{0}, done{0};
+};
+
+// Runs fn(lo, hi) over [0, n) in chunks, on the calling thread and on XLA's intra-op thread
+// pool (the pool XLA:CPU runs its own parallel work on: no extra threads competing with it).
+// The caller claims chunks too and then waits only for chunks already claimed by running
+// helpers, so the loop completes even when no pool thread is free; a helper that starts late
+// finds nothing left and returns without touching fn.
+template <typename F>
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, int threads, int64_t chunks, const F& fn) {
+  if (threads <= 1 || n <= 1) {
+    fn(0, n);
+    return;
+  }
+  chunks = std::max<int64_t>(1, std::min(n, chunks));
+  const int64_t per = (n + chunks - 1) / chunks;
+  auto state = std::make_shared<LoopState>();
+  const F* body = &fn;
+  auto work = [state, body, n, per, chunks] {
+    for (int64_t c; (c = state->next.fetch_add(1)) < chunks;) {
+      (*body)(c * per, std::min(n, (c + 1) * per));
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int t = 1; t < threads; ++t) {
+    auto task = work;
+    pool.Schedule(std::move(task));
+  }
+  work();
+  while (state->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+}
+
+int64_t Leading(ffi::AnyBuffer::Dimensions dims, int64_t trailing) {
+  int64_t n = 1;
+  for (size_t a = 0; a + trailing < dims.size(); ++a) n *= dims[a];
+  return n;
+}
+
+ffi::Error SelectRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> d, ffi::Buffer<ffi::S32> seg_base,
                         ffi::Buffer<ffi::F32> init_v, ffi::Buffer<ffi::S32> init_i,
                         int64_t seg_width, ffi::ResultBuffer<ffi::F32> out_v,
                         ffi::ResultBuffer<ffi::S32> out_i) {
@@ -315,12 +301,16 @@ ffi::Error SelectRowsImpl(ffi::Buffer<ffi::F32> d, ffi::Buffer<ffi::S32> seg_bas
   std::copy(init_i.typed_data(), init_i.typed_data() + batch * rows * k, oi);
 
   const RowsArgs args{dv, base, ov, oi, rows, width, k, segs, seg_width};
-  ParallelFor(batch * rows, NumThreads(batch * rows * width),
-            [&args](int64_t lo, int64_t hi) { RowsRange(args, lo, hi); });
+  const int threads = NumThreads(pool.num_threads(), batch * rows * width);
+  const auto rows_range = Pick().rows;
+  ParallelFor(pool, batch * rows, threads, 4 * threads, [&args, rows_range](int64_t lo, int64_t hi) {
+    std::vector<Entry> buffer(kBufferFactor * args.k);
+    rows_range(args, lo, hi, buffer.data());
+  });
   return ffi::Error::Success();
 }
 
-ffi::Error SelectColsImpl(ffi::Buffer<ffi::F32> d, ffi::Buffer<ffi::S32> col_segs,
+ffi::Error SelectColsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> d, ffi::Buffer<ffi::S32> col_segs,
                           ffi::Buffer<ffi::S32> row_base, ffi::Buffer<ffi::F32> init_v,
                           ffi::Buffer<ffi::S32> init_i, int64_t seg_width,
                           ffi::ResultBuffer<ffi::F32> out_v, ffi::ResultBuffer<ffi::S32> out_i) {
@@ -354,15 +344,159 @@ ffi::Error SelectColsImpl(ffi::Buffer<ffi::F32> d, ffi::Buffer<ffi::S32> col_seg
 
   // Threads split the lists (columns); each scans all rows in order over its own columns.
   const ColsArgs args{dv, cs, rb, ov, oi, rows, width, lists, k, segs, seg_width, batch};
-  ParallelFor(batch * lists, NumThreads(batch * rows * width),
-              [&args](int64_t lo, int64_t hi) { ColsRange(args, lo, hi); });
+  const int threads = NumThreads(pool.num_threads(), batch * rows * width);
+  const auto cols_range = Pick().cols;
+  ParallelFor(pool, batch * lists, threads, 4 * threads,
+              [&args, cols_range](int64_t lo, int64_t hi) {
+                std::vector<float> thr(hi - lo);
+                cols_range(args, lo, hi, thr.data());
+              });
   return ffi::Error::Success();
 }
 
+ffi::Error SelectPairsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> d,
+                           ffi::Buffer<ffi::S32> row_base, ffi::Buffer<ffi::S32> col_base,
+                           ffi::Buffer<ffi::S32> mode, ffi::Buffer<ffi::F32> init_rv,
+                           ffi::Buffer<ffi::S32> init_ri, ffi::Buffer<ffi::F32> init_cv,
+                           ffi::Buffer<ffi::S32> init_ci, ffi::ResultBuffer<ffi::F32> out_rv,
+                           ffi::ResultBuffer<ffi::S32> out_ri, ffi::ResultBuffer<ffi::F32> out_cv,
+                           ffi::ResultBuffer<ffi::S32> out_ci) {
+  auto dd = d.dimensions();
+  auto rd = init_rv.dimensions();
+  auto cd = init_cv.dimensions();
+  if (dd.size() < 3 || rd.size() != dd.size() || cd.size() != dd.size()) {
+    return ffi::Error::InvalidArgument("hubjax select_pairs: bad ranks");
+  }
+  const int64_t rows = dd[dd.size() - 2], cols = dd[dd.size() - 1];
+  const int64_t k = rd[rd.size() - 1];
+  const int64_t tiles = Leading(dd, 2);
+  if (rd[rd.size() - 2] != rows || cd[cd.size() - 2] != cols || cd[cd.size() - 1] != k ||
+      k < 1 || row_base.element_count() != static_cast<size_t>(tiles) ||
+      col_base.element_count() != static_cast<size_t>(tiles) ||
+      mode.element_count() != static_cast<size_t>(tiles)) {
+    return ffi::Error::InvalidArgument("hubjax select_pairs: inconsistent shapes");
+  }
+  std::copy(init_rv.typed_data(), init_rv.typed_data() + tiles * rows * k, out_rv->typed_data());
+  std::copy(init_ri.typed_data(), init_ri.typed_data() + tiles * rows * k, out_ri->typed_data());
+  std::copy(init_cv.typed_data(), init_cv.typed_data() + tiles * cols * k, out_cv->typed_data());
+  std::copy(init_ci.typed_data(), init_ci.typed_data() + tiles * cols * k, out_ci->typed_data());
+  const PairsArgs args{d.typed_data(),        row_base.typed_data(), col_base.typed_data(),
+                       mode.typed_data(),     out_rv->typed_data(),  out_ri->typed_data(),
+                       out_cv->typed_data(),  out_ci->typed_data(),  rows,
+                       cols,                  k};
+  // Tiles are independent (their lists are distinct): one task per tile.
+  const int threads = static_cast<int>(std::min<int64_t>(
+      tiles, NumThreads(pool.num_threads(), tiles * (int64_t{1} << 18))));
+  const auto pairs_range = Pick().pairs;
+  ParallelFor(pool, tiles, threads, tiles, [&args, pairs_range](int64_t lo, int64_t hi) {
+    std::vector<float> thr(args.cols);
+    std::vector<Entry> buffer(kBufferFactor * args.k);
+    pairs_range(args, lo, hi, thr.data(), buffer.data());
+  });
+  return ffi::Error::Success();
+}
+
+
+// HubjaxSortRows: values / index [..., B, C] -> the K smallest of each row by (value, index),
+// sorted ([..., B, K], K from the results' shape).
+ffi::Error SortRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> values,
+                        ffi::Buffer<ffi::S32> index, ffi::ResultBuffer<ffi::F32> out_v,
+                        ffi::ResultBuffer<ffi::S32> out_i) {
+  auto vd = values.dimensions();
+  auto od = out_v->dimensions();
+  if (vd.size() < 1 || od.size() != vd.size() || index.dimensions().size() != vd.size()) {
+    return ffi::Error::InvalidArgument("hubjax sort_rows: bad ranks");
+  }
+  const int64_t c = vd[vd.size() - 1], k = od[od.size() - 1];
+  const int64_t rows = Leading(vd, 1);
+  if (k < 0 || k > c || Leading(od, 1) != rows ||
+      index.element_count() != values.element_count()) {
+    return ffi::Error::InvalidArgument("hubjax sort_rows: inconsistent shapes");
+  }
+  const float* v = values.typed_data();
+  const int32_t* g = index.typed_data();
+  float* ov = out_v->typed_data();
+  int32_t* oi = out_i->typed_data();
+  const int threads = NumThreads(pool.num_threads(), rows * c * 8);
+  ParallelFor(pool, rows, threads, 4 * threads, [=](int64_t lo, int64_t hi) {
+    std::vector<Entry> e(c);
+    for (int64_t r = lo; r < hi; ++r) {
+      for (int64_t j = 0; j < c; ++j) e[j] = Entry{v[r * c + j], g[r * c + j]};
+      std::partial_sort(e.begin(), e.begin() + k, e.end(), EntryBefore());
+      for (int64_t j = 0; j < k; ++j) {
+        ov[r * k + j] = e[j].v;
+        oi[r * k + j] = e[j].g;
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+// HubjaxPairSums: x [..., B, D], y [..., M, D], cols [..., B, C] -> out [..., B, C]: for each
+// pair (b, y[cols[b, c]]) the sum over D of p = (x - y)^2 (product = 0) or x * y (product = 1),
+// NaN products counted as 0, summed in hubjax.distances.tree_sum's fixed pairwise order (pad an
+// odd length with one zero, add the second half to the first, repeat). Every operation is one
+// IEEE float32 operation in the same order as the portable XLA path, so the sums are bitwise
+// equal to it (built with -ffp-contract=off: no fused multiply-adds).
+ffi::Error PairSumsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> y,
+                        ffi::Buffer<ffi::S32> cols, int64_t product,
+                        ffi::ResultBuffer<ffi::F32> out) {
+  auto xd = x.dimensions();
+  auto yd = y.dimensions();
+  auto cd = cols.dimensions();
+  if (xd.size() < 2 || yd.size() != xd.size() || cd.size() != xd.size()) {
+    return ffi::Error::InvalidArgument("hubjax pair_sums: bad ranks");
+  }
+  const int64_t b = xd[xd.size() - 2], d = xd[xd.size() - 1];
+  const int64_t m = yd[yd.size() - 2], c = cd[cd.size() - 1];
+  const int64_t batch = Leading(xd, 2);
+  if (yd[yd.size() - 1] != d || cd[cd.size() - 2] != b || Leading(yd, 2) != batch ||
+      Leading(cd, 2) != batch) {
+    return ffi::Error::InvalidArgument("hubjax pair_sums: inconsistent shapes");
+  }
+  const float* xv = x.typed_data();
+  const float* yv = y.typed_data();
+  const int32_t* cv = cols.typed_data();
+  float* ov = out->typed_data();
+  for (int64_t i = 0; i < batch * b * c; ++i) {
+    if (cv[i] < 0 || cv[i] >= m) {
+      return ffi::Error::InvalidArgument("hubjax pair_sums: column index out of range");
+    }
+  }
+  const int threads = NumThreads(pool.num_threads(), batch * b * c * d);
+  ParallelFor(pool, batch * b, threads, 4 * threads, [=](int64_t lo, int64_t hi) {
+    std::vector<float> t(d + 2);
+    for (int64_t r = lo; r < hi; ++r) {
+      const float* xr = xv + r * d;
+      const float* ybase = yv + (r / b) * m * d;
+      for (int64_t j = 0; j < c; ++j) {
+        const float* yr = ybase + static_cast<int64_t>(cv[r * c + j]) * d;
+        if (product) {
+          for (int64_t e = 0; e < d; ++e) t[e] = xr[e] * yr[e];
+        } else {
+          for (int64_t e = 0; e < d; ++e) {
+            const float diff = xr[e] - yr[e];
+            t[e] = diff * diff;
+          }
+        }
+        for (int64_t e = 0; e < d; ++e) t[e] = t[e] != t[e] ? 0.0f : t[e];  // settle: NaN -> 0
+        int64_t n = d;
+        while (n > 1) {
+          if (n & 1) t[n++] = 0.0f;
+          n >>= 1;
+          for (int64_t e = 0; e < n; ++e) t[e] = t[e] + t[e + n];
+        }
+        ov[r * c + j] = d == 0 ? 0.0f : t[0];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxSelectRows, SelectRowsImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -373,6 +507,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxSelectRows, SelectRowsImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxSelectCols, SelectColsImpl,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
@@ -382,21 +517,67 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxSelectCols, SelectColsImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxSelectPairs, SelectPairsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxSortRows, SortRowsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxPairSums, PairSumsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int64_t>("product")
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
 // A plain CPython module exposing the two handlers as capsules for jax.ffi.register_ffi_target.
 static PyObject* Capsules(PyObject*, PyObject*) {
   PyObject* dict = PyDict_New();
   if (!dict) return nullptr;
   PyObject* rows = PyCapsule_New(reinterpret_cast<void*>(HubjaxSelectRows), nullptr, nullptr);
   PyObject* cols = PyCapsule_New(reinterpret_cast<void*>(HubjaxSelectCols), nullptr, nullptr);
-  if (!rows || !cols || PyDict_SetItemString(dict, "hubjax_select_rows", rows) ||
-      PyDict_SetItemString(dict, "hubjax_select_cols", cols)) {
+  PyObject* pairs = PyCapsule_New(reinterpret_cast<void*>(HubjaxSelectPairs), nullptr, nullptr);
+  PyObject* sort = PyCapsule_New(reinterpret_cast<void*>(HubjaxSortRows), nullptr, nullptr);
+  PyObject* sums = PyCapsule_New(reinterpret_cast<void*>(HubjaxPairSums), nullptr, nullptr);
+  if (!rows || !cols || !pairs || !sort || !sums ||
+      PyDict_SetItemString(dict, "hubjax_pair_sums", sums) ||
+      PyDict_SetItemString(dict, "hubjax_select_rows", rows) ||
+      PyDict_SetItemString(dict, "hubjax_select_cols", cols) ||
+      PyDict_SetItemString(dict, "hubjax_select_pairs", pairs) ||
+      PyDict_SetItemString(dict, "hubjax_sort_rows", sort)) {
     Py_XDECREF(rows);
     Py_XDECREF(cols);
+    Py_XDECREF(pairs);
+    Py_XDECREF(sort);
+    Py_XDECREF(sums);
     Py_DECREF(dict);
     return nullptr;
   }
   Py_DECREF(rows);
   Py_DECREF(cols);
+  Py_DECREF(pairs);
+  Py_DECREF(sort);
+  Py_DECREF(sums);
   return dict;
 }
 
@@ -408,7 +589,10 @@ static PyObject* BuildJaxlib(PyObject*, PyObject*) {
   return PyUnicode_FromString(HUBJAX_BUILD_JAXLIB);
 }
 
+static PyObject* Isa(PyObject*, PyObject*) { return PyUnicode_FromString(IsaName()); }
+
 static PyMethodDef kMethods[] = {
+    {"isa", Isa, METH_NOARGS, "Instruction set of the kernels' hot loops on this CPU."},
     {"capsules", Capsules, METH_NOARGS, "FFI handler capsules, by target name."},
     {"build_jaxlib", BuildJaxlib, METH_NOARGS, "Version of the jaxlib whose headers built this."},
     {nullptr, nullptr, 0, nullptr}};

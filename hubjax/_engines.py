@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from hubjax import _select, distances
@@ -140,7 +141,6 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
 
     Returns ``(distances, indices, certified)`` like :func:`strip_search`.
     """
-    n = xp.features.shape[0]
     dim = xp.features.shape[1]
     h = (num_blocks - 1) // 2
     size = num_blocks * block
@@ -182,7 +182,115 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
         return (state[0].at[ring].set(merged[0]), state[1].at[ring].set(merged[1])), None
 
     (values, cols), _ = lax.scan(step, state, jnp.arange(num_blocks, dtype=jnp.int32))
-    values, cols = values.reshape(size, keep), cols.reshape(size, keep)
+    return _finish_lists(
+        xp, values.reshape(size, keep), cols.reshape(size, keep), bound, k, metric, block
+    )
+
+
+def pair_schedule(num_blocks: int, tiles: int) -> np.ndarray:
+    """Steps of the tiled engine: ``[steps, tiles, 3]`` rows of (row block, column block, mode).
+
+    ``num_blocks`` is odd; round r of the circle method pairs blocks ``r + i`` and ``r - i``
+    (``i = 1 ... (nb - 1) / 2``) and gives block r its diagonal tile (mode 1: rows only), so
+    each round uses every block once and every unordered pair of blocks appears exactly once
+    overall. Rounds are cut into steps of ``tiles`` tiles (no block twice in a step); a short
+    step is filled with tiles of mode 0 (no update) whose blocks are out of range.
+    """
+    steps = []
+    for r in range(num_blocks):
+        pairs = [(r, r, 1)] + [
+            ((r + i) % num_blocks, (r - i) % num_blocks, 2) for i in range(1, (num_blocks + 1) // 2)
+        ]
+        for start in range(0, len(pairs), tiles):
+            step = pairs[start : start + tiles]
+            step += [(num_blocks, num_blocks, 0)] * (tiles - len(step))
+            steps.append(step)
+    return np.asarray(steps, np.int32)
+
+
+def tiled_plan(n: int, k: int, block_size: int, tiles: int) -> tuple[int, int, int] | None:
+    """``(num_blocks, block, tiles)`` for :func:`tiled_search`, or None where it does not apply.
+
+    The number of blocks is odd and at least 3; two more are taken where that makes each round
+    of :func:`pair_schedule` fill whole steps and the blocks stay large enough. Each block must
+    hold comfortably more than the kept candidates (else None).
+    """
+    keep = k + _SLACK + 1
+    if keep > _FAST_KEEP_MAX:
+        return None
+    num_blocks = max(3, -(-n // block_size))
+    num_blocks += 1 - num_blocks % 2
+    tiles = max(1, min(tiles, (num_blocks + 1) // 2))
+    plan = None
+    for blocks in (num_blocks, num_blocks + 2):  # two more blocks if that fills every step
+        block = round_up(-(-n // blocks), _COLUMN_ALIGN)
+        if 4 * keep <= block <= n and (plan is None or ((blocks + 1) // 2) % tiles == 0):
+            plan = (blocks, block, tiles)
+        if ((blocks + 1) // 2) % tiles == 0:
+            break
+    return plan
+
+
+def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
+    """In-sample top-k (diagonal excluded) computing each block pair once, tile by tile.
+
+    Same result as :func:`symmetric_search`. Each step takes ``tiles`` disjoint block pairs
+    (:func:`pair_schedule`), computes their ``[block, block]`` ranking tiles in one batched
+    matrix product and merges each tile into the running lists of its rows and of its columns
+    in a single read (:func:`hubjax._select.update_pairs`). Tiles stay small enough to be read
+    back from cache right after the product wrote them, and each step's matrix product has a
+    shape XLA:CPU runs near its best throughput.
+    """
+    dim = xp.features.shape[1]
+    size = num_blocks * block
+    r = distances.ranking_operands(xp, metric, "reference", shift)
+    bound = distances.ranking_error(r.norms, distances.largest_norm(r, xp.penalty), metric, dim)
+    reference = distances.pad_reference(r.operands, size).reshape(num_blocks, block, -1)
+    query = distances.query_from_reference(reference.reshape(size, -1), metric).reshape(
+        reference.shape
+    )
+    keep = k + _SLACK + 1
+    state = (
+        jnp.full((num_blocks, block, keep), jnp.inf, reference.dtype),
+        jnp.broadcast_to(size + jnp.arange(keep, dtype=jnp.int32), (num_blocks, block, keep)),
+    )
+    schedule = jnp.asarray(pair_schedule(num_blocks, tiles))
+
+    def step(state, plan):
+        row_blocks, col_blocks, mode = plan[:, 0], plan[:, 1], plan[:, 2]
+        q = jnp.take(query, row_blocks, axis=0, mode="clip")  # [tiles, block, d + 2]
+        c = jnp.take(reference, col_blocks, axis=0, mode="clip")
+        strips = lax.dot_general(
+            q, c, (((2,), (2,)), ((0,), (0,))), precision=lax.Precision.HIGHEST
+        )  # [tiles, block, block]
+        rv, ri, cv, ci = (
+            jnp.take(a, blocks, axis=0, mode="clip")
+            for a, blocks in (
+                (state[0], row_blocks),
+                (state[1], row_blocks),
+                (state[0], col_blocks),
+                (state[1], col_blocks),
+            )
+        )
+        rv, ri, cv, ci = _select.update_pairs(
+            strips, row_blocks * block, col_blocks * block, mode, rv, ri, cv, ci
+        )
+        # diagonal tiles write their rows only; filler tiles nothing (out-of-range: dropped)
+        rows_to = jnp.where(mode >= 1, row_blocks, num_blocks)
+        cols_to = jnp.where(mode == 2, col_blocks, num_blocks)
+        values = state[0].at[rows_to].set(rv, mode="drop").at[cols_to].set(cv, mode="drop")
+        index = state[1].at[rows_to].set(ri, mode="drop").at[cols_to].set(ci, mode="drop")
+        return (values, index), None
+
+    (values, cols), _ = lax.scan(step, state, schedule)
+    return _finish_lists(
+        xp, values.reshape(size, keep), cols.reshape(size, keep), bound, k, metric, block
+    )
+
+
+def _finish_lists(xp, values, cols, bound, k, metric, block):
+    """Refines the symmetric engines' running lists ``[>= n, keep]`` into the top-k."""
+    n = xp.features.shape[0]
 
     def finish(start):
         rows = _rows(xp, start, block)
@@ -247,11 +355,7 @@ def _refine(rows, yp, values, columns, k, metric, row_ids, bound):
     if row_ids is not None:
         excluded = excluded | (columns == row_ids)
     d = jnp.where(excluded, jnp.full((), jnp.inf, d.dtype), d)
-    if columns.shape[1] <= _SORT_SMALL_MAX:
-        d, columns = _select.sort_small(d, columns, k)
-    else:
-        d, columns = lax.sort((d, columns), dimension=-1, num_keys=2)
-        d, columns = d[:, :k], columns[:, :k]
+    d, columns = _select.smallest_k_pairs(d, columns, k)
     if bound is None:
         ok = jnp.ones(d.shape[0], bool)
     else:
@@ -312,7 +416,11 @@ def search(xp, yp, k, metric, *, in_sample, block_size, plan=None, group=None, s
     """
     if shift is None:
         shift = distances.centre(yp, metric)
-    if plan is not None:
+    if plan is not None and len(plan) == 3:
+        dist, idx, ok = tiled_search(
+            xp, k, metric, num_blocks=plan[0], block=plan[1], tiles=plan[2], shift=shift
+        )
+    elif plan is not None:
         dist, idx, ok = symmetric_search(
             xp, k, metric, num_blocks=plan[0], block=plan[1], shift=shift, group=group
         )

@@ -102,6 +102,28 @@ def sort_small(values: jax.Array, index: jax.Array, k: int) -> tuple[jax.Array, 
     return _scatter_ranks(rank, values, index, k)
 
 
+_SORT_SMALL_MAX = 96  # longer candidate lists are sorted (sort_small costs c * c per row)
+
+
+def smallest_k_pairs_portable(values, index, k):
+    """The k smallest of candidate lists ``[b, c]`` by (value, index), in that order (distinct
+    indices per row): :func:`sort_small` for short lists, ``lax.sort`` otherwise."""
+    if values.shape[1] <= _SORT_SMALL_MAX:
+        return sort_small(values, index, k)
+    values, index = lax.sort((values, index), dimension=-1, num_keys=2)
+    return values[:, :k], index[:, :k]
+
+
+def smallest_k_pairs(values, index, k):
+    """:func:`smallest_k_pairs_portable`, through the CPU kernel where the lowering is for CPU."""
+    return _dispatch(
+        functools.partial(_cpu.sort_rows, k=k),
+        functools.partial(smallest_k_pairs_portable, k=k),
+        values,
+        index,
+    )
+
+
 def merge_smallest_k(
     values_a: jax.Array, index_a: jax.Array, values_b: jax.Array, index_b: jax.Array, k: int
 ) -> tuple[jax.Array, jax.Array]:
@@ -208,4 +230,42 @@ def update_cols(d, col_segs, row_base, init_v, init_i, *, seg_width, group=None)
         row_base,
         init_v,
         init_i,
+    )
+
+
+def update_pairs_portable(d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i):
+    """Tiles ``d [p, b, c]``: row r of tile t has global index ``row_base[t] + r`` and column j
+    ``col_base[t] + j``. Rows' lists ``[p, b, K]`` take the tile's rows where ``mode`` is 1 or
+    2; columns' lists ``[p, c, K]`` take its columns where it is 2 (0: no update)."""
+    width = d.shape[-1]
+
+    def one(tile, rb, cb, m, rv, ri, cv, ci):
+        nrv, nri = update_rows_portable(tile, cb[None], rv, ri, seg_width=width)
+        ncv, nci = update_cols_portable(
+            tile, jnp.zeros(1, jnp.int32), rb[None], cv, ci, seg_width=width
+        )
+        rows_on, cols_on = m >= 1, m == 2
+        return (
+            jnp.where(rows_on, nrv, rv),
+            jnp.where(rows_on, nri, ri),
+            jnp.where(cols_on, ncv, cv),
+            jnp.where(cols_on, nci, ci),
+        )
+
+    return jax.vmap(one)(d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i)
+
+
+def update_pairs(d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i):
+    """:func:`update_pairs_portable`, through the CPU kernel where the lowering is for CPU."""
+    return _dispatch(
+        _cpu.select_pairs,
+        update_pairs_portable,
+        d,
+        row_base,
+        col_base,
+        mode,
+        rows_v,
+        rows_i,
+        cols_v,
+        cols_i,
     )

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _engines, _mesh, _select, distances
+from hubjax import _checks, _cpu, _engines, _mesh, _select, distances
 
 # Bytes of ranking values one strip may hold. CPU strips stay small; accelerators have the
 # memory and the parallelism for much wider ones.
@@ -26,6 +26,7 @@ _STRIP_BYTES_ACCELERATOR = 512 << 20
 # at every dimension measured (d = 64 ... 1024, k = 5 ... 50) and is used whenever it applies.
 _SYMMETRIC_MIN_FEATURES = 512
 _SYMMETRIC_MAX_BLOCK = 2048
+_TILE_BLOCK = 1536
 
 
 def _budget() -> int:
@@ -46,6 +47,12 @@ def default_symmetric_block(n: int, itemsize: int = 4) -> int:
     """Block for the symmetric engine: its ``block x n/2`` strip within 4x the strip budget."""
     block = 4 * _budget() // (itemsize * max(n // 2, 1))
     return max(256, min(_SYMMETRIC_MAX_BLOCK, block))
+
+
+def default_tile_block(n: int) -> int:
+    """Block for the tiled engine: ``[block, block]`` ranking tiles of a few MB (measured on a
+    2-core CPU, n = 10 000 ... 20 000, d = 128 ... 512: 1024 ... 2048 all within noise)."""
+    return min(_TILE_BLOCK, max(256, n // 3))
 
 
 def knn(
@@ -197,7 +204,10 @@ def _knn_core(x, y, k, metric, include_self, block_size, engine, group):
     plan = None
     if in_sample and others and engine != "strip":
         fast = _select.fast_cpu_selection()
-        if engine == "symmetric" or dim >= _SYMMETRIC_MIN_FEATURES or fast:
+        if engine == "tiled" or (engine == "auto" and fast):
+            block = block_size or default_tile_block(n)
+            plan = _engines.tiled_plan(n, others, block, _cpu.threads())
+        if plan is None and (engine == "symmetric" or dim >= _SYMMETRIC_MIN_FEATURES or fast):
             block = block_size or default_symmetric_block(n)
             plan = _engines.symmetric_plan(n, others, block, fast_select=fast)
     if not others:

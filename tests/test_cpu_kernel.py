@@ -7,6 +7,7 @@ the same neighbours and distances either way.
 """
 
 import importlib.util
+import os
 import platform
 import sys
 
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hubjax import _cpu, _select, distributed, neighbors, occurrence
+from hubjax import _cpu, _engines, _select, distances, distributed, neighbors, occurrence
 
 needs_kernel = pytest.mark.skipif(
     not _cpu.available(), reason="the compiled CPU kernel is not usable on this machine"
@@ -208,6 +209,11 @@ def _data(kind, n, d, seed=0):
         ("ties", "euclidean", "symmetric", 160, 5),
         ("offset", "sqeuclidean", "symmetric", 128, 7),
         ("relu", "cosine", "symmetric", 96, 3),
+        ("normal", "sqeuclidean", "tiled", 96, 10),
+        ("ties", "euclidean", "tiled", 160, 5),
+        ("offset", "sqeuclidean", "tiled", 240, 30),
+        ("relu", "cosine", "tiled", 96, 3),
+        ("ties", "dot", "tiled", 128, 12),
         ("ties", "sqeuclidean", "strip", 100, 40),
         ("offset", "euclidean", "strip", 257, 100),
         ("normal", "dot", "strip", 64, 9),
@@ -217,6 +223,8 @@ def test_engines_identical_with_and_without_the_kernel(
     monkeypatch, kind, metric, engine, block_size, k
 ):
     x = _data(kind, 701, 24)
+    if engine == "tiled":
+        assert _engines.tiled_plan(701, k, block_size, 2) is not None
 
     def run():
         return neighbors._knn(
@@ -246,3 +254,173 @@ def test_query_reference_vmap_and_distributed_identical(monkeypatch):
     kernel, portable = _both_paths(monkeypatch, run)
     for a, b in zip(jax.tree.leaves(kernel), jax.tree.leaves(portable), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@needs_kernel
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    tiles=st.integers(1, 3),
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 70),
+    k=st.integers(1, 100),
+    kind=st.sampled_from(["normal", "ties", "offset"]),
+)
+def test_pairs_kernel_equals_portable_and_reference(seed, tiles, rows, cols, k, kind):
+    rng = np.random.default_rng(seed)
+    k = min(k, rows, cols)  # the engine's lists are never longer than a tile's side
+    d = _values(rng, (tiles, rows, cols), kind)
+    row_base = (np.arange(tiles) * 1000).astype(np.int32)
+    col_base = (np.arange(tiles) * 1000 + 500).astype(np.int32)
+    mode = rng.integers(0, 3, tiles).astype(np.int32)
+    rv, ri = _sorted_lists(rng, tiles * rows, k, 10_000, 4)
+    cv, ci = _sorted_lists(rng, tiles * cols, k, 10_000, 4)
+    args = [
+        jnp.asarray(a)
+        for a in (
+            d,
+            row_base,
+            col_base,
+            mode,
+            rv.reshape(tiles, rows, k),
+            ri.reshape(tiles, rows, k),
+            cv.reshape(tiles, cols, k),
+            ci.reshape(tiles, cols, k),
+        )
+    ]
+    kernel = jax.jit(_cpu.select_pairs)(*args)
+    portable = jax.jit(_select.update_pairs_portable)(*args)
+    for a, b in zip(kernel, portable, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for t in range(tiles):  # against a plain lexsort of list + tile
+        new_i = np.broadcast_to(col_base[t] + np.arange(cols, dtype=np.int32), (rows, cols))
+        want = _reference(
+            np.concatenate([d[t], rv.reshape(tiles, rows, k)[t]], 1),
+            np.concatenate([new_i, ri.reshape(tiles, rows, k)[t]], 1),
+            k,
+        )
+        if mode[t] == 0:
+            want = (rv.reshape(tiles, rows, k)[t], ri.reshape(tiles, rows, k)[t])
+        np.testing.assert_array_equal(np.asarray(kernel[1][t]), want[1])
+        np.testing.assert_array_equal(np.asarray(kernel[0][t]), want[0])
+        new_i = np.broadcast_to(row_base[t] + np.arange(rows, dtype=np.int32), (cols, rows))
+        want = _reference(
+            np.concatenate([d[t].T, cv.reshape(tiles, cols, k)[t]], 1),
+            np.concatenate([new_i, ci.reshape(tiles, cols, k)[t]], 1),
+            k,
+        )
+        if mode[t] != 2:
+            want = (cv.reshape(tiles, cols, k)[t], ci.reshape(tiles, cols, k)[t])
+        np.testing.assert_array_equal(np.asarray(kernel[3][t]), want[1])
+        np.testing.assert_array_equal(np.asarray(kernel[2][t]), want[0])
+
+
+@pytest.mark.parametrize("num_blocks", [3, 5, 7, 9, 11, 23])
+@pytest.mark.parametrize("tiles", [1, 2, 3, 4])
+def test_pair_schedule_covers_each_block_pair_once(num_blocks, tiles):
+    tiles = min(tiles, (num_blocks + 1) // 2)
+    steps = _engines.pair_schedule(num_blocks, tiles)
+    assert steps.shape[1:] == (tiles, 3)
+    seen = []
+    for step in steps:
+        used = [int(b) for r, c, m in step if m for b in ((r,) if m == 1 else (r, c))]
+        assert len(used) == len(set(used)), step  # no list is updated twice in one step
+        assert all(0 <= b < num_blocks for b in used)
+        seen += [tuple(sorted((int(r), int(c)))) for r, c, m in step if m]
+        assert all(m == 1 if r == c else m in (0, 2) for r, c, m in step if m)
+    want = [(a, b) for a in range(num_blocks) for b in range(a, num_blocks)]
+    assert sorted(seen) == want
+
+
+@needs_kernel
+@settings(max_examples=10, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    rows=st.integers(1, 30),
+    c=st.integers(1, 130),
+    kind=st.sampled_from(["normal", "ties", "offset"]),
+)
+def test_sort_kernel_equals_portable(seed, rows, c, kind):
+    rng = np.random.default_rng(seed)
+    v = _values(rng, (rows, c), kind)
+    i = np.stack([rng.permutation(10 * c)[:c] for _ in range(rows)]).astype(np.int32)
+    k = int(rng.integers(1, c + 1))
+    kv, ki = jax.jit(lambda v, i: _cpu.sort_rows(v, i, k=k))(v, i)
+    pv, pi = _select.smallest_k_pairs_portable(jnp.asarray(v), jnp.asarray(i), k)
+    want = _reference(v, i, k)
+    for got in ((kv, ki), (pv, pi)):
+        np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+        np.testing.assert_array_equal(np.asarray(got[0]), want[0])
+
+
+@needs_kernel
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
+@pytest.mark.parametrize("kind", ["normal", "offset", "tiny", "huge", "nan", "odd"])
+def test_pair_sums_kernel_bitwise_equal_to_xla(metric, kind):
+    rng = np.random.default_rng(7)
+    d = 37 if kind == "odd" else 64  # odd lengths pad the pairwise tree with zeros
+    x = rng.normal(size=(23, d)).astype(np.float32)
+    y = rng.normal(size=(41, d)).astype(np.float32)
+    if kind == "offset":
+        x, y = x + 1e4, y + 1e4
+    if kind == "tiny":  # products underflow to subnormals and zero
+        x, y = x * 1e-21, y * 1e-21
+    if kind == "huge":  # products overflow to inf
+        x, y = x * 1e20, y * 1e20
+    if kind == "nan":
+        x[3, 5] = np.nan
+        y[7, :] = np.inf
+    cols = rng.integers(0, 41, (23, 9)).astype(np.int32)
+    xj, yj, cj = jnp.asarray(x), jnp.asarray(y), jnp.asarray(cols)
+    portable = jax.jit(lambda x, y, c: distances._pair_values(x[:, None, :], y[c], metric))
+    dispatched = jax.jit(lambda x, y, c: distances._pair_values_rows(x, y, c, metric))
+    want = np.asarray(portable(xj, yj, cj))
+    np.testing.assert_array_equal(np.asarray(dispatched(xj, yj, cj)), want)
+    batched = jax.jit(jax.vmap(lambda x, c: distances._pair_values_rows(x, yj, c, metric)))
+    got = np.asarray(batched(jnp.stack([xj, xj[::-1]]), jnp.stack([cj, cj])))
+    np.testing.assert_array_equal(got[0], want)
+    np.testing.assert_array_equal(got[1], np.asarray(portable(xj[::-1], yj, cj)))
+
+
+@needs_kernel
+def test_default_in_sample_engine_is_the_tiled_one_and_compiles_once():
+    x = _data("normal", 900, 16)
+    f = jax.jit(lambda x: occurrence.hub_values(x, k=5, block_size=128))
+    assert "hubjax_select_pairs" in f.lower(x).as_text()
+    f(x)
+    with jax.log_compiles():
+        cache = f._cache_size()
+        f(x + 1)
+        assert f._cache_size() == cache
+
+
+@needs_kernel
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 variants")
+def test_every_instruction_set_variant_gives_the_same_neighbours():
+    # HUBJAX_ISA picks the hot loops' instruction set once per process: one process each
+    script = (
+        "import numpy as np, jax.numpy as jnp\n"
+        "from hubjax import _cpu_select, neighbors\n"
+        "rng = np.random.default_rng(0)\n"
+        "x = rng.integers(0, 3, (700, 12)).astype(np.float32)\n"
+        "for k in (5, 40):\n"
+        "    t = neighbors._knn(x, None, k=k, metric='sqeuclidean', include_self=False,\n"
+        "                       block_size=128, engine='tiled')\n"
+        "    s = neighbors._knn(x, jnp.asarray(x[::-1]), k=k, metric='sqeuclidean',\n"
+        "                       include_self=False, block_size=100)\n"
+        "    r = neighbors.knn_dense(x, k=k)\n"
+        "    q = neighbors.knn_dense(x, x[::-1], k=k)\n"
+        "    assert np.array_equal(t[1], r[1]) and np.array_equal(t[0], r[0])\n"
+        "    assert np.array_equal(s[1], q[1]) and np.array_equal(s[0], q[0])\n"
+        "print(_cpu_select.isa())\n"
+    )
+    import subprocess
+
+    for isa in ("base", "avx2", "avx512"):
+        env = dict(os.environ, HUBJAX_ISA=isa)
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        assert out.stdout.strip() in ("base", "avx2", "avx512")
+        if isa == "base":
+            assert out.stdout.strip() == "base"
