@@ -1,13 +1,17 @@
-"""The optional compiled CPU selection kernel (``_cpu_select.cc``) behind :mod:`hubjax._select`.
+"""The optional compiled CPU kernels (``_cpu_select.cc``) behind :mod:`hubjax._select`.
 
 On XLA:CPU every ``lax.top_k`` costs microseconds per row and the group selection reads each
-ranking tile twice; the kernel keeps a running top-K per list and rejects most values with one
-(vectorised) compare, so selection costs about one read of the tile. It is used only where the
-computation is lowered for CPU (``lax.platform_dependent``); GPU/TPU and a missing build use the
-portable XLA path, which gives the same result bit for bit (tested).
+ranking tile twice; the kernels keep a running top-K per list and reject most values with one
+vectorised compare, so selection costs about one read of the tile. ``select_pairs`` serves the
+tiled in-sample engine (a tile's rows and columns in one read); ``sort_rows`` and ``pair_sums``
+are the exact re-ranking's last steps. They are used only where the computation is lowered for
+CPU (``lax.platform_dependent``); GPU/TPU and a missing build use the portable XLA path, which
+gives the same result bit for bit (tested).
 
-Set the environment variable ``HUBJAX_SELECT=portable`` before tracing to force the portable
-path on CPU too (``HUBJAX_THREADS`` sets the kernel's thread count; default: all cores).
+Environment (read once): ``HUBJAX_SELECT=portable`` before tracing forces the portable path on
+CPU too; ``HUBJAX_THREADS`` caps the kernels' threads (default: XLA's intra-op pool, all cores);
+``HUBJAX_ISA=base|avx2|avx512`` caps the instruction set of the hot loops (default: the widest
+the CPU has; for tests).
 """
 
 from __future__ import annotations

@@ -115,6 +115,15 @@ struct ColsArgs {
   int64_t rows, width, lists, k, segs, seg_width, batch;
 };
 
+struct PairSumsArgs {
+  const float* x;
+  const float* y;
+  const int32_t* cols;
+  float* out;
+  int64_t b, d, m, c;
+  bool product;
+};
+
 struct PairsArgs {
   const float* dv;
   const int32_t* row_base;
@@ -137,6 +146,7 @@ using ::Entry;
 using ::RowsArgs;
 using ::ColsArgs;
 using ::PairsArgs;
+using ::PairSumsArgs;
 using ::CompactEntries;
 using ::FinishEntries;
 using ::kChunk;
@@ -155,6 +165,7 @@ using ::Entry;
 using ::RowsArgs;
 using ::ColsArgs;
 using ::PairsArgs;
+using ::PairSumsArgs;
 using ::CompactEntries;
 using ::FinishEntries;
 using ::kChunk;
@@ -172,6 +183,7 @@ using ::Entry;
 using ::RowsArgs;
 using ::ColsArgs;
 using ::PairsArgs;
+using ::PairSumsArgs;
 using ::CompactEntries;
 using ::FinishEntries;
 using ::kChunk;
@@ -189,6 +201,7 @@ struct Kernels {
   void (*rows)(const RowsArgs&, int64_t, int64_t, Entry*);
   void (*cols)(const ColsArgs&, int64_t, int64_t, float*);
   void (*pairs)(const PairsArgs&, int64_t, int64_t, float*, Entry*);
+  void (*sums)(const PairSumsArgs&, int64_t, int64_t, float*);
 };
 
 const Kernels& Pick() {
@@ -202,15 +215,17 @@ const Kernels& Pick() {
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") &&
         __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2")) {
       return Kernels{hubjax_avx512::RowsRange, hubjax_avx512::ColsRange,
-                     hubjax_avx512::PairsRange};
+                     hubjax_avx512::PairsRange, hubjax_avx512::PairSumsRange};
     }
     if ((want.empty() || want == "avx512" || want == "avx2") &&
         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
         __builtin_cpu_supports("bmi2")) {
-      return Kernels{hubjax_avx2::RowsRange, hubjax_avx2::ColsRange, hubjax_avx2::PairsRange};
+      return Kernels{hubjax_avx2::RowsRange, hubjax_avx2::ColsRange, hubjax_avx2::PairsRange,
+                     hubjax_avx2::PairSumsRange};
     }
 #endif
-    return Kernels{hubjax_base::RowsRange, hubjax_base::ColsRange, hubjax_base::PairsRange};
+    return Kernels{hubjax_base::RowsRange, hubjax_base::ColsRange, hubjax_base::PairsRange,
+                   hubjax_base::PairSumsRange};
   }();
   return kernels;
 }
@@ -464,31 +479,11 @@ ffi::Error PairSumsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buff
     }
   }
   const int threads = NumThreads(pool.num_threads(), batch * b * c * d);
-  ParallelFor(pool, batch * b, threads, 4 * threads, [=](int64_t lo, int64_t hi) {
-    std::vector<float> t(d + 2);
-    for (int64_t r = lo; r < hi; ++r) {
-      const float* xr = xv + r * d;
-      const float* ybase = yv + (r / b) * m * d;
-      for (int64_t j = 0; j < c; ++j) {
-        const float* yr = ybase + static_cast<int64_t>(cv[r * c + j]) * d;
-        if (product) {
-          for (int64_t e = 0; e < d; ++e) t[e] = xr[e] * yr[e];
-        } else {
-          for (int64_t e = 0; e < d; ++e) {
-            const float diff = xr[e] - yr[e];
-            t[e] = diff * diff;
-          }
-        }
-        for (int64_t e = 0; e < d; ++e) t[e] = t[e] != t[e] ? 0.0f : t[e];  // settle: NaN -> 0
-        int64_t n = d;
-        while (n > 1) {
-          if (n & 1) t[n++] = 0.0f;
-          n >>= 1;
-          for (int64_t e = 0; e < n; ++e) t[e] = t[e] + t[e + n];
-        }
-        ov[r * c + j] = d == 0 ? 0.0f : t[0];
-      }
-    }
+  const auto sums_range = Pick().sums;
+  const PairSumsArgs args{xv, yv, cv, ov, b, d, m, c, product != 0};
+  ParallelFor(pool, batch * b, threads, 4 * threads, [&args, sums_range](int64_t lo, int64_t hi) {
+    std::vector<float> t(args.d + 2);
+    sums_range(args, lo, hi, t.data());
   });
   return ffi::Error::Success();
 }
