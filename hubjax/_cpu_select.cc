@@ -142,16 +142,6 @@ struct PairsArgs {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi,bmi2,popcnt")
 namespace hubjax_avx512 {
-using ::Entry;
-using ::RowsArgs;
-using ::ColsArgs;
-using ::PairsArgs;
-using ::PairSumsArgs;
-using ::CompactEntries;
-using ::FinishEntries;
-using ::kChunk;
-using ::kBufferFromK;
-using ::kBufferFactor;
 #define HUBJAX_ISA 512
 #include "_cpu_select_kernels.inc"
 #undef HUBJAX_ISA
@@ -161,16 +151,6 @@ using ::kBufferFactor;
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,bmi,bmi2,popcnt")
 namespace hubjax_avx2 {
-using ::Entry;
-using ::RowsArgs;
-using ::ColsArgs;
-using ::PairsArgs;
-using ::PairSumsArgs;
-using ::CompactEntries;
-using ::FinishEntries;
-using ::kChunk;
-using ::kBufferFromK;
-using ::kBufferFactor;
 #define HUBJAX_ISA 256
 #include "_cpu_select_kernels.inc"
 #undef HUBJAX_ISA
@@ -179,16 +159,6 @@ using ::kBufferFactor;
 #endif
 
 namespace hubjax_base {
-using ::Entry;
-using ::RowsArgs;
-using ::ColsArgs;
-using ::PairsArgs;
-using ::PairSumsArgs;
-using ::CompactEntries;
-using ::FinishEntries;
-using ::kChunk;
-using ::kBufferFromK;
-using ::kBufferFactor;
 #define HUBJAX_ISA 0
 #include "_cpu_select_kernels.inc"
 #undef HUBJAX_ISA
@@ -545,34 +515,29 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxPairSums, PairSumsImpl,
                                   .Attr<int64_t>("product")
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
-// A plain CPython module exposing the two handlers as capsules for jax.ffi.register_ffi_target.
+// A plain CPython module exposing the handlers as capsules for jax.ffi.register_ffi_target.
 static PyObject* Capsules(PyObject*, PyObject*) {
+  static const struct {
+    const char* name;
+    void* handler;
+  } kTargets[] = {
+      {"hubjax_select_rows", reinterpret_cast<void*>(HubjaxSelectRows)},
+      {"hubjax_select_cols", reinterpret_cast<void*>(HubjaxSelectCols)},
+      {"hubjax_select_pairs", reinterpret_cast<void*>(HubjaxSelectPairs)},
+      {"hubjax_sort_rows", reinterpret_cast<void*>(HubjaxSortRows)},
+      {"hubjax_pair_sums", reinterpret_cast<void*>(HubjaxPairSums)},
+  };
   PyObject* dict = PyDict_New();
   if (!dict) return nullptr;
-  PyObject* rows = PyCapsule_New(reinterpret_cast<void*>(HubjaxSelectRows), nullptr, nullptr);
-  PyObject* cols = PyCapsule_New(reinterpret_cast<void*>(HubjaxSelectCols), nullptr, nullptr);
-  PyObject* pairs = PyCapsule_New(reinterpret_cast<void*>(HubjaxSelectPairs), nullptr, nullptr);
-  PyObject* sort = PyCapsule_New(reinterpret_cast<void*>(HubjaxSortRows), nullptr, nullptr);
-  PyObject* sums = PyCapsule_New(reinterpret_cast<void*>(HubjaxPairSums), nullptr, nullptr);
-  if (!rows || !cols || !pairs || !sort || !sums ||
-      PyDict_SetItemString(dict, "hubjax_pair_sums", sums) ||
-      PyDict_SetItemString(dict, "hubjax_select_rows", rows) ||
-      PyDict_SetItemString(dict, "hubjax_select_cols", cols) ||
-      PyDict_SetItemString(dict, "hubjax_select_pairs", pairs) ||
-      PyDict_SetItemString(dict, "hubjax_sort_rows", sort)) {
-    Py_XDECREF(rows);
-    Py_XDECREF(cols);
-    Py_XDECREF(pairs);
-    Py_XDECREF(sort);
-    Py_XDECREF(sums);
-    Py_DECREF(dict);
-    return nullptr;
+  for (const auto& target : kTargets) {
+    PyObject* capsule = PyCapsule_New(target.handler, nullptr, nullptr);
+    if (!capsule || PyDict_SetItemString(dict, target.name, capsule)) {
+      Py_XDECREF(capsule);
+      Py_DECREF(dict);
+      return nullptr;
+    }
+    Py_DECREF(capsule);
   }
-  Py_DECREF(rows);
-  Py_DECREF(cols);
-  Py_DECREF(pairs);
-  Py_DECREF(sort);
-  Py_DECREF(sums);
   return dict;
 }
 
