@@ -22,8 +22,9 @@ _STRIP_BYTES = {"cpu": 64 << 20}
 _STRIP_BYTES_ACCELERATOR = 512 << 20
 # In-sample search uses the symmetric engine from this many features on: below it the extra
 # selection work of the portable (XLA) selection outweighs the halved matrix products (measured
-# on a 2-core CPU; benchmarks/). With the compiled CPU selection the symmetric engine is faster
-# at every dimension measured (d = 64 ... 1024, k = 5 ... 50) and is used whenever it applies.
+# on a 2-core CPU; benchmarks/). With the compiled CPU selection the tiled engine (each block
+# pair once, as cache-sized tiles; _engines.tiled_search) is the in-sample default at every
+# dimension, and the symmetric engine the fallback where its plan does not apply.
 _SYMMETRIC_MIN_FEATURES = 512
 _SYMMETRIC_MAX_BLOCK = 2048
 _TILE_BLOCK = 1536
@@ -187,7 +188,8 @@ def _validate(x, y, k, metric, include_self, check_finite):
     jax.jit, static_argnames=("k", "metric", "include_self", "block_size", "engine", "group")
 )
 def _knn(x, y, *, k, metric, include_self, block_size, engine="auto", group=None):
-    """Jitted core of :func:`knn`; ``engine`` is "auto", "strip" or "symmetric" (for tests)."""
+    """Jitted core of :func:`knn`; ``engine`` is "auto", "strip", "symmetric" or "tiled" (for
+    tests)."""
     (x, y), placement = _mesh.gather(x, y)
     with _mesh.context(placement):
         out = _knn_core(x, y, k, metric, include_self, block_size, engine, group)
