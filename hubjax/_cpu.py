@@ -116,51 +116,65 @@ def _varying_like(outputs, *inputs):
     return tuple(out)
 
 
-def _call(target, d, *rest, lists: int = 1, **attrs):
-    """One kernel call; the last ``2 * lists`` arguments are running lists (values, indices),
-    shaped like the results."""
-    out = tuple(
-        jax.ShapeDtypeStruct(a.shape, jnp.float32 if n % 2 == 0 else jnp.int32)
-        for n, a in enumerate(rest[-2 * lists :])
-    )
+def _call(target, out, *args, **attrs):
+    """One kernel call with result shapes ``out``; integer attributes as int64."""
     call = jax.ffi.ffi_call(target, out, vmap_method="broadcast_all")
     attrs = {name: np.int64(value) for name, value in attrs.items()}
-    return _varying_like(call(d, *rest, **attrs), d, *rest)
+    return _varying_like(call(*args, **attrs), *args)
+
+
+def _like(*lists):
+    """Result shapes of running lists updated in place: (values, indices) pairs."""
+    return tuple(
+        jax.ShapeDtypeStruct(a.shape, jnp.float32 if n % 2 == 0 else jnp.int32)
+        for n, a in enumerate(lists)
+    )
 
 
 def select_rows(d, seg_base, init_v, init_i, *, seg_width: int):
     """Kernel call: rows of ``d [b, w]`` merged into the sorted lists ``init [b, K]``."""
-    return _call("hubjax_select_rows", d, seg_base, init_v, init_i, seg_width=seg_width)
+    return _call(
+        "hubjax_select_rows",
+        _like(init_v, init_i),
+        d,
+        seg_base,
+        init_v,
+        init_i,
+        seg_width=seg_width,
+    )
 
 
 def select_cols(d, col_segs, row_base, init_v, init_i, *, seg_width: int):
     """Kernel call: the chosen column segments of ``d [r, w]`` merged into ``init [h*s, K]``."""
-    return _call("hubjax_select_cols", d, col_segs, row_base, init_v, init_i, seg_width=seg_width)
+    return _call(
+        "hubjax_select_cols",
+        _like(init_v, init_i),
+        d,
+        col_segs,
+        row_base,
+        init_v,
+        init_i,
+        seg_width=seg_width,
+    )
 
 
 def select_pairs(d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i):
     """Kernel call: tiles ``d [p, b, c]`` (rows ``row_base[t] + r``, columns ``col_base[t] + j``)
     merged into the rows' lists ``[p, b, K]`` and (where ``mode == 2``) the columns' lists
     ``[p, c, K]``; ``mode`` 1 updates the rows only, 0 nothing."""
-    return _call(
-        "hubjax_select_pairs", d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i, lists=2
-    )
+    lists = (rows_v, rows_i, cols_v, cols_i)
+    return _call("hubjax_select_pairs", _like(*lists), d, row_base, col_base, mode, *lists)
 
 
 def sort_rows(values, index, *, k: int):
     """Kernel call: the k smallest of each row of ``values, index [b, c]`` by (value, index)."""
-    out = (
-        jax.ShapeDtypeStruct((*values.shape[:-1], k), jnp.float32),
-        jax.ShapeDtypeStruct((*index.shape[:-1], k), jnp.int32),
-    )
-    call = jax.ffi.ffi_call("hubjax_sort_rows", out, vmap_method="broadcast_all")
-    return _varying_like(call(values, index), values, index)
+    shape = (*values.shape[:-1], k)
+    out = (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.int32))
+    return _call("hubjax_sort_rows", out, values, index)
 
 
 def pair_sums(x, y, columns, *, product: bool):
     """Kernel call: ``[b, c]`` sums over features of ``x[b] * y[columns]`` (``product``) or of
     their squared differences, in :func:`hubjax.distances.tree_sum`'s order."""
-    out = jax.ShapeDtypeStruct(columns.shape, jnp.float32)
-    call = jax.ffi.ffi_call("hubjax_pair_sums", out, vmap_method="broadcast_all")
-    (result,) = _varying_like((call(x, y, columns, product=np.int64(product)),), x, y, columns)
-    return result
+    out = (jax.ShapeDtypeStruct(columns.shape, jnp.float32),)
+    return _call("hubjax_pair_sums", out, x, y, columns, product=product)[0]

@@ -46,7 +46,6 @@ _COLUMN_ALIGN = 32  # block widths are multiples of this so the group selection 
 # Candidates kept beyond k by the matrix-product ranking (rows whose gap is smaller are
 # re-checked, so this trades selection work against re-checks, never exactness).
 _SLACK = 8
-_SORT_SMALL_MAX = 96  # candidate lists up to this length are ranked by counting, not sorted
 _RECHECK_ROWS = 8  # rows re-checked together by :func:`recheck`
 _FAST_KEEP_MAX = 128  # longest running list of the symmetric engine with the CPU kernel
 
@@ -130,7 +129,7 @@ def symmetric_plan(
     :data:`_FAST_KEEP_MAX` are fine.
     """
     keep = k + _SLACK + 1
-    if keep > (_FAST_KEEP_MAX if fast_select else _SORT_SMALL_MAX // 2):
+    if keep > (_FAST_KEEP_MAX if fast_select else _select._SORT_SMALL_MAX // 2):
         return None
     num_blocks = max(3, -(-n // block_size))
     num_blocks += 1 - num_blocks % 2
@@ -140,15 +139,13 @@ def symmetric_plan(
     return num_blocks, block
 
 
-def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
-    """In-sample top-k (diagonal excluded) computing each block pair once.
-
-    Returns ``(distances, indices, certified)`` like :func:`strip_search`.
-    """
-    dim = xp.features.shape[1]
-    h = (num_blocks - 1) // 2
+def _block_lists(xp, k, metric, num_blocks, block, shift):
+    """What both symmetric engines start from: the padded reference operands in blocks
+    ``[num_blocks, block, d + 2]``, each point's ranking error bound ``[n]`` and empty running
+    lists of ``k + _SLACK + 1`` (the point itself is among its candidates)."""
     size = num_blocks * block
     r = distances.ranking_operands(xp, metric, "reference", shift)
+    dim = xp.features.shape[1]
     bound = distances.ranking_error(r.norms, distances.largest_norm(r, xp.penalty), metric, dim)
     reference = distances.pad_reference(r.operands, size).reshape(num_blocks, block, -1)
     keep = k + _SLACK + 1
@@ -156,6 +153,17 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
         jnp.full((num_blocks, block, keep), jnp.inf, reference.dtype),
         jnp.broadcast_to(size + jnp.arange(keep, dtype=jnp.int32), (num_blocks, block, keep)),
     )
+    return reference, bound, state
+
+
+def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
+    """In-sample top-k (diagonal excluded) computing each block pair once.
+
+    Returns ``(distances, indices, certified)`` like :func:`strip_search`.
+    """
+    h = (num_blocks - 1) // 2
+    reference, bound, state = _block_lists(xp, k, metric, num_blocks, block, shift)
+    keep = state[0].shape[-1]
 
     def step(state, i):
         ring = (i + jnp.arange(h + 1, dtype=jnp.int32)) % num_blocks  # block i first
@@ -186,9 +194,7 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
         return (state[0].at[ring].set(merged[0]), state[1].at[ring].set(merged[1])), None
 
     (values, cols), _ = lax.scan(step, state, jnp.arange(num_blocks, dtype=jnp.int32))
-    return _finish_lists(
-        xp, values.reshape(size, keep), cols.reshape(size, keep), bound, k, metric, block
-    )
+    return _finish_lists(xp, values, cols, bound, k, metric, block)
 
 
 def pair_schedule(num_blocks: int, tiles: int) -> np.ndarray:
@@ -245,19 +251,8 @@ def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
     back from cache right after the product wrote them, and each step's matrix product has a
     shape XLA:CPU runs near its best throughput.
     """
-    dim = xp.features.shape[1]
-    size = num_blocks * block
-    r = distances.ranking_operands(xp, metric, "reference", shift)
-    bound = distances.ranking_error(r.norms, distances.largest_norm(r, xp.penalty), metric, dim)
-    reference = distances.pad_reference(r.operands, size).reshape(num_blocks, block, -1)
-    query = distances.query_from_reference(reference.reshape(size, -1), metric).reshape(
-        reference.shape
-    )
-    keep = k + _SLACK + 1
-    state = (
-        jnp.full((num_blocks, block, keep), jnp.inf, reference.dtype),
-        jnp.broadcast_to(size + jnp.arange(keep, dtype=jnp.int32), (num_blocks, block, keep)),
-    )
+    reference, bound, state = _block_lists(xp, k, metric, num_blocks, block, shift)
+    query = distances.query_from_reference(reference, metric)  # [num_blocks, block, d + 2]
     schedule = jnp.asarray(pair_schedule(num_blocks, tiles))
 
     def step(state, plan):
@@ -287,14 +282,15 @@ def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
         return (values, index), None
 
     (values, cols), _ = lax.scan(step, state, schedule)
-    return _finish_lists(
-        xp, values.reshape(size, keep), cols.reshape(size, keep), bound, k, metric, block
-    )
+    return _finish_lists(xp, values, cols, bound, k, metric, block)
 
 
 def _finish_lists(xp, values, cols, bound, k, metric, block):
-    """Refines the symmetric engines' running lists ``[>= n, keep]`` into the top-k."""
+    """Refines the symmetric engines' running lists ``[num_blocks, block, keep]`` into the
+    top-k."""
     n = xp.features.shape[0]
+    values = values.reshape(-1, values.shape[-1])
+    cols = cols.reshape(-1, cols.shape[-1])
 
     def finish(start):
         rows = _rows(xp, start, block)

@@ -116,7 +116,7 @@ def smallest_k_pairs_portable(values, index, k):
 
 def smallest_k_pairs(values, index, k):
     """:func:`smallest_k_pairs_portable`, through the CPU kernel where the lowering is for CPU."""
-    return _dispatch(
+    return dispatch(
         functools.partial(_cpu.sort_rows, k=k),
         functools.partial(smallest_k_pairs_portable, k=k),
         values,
@@ -201,7 +201,7 @@ def fast_cpu_selection() -> bool:
     return jax.default_backend() == "cpu" and _cpu.enabled()
 
 
-def _dispatch(kernel, portable, d, *args):
+def dispatch(kernel, portable, d, *args):
     """``portable(d, *args)``, or the kernel where the lowering is for CPU and it applies."""
     if d.dtype != jnp.float32 or not _cpu.enabled():
         return portable(d, *args)
@@ -210,7 +210,7 @@ def _dispatch(kernel, portable, d, *args):
 
 def update_rows(d, seg_base, init_v, init_i, *, seg_width, group=None, merge=True):
     """:func:`update_rows_portable`, through the CPU kernel where the lowering is for CPU."""
-    return _dispatch(
+    return dispatch(
         functools.partial(_cpu.select_rows, seg_width=seg_width),
         functools.partial(update_rows_portable, seg_width=seg_width, group=group, merge=merge),
         d,
@@ -222,7 +222,7 @@ def update_rows(d, seg_base, init_v, init_i, *, seg_width, group=None, merge=Tru
 
 def update_cols(d, col_segs, row_base, init_v, init_i, *, seg_width, group=None):
     """:func:`update_cols_portable`, through the CPU kernel where the lowering is for CPU."""
-    return _dispatch(
+    return dispatch(
         functools.partial(_cpu.select_cols, seg_width=seg_width),
         functools.partial(update_cols_portable, seg_width=seg_width, group=group),
         d,
@@ -257,7 +257,7 @@ def update_pairs_portable(d, row_base, col_base, mode, rows_v, rows_i, cols_v, c
 
 def update_pairs(d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i):
     """:func:`update_pairs_portable`, through the CPU kernel where the lowering is for CPU."""
-    return _dispatch(
+    return dispatch(
         _cpu.select_pairs,
         update_pairs_portable,
         d,

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float
 
-from hubjax import _checks, _cpu, _mesh
+from hubjax import _checks, _cpu, _mesh, _select
 
 # Bytes of [rows, cols, features] intermediates one per-pair evaluation may hold.
 PAIR_BUDGET = 32 << 20
@@ -203,12 +203,12 @@ def ranking_operands(p: Prepared, metric: str, side: str, shift: jax.Array) -> R
 
 
 def query_from_reference(operands: jax.Array, metric: str) -> jax.Array:
-    """The query operands of the points whose reference operands are given (same layout
-    conventions as :func:`ranking_operands`; the scaling by -2 or -1 is exact)."""
-    dim = operands.shape[1] - 2
+    """The query operands of the points whose reference operands ``[..., d + 2]`` are given
+    (same layout conventions as :func:`ranking_operands`; the scaling by -2 or -1 is exact)."""
+    dim = operands.shape[-1] - 2
     scale = 2.0 if metric in ("sqeuclidean", "euclidean") else 1.0
-    features, ones, offset = operands[:, :dim], operands[:, dim:-1], operands[:, -1:]
-    return jnp.concatenate([-scale * features, offset, ones], axis=1)
+    features, ones, offset = operands[..., :dim], operands[..., dim:-1], operands[..., -1:]
+    return jnp.concatenate([-scale * features, offset, ones], axis=-1)
 
 
 def pad_reference(operands: jax.Array, size: int) -> jax.Array:
@@ -271,10 +271,16 @@ def certified(kth, largest_kept, bound, metric: str, d: int):
 def _pair_values(xr: jax.Array, yc: jax.Array, metric: str) -> jax.Array:
     """Distances of broadcast pairs ``xr [..., d]`` vs ``yc [..., d]``, no penalties."""
     if metric == "dot":
-        return -tree_sum(xr * yc)
+        return _from_sums(tree_sum(xr * yc), metric)
     diff = xr - yc
-    d = tree_sum(diff * diff)
-    return 0.5 * d if metric == "cosine" else d
+    return _from_sums(tree_sum(diff * diff), metric)
+
+
+def _from_sums(sums: jax.Array, metric: str) -> jax.Array:
+    """Distances from per-pair sums of products (``dot``) or squared differences."""
+    if metric == "dot":
+        return -sums
+    return 0.5 * sums if metric == "cosine" else sums
 
 
 def _pair_values_rows(x: jax.Array, y: jax.Array, columns: jax.Array, metric: str) -> jax.Array:
@@ -285,14 +291,9 @@ def _pair_values_rows(x: jax.Array, y: jax.Array, columns: jax.Array, metric: st
         return _pair_values(x[:, None, :], y[columns], metric)
 
     def kernel(x, y, columns):
-        sums = _cpu.pair_sums(x, y, columns, product=metric == "dot")
-        if metric == "dot":
-            return -sums
-        return 0.5 * sums if metric == "cosine" else sums
+        return _from_sums(_cpu.pair_sums(x, y, columns, product=metric == "dot"), metric)
 
-    if x.dtype != jnp.float32 or not _cpu.enabled():
-        return portable(x, y, columns)
-    return lax.platform_dependent(x, y, columns, cpu=kernel, default=portable)
+    return _select.dispatch(kernel, portable, x, y, columns)
 
 
 def _finish_pairs(d, x_penalty, y_penalty, x_sq, y_sq, metric):
