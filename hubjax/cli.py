@@ -56,7 +56,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="inverted-file index search (hubjax.approximate); reports its measured recall",
     )
     p.add_argument("--nlist", type=int, help="lists of the --approximate index")
-    p.add_argument("--nprobe", type=int, help="lists probed by --approximate (default 16)")
+    p.add_argument(
+        "--nprobe", type=int, help="most lists a query probes with --approximate (default 8)"
+    )
+    p.add_argument(
+        "--ratio",
+        help="with --approximate: skip lists farther than 1 + RATIO times the nearest "
+        "(squared distance to the centroids; default 0.15; 'none': always --nprobe lists)",
+    )
     p.add_argument(
         "--min-recall",
         type=float,
@@ -281,6 +288,7 @@ def analyze(args) -> dict:
         result["approximate"] = {
             "nlist": settings.lists(n),
             "nprobe": settings.probes(n),
+            "ratio": settings.ratio,
             "recall_sampled": recall,
             "min_recall": args.min_recall,
             "recall_ok": None
@@ -298,7 +306,7 @@ def analyze(args) -> dict:
 
 def _ivf_settings(args):
     if not getattr(args, "approximate", False):
-        for name in ("nlist", "nprobe", "min_recall"):
+        for name in ("nlist", "nprobe", "ratio", "min_recall"):
             if getattr(args, name, None) is not None:
                 raise UsageError(f"--{name.replace('_', '-')} needs --approximate")
         return None
@@ -308,6 +316,14 @@ def _ivf_settings(args):
     for name, value in kwargs.items():
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be at least 1")
+    ratio = getattr(args, "ratio", None)
+    if ratio is not None:
+        try:
+            kwargs["ratio"] = None if ratio.lower() == "none" else float(ratio)
+        except ValueError:
+            raise UsageError(f"--ratio must be a number or 'none', got {ratio!r}") from None
+        if kwargs["ratio"] is not None and not kwargs["ratio"] >= 0:
+            raise UsageError(f"--ratio must be at least 0, got {ratio}")
     return IVF(**kwargs)
 
 
@@ -384,7 +400,7 @@ def format_report(r: dict) -> str:
         a = r["approximate"]
         rec = "n/a" if a["recall_sampled"] is None else f"{a['recall_sampled']:.3f}"
         lines.append(
-            f"approximate (IVF, {a['nlist']} lists, {a['nprobe']} probed): recall@k {rec} "
+            f"approximate (IVF, {a['nlist']} lists, up to {a['nprobe']} probed): recall@k {rec} "
             "on 1000 sampled queries"
         )
     lines += [

@@ -290,6 +290,7 @@ def knn(
     include_self: bool = False,
     block_size: int | None = None,
     check_finite: bool = True,
+    approximate=False,
 ) -> tuple[Float[Array, "n k"], Int[Array, "n k"]]:
     """:func:`hubjax.knn` with the points sharded over the devices of ``mesh``.
 
@@ -297,6 +298,12 @@ def knn(
     (default: all devices on one axis) and ``axis_name`` (default: the mesh's only axis). Inputs
     may be host arrays (in multi-process runs, the same data in every process) or jax.Arrays.
     The results are global arrays sharded over the mesh.
+
+    ``approximate`` (``True`` or a :class:`hubjax.approximate.IVF`): the inverted-file search
+    of :mod:`hubjax.approximate`, with the queries split over the devices. Unlike the exact
+    ring, every device gathers all reference points (``m x d`` per device) and builds the same
+    index (the k-means runs on every device, in parallel); the results equal the single-device
+    ``hubjax.knn(..., approximate=...)``.
 
     Example:
       >>> import jax, hubjax
@@ -307,28 +314,87 @@ def knn(
     """
     x, y, k = neighbors._validate(x, y, k, metric, include_self, check_finite)
     block_size = neighbors.check_block_size(block_size)
+    settings = _approximate_settings(approximate, x if y is None else y)
     mesh, axis_name = _mesh_axis(mesh, axis_name, x)
     devices = mesh.shape[axis_name]
     n = x.shape[0]
     args = [_shard_points(x, mesh, axis_name, _engines.round_up(n, devices))]
     if y is not None:
         args.append(_shard_points(y, mesh, axis_name, _engines.round_up(y.shape[0], devices)))
-    fn = _compiled("knn", mesh, axis_name, len(args), k, metric, bool(include_self), block_size)
+    sizes = (n, x.shape[0] if y is None else y.shape[0]) if settings else None
+    fn = _compiled(
+        "knn",
+        mesh,
+        axis_name,
+        len(args),
+        k,
+        metric,
+        bool(include_self),
+        block_size,
+        settings,
+        sizes,
+    )
     dist, idx = fn(*args)
     return _unpad(dist, n, mesh), _unpad(idx, n, mesh)
 
 
-@functools.lru_cache(maxsize=64)
-def _compiled(kind, mesh, axis_name, num_inputs, k, metric, include_self, block_size):
-    """The jitted shard_map of one configuration, built once (repeat calls do not retrace)."""
-    body = _ring_knn if kind == "knn" else _ring_hub_values
-    fn = functools.partial(
-        body,
+def _approximate_settings(approximate, reference):
+    from hubjax import approximate as _approximate
+
+    settings = _approximate.as_settings(approximate)
+    return None if settings is None else settings.validate(reference.shape[0])
+
+
+def _gathered_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, settings, sizes):
+    """Approximate search of the local queries against every point (all-gathered)."""
+    from hubjax import approximate
+
+    n, m = sizes
+    if y_local is not None:
+        ref = lax.all_gather(y_local, axis_name, tiled=True)[:m]
+        return approximate._search(x_local, ref, k, metric, settings, False)
+    ref = lax.all_gather(x_local, axis_name, tiled=True)[:n]
+    nl = x_local.shape[0]
+    ids = lax.axis_index(axis_name) * nl + jnp.arange(nl, dtype=jnp.int32)
+    others = k - int(include_self)
+    return approximate._search(x_local, ref, others, metric, settings, include_self, ids)
+
+
+def _gathered_hub_values(x_local, *, k, axis_name, metric, include_self, settings, sizes):
+    _, idx = _gathered_knn(
+        x_local,
         k=k,
         axis_name=axis_name,
         metric=metric,
         include_self=include_self,
-        block_size=block_size,
+        settings=settings,
+        sizes=sizes,
+    )
+    return _shard_counts(x_local, idx, axis_name)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(
+    kind,
+    mesh,
+    axis_name,
+    num_inputs,
+    k,
+    metric,
+    include_self,
+    block_size,
+    settings=None,
+    sizes=None,
+):
+    """The jitted shard_map of one configuration, built once (repeat calls do not retrace)."""
+    if settings is None:
+        body = _ring_knn if kind == "knn" else _ring_hub_values
+        options = {"block_size": block_size}
+    else:
+        body = _gathered_knn if kind == "knn" else _gathered_hub_values
+        options = {"settings": settings, "sizes": sizes}
+    fn = functools.partial(
+        body, k=k, axis_name=axis_name, metric=metric, include_self=include_self, **options
     )
     if num_inputs == 1 and kind == "knn":
         fn = functools.partial(fn, y_local=None)
@@ -350,8 +416,11 @@ def hub_values(
     include_self: bool = False,
     block_size: int | None = None,
     check_finite: bool = True,
+    approximate=False,
 ) -> Int[Array, " n"]:
     """:func:`hubjax.hub_values` with the points sharded over the devices of ``mesh``.
+
+    ``approximate``: as in :func:`knn` (every device gathers all points).
 
     Example:
       >>> import jax, hubjax
@@ -361,10 +430,14 @@ def hub_values(
     """
     x, _, k = neighbors._validate(x, None, k, metric, include_self, check_finite)
     block_size = neighbors.check_block_size(block_size)
+    settings = _approximate_settings(approximate, x)
     mesh, axis_name = _mesh_axis(mesh, axis_name, x)
     n = x.shape[0]
     xs = _shard_points(x, mesh, axis_name, _engines.round_up(n, mesh.shape[axis_name]))
-    fn = _compiled("hub", mesh, axis_name, 1, k, metric, bool(include_self), block_size)
+    sizes = (n, n) if settings else None
+    fn = _compiled(
+        "hub", mesh, axis_name, 1, k, metric, bool(include_self), block_size, settings, sizes
+    )
     return _unpad(fn(xs), n, mesh)
 
 

@@ -23,7 +23,7 @@ def mixture(n, d, clusters=12, seed=0):
     return (x + 50.0).astype(np.float32)  # uncentred
 
 
-ALL = IVF(nlist=6, nprobe=6, chunk=64)  # every list probed: exact
+ALL = IVF(nlist=6, nprobe=6, chunk=64, ratio=None)  # every list probed: exact
 
 
 @pytest.mark.parametrize("metric", ["sqeuclidean", "euclidean", "cosine", "dot"])
@@ -70,6 +70,22 @@ def test_recall_with_partial_probing_and_determinism():
     assert not (np.asarray(a) == np.arange(4000)[:, None]).any()
 
 
+def test_ratio_rule_bounds():
+    """ratio=0 probes the own list only (as nprobe=1); a huge ratio probes all nprobe lists."""
+    x = mixture(1500, 8, seed=4)
+    base = {"nlist": 10, "chunk": 64, "columns": 128}
+    own = hubjax.knn(x, k=6, approximate=IVF(nprobe=1, ratio=None, **base))
+    zero = hubjax.knn(x, k=6, approximate=IVF(nprobe=5, ratio=0.0, **base))
+    np.testing.assert_array_equal(zero[1], own[1])
+    fixed = hubjax.knn(x, k=6, approximate=IVF(nprobe=5, ratio=None, **base))
+    huge = hubjax.knn(x, k=6, approximate=IVF(nprobe=5, ratio=1e9, **base))
+    np.testing.assert_array_equal(huge[1], fixed[1])
+    _, exact = hubjax.knn(x, k=6)
+    mid = hubjax.knn(x, k=6, approximate=IVF(nprobe=5, ratio=0.5, **base))[1]
+    recalls = [float(approximate.recall(i, exact)) for i in (own[1], mid, fixed[1])]
+    assert recalls[0] < recalls[1] <= recalls[2], recalls
+
+
 def test_jit_vmap_and_no_recompile():
     xb = np.stack([mixture(300, 6, seed=s) for s in range(3)])
     settings = IVF(nlist=4, nprobe=2, chunk=32)
@@ -93,6 +109,8 @@ def test_bad_settings_name_the_values():
         hubjax.knn(x, k=3, approximate=IVF(nlist=4, nprobe=9))
     with pytest.raises(ValueError, match="train_size=2"):
         hubjax.knn(x, k=3, approximate=IVF(nlist=4, train_size=2))
+    with pytest.raises(ValueError, match="ratio=-1"):
+        hubjax.knn(x, k=3, approximate=IVF(nlist=4, ratio=-1))
     with pytest.raises(TypeError, match="approximate must be"):
         hubjax.knn(x, k=3, approximate="fast")
 
@@ -110,3 +128,5 @@ def test_cli_reports_recall_and_never_hides_a_shortfall(tmp_path, capsys):
     assert "below --min-recall" in out.err
     code = entry.main(["analyze", str(path), "--nprobe", "3"])
     assert code == 2 and "--nprobe needs --approximate" in capsys.readouterr().err
+    code = entry.main(["analyze", str(path), "--approximate", "--ratio", "abc"])
+    assert code == 2 and "--ratio must be a number or 'none'" in capsys.readouterr().err

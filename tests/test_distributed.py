@@ -64,6 +64,32 @@ def test_sub_mesh_and_named_axis():
     assert_same(distributed.knn(x, k=3, mesh=small), hubjax.knn(x, k=3))
 
 
+@pytest.mark.parametrize("include_self", [False, True])
+def test_approximate_equals_single_device_approximate(include_self):
+    from hubjax.approximate import IVF
+
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(403, 8)) + 40 * rng.integers(0, 5, (403, 1))).astype(np.float32)
+    x[7] = x[300]  # a duplicate
+    settings = IVF(nlist=12, nprobe=3, chunk=32, columns=64)
+    want = hubjax.knn(x, k=6, include_self=include_self, approximate=settings)
+    assert_same(distributed.knn(x, k=6, include_self=include_self, approximate=settings), want)
+    np.testing.assert_array_equal(
+        distributed.hub_values(x, k=6, include_self=include_self, approximate=settings),
+        hubjax.hub_values(x, k=6, include_self=include_self, approximate=settings),
+    )
+    q = x[::7] + 0.5
+    assert_same(
+        distributed.knn(q, x, k=4, approximate=settings),
+        hubjax.knn(q, x, k=4, approximate=settings),
+    )
+    # probing every list: the exact neighbours, over the devices as on one
+    every = IVF(nlist=12, nprobe=12, chunk=32, columns=64, ratio=None)
+    assert_same(distributed.knn(x, k=6, approximate=every), hubjax.knn(x, k=6))
+    with pytest.raises(ValueError, match="nprobe=13"):
+        distributed.knn(x, k=6, approximate=IVF(nlist=12, nprobe=13))
+
+
 def test_second_call_does_not_recompile():
     x1, x2 = random_points(64, 4, seed=6), random_points(64, 4, seed=7)
     distributed.hub_values(x1, k=4)
