@@ -11,7 +11,8 @@ Data: a Gaussian mixture (``clusters`` centres, spreads drawn from 0.3 to 3, une
 float32, fixed seed. For each size, in one process:
 
 * hubjax approximate: the in-sample hubness report (``hubjax.hubness(..., approximate=...)``),
-  median of ``repeats`` warm runs, compile time apart, peak resident-set growth over the first call and the warm ones;
+  median of ``repeats`` warm runs, compile time apart, peak resident-set growth (over the
+  first call and over the warm ones);
 * recall@k on 2000 sampled queries against their exact lists (``hubjax.sampled_hubness``'s
   list search, exact);
 * exact hubjax (sizes up to ``--exact-max``): time, and the errors of the approximate skewness

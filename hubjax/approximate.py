@@ -19,8 +19,11 @@ Layout (every shape static, so it runs under ``jit`` and ``vmap`` and compiles o
 3. **Re-rank.** The candidates are re-ranked by hubjax's exact per-pair distance; ties to the
    smaller index.
 
-Memory: the points' ranking operands twice (``[n, d + 2]`` and ``[m, d + 2]`` float32), the
-probe table ``[n, nprobe]`` and the running lists; no ``[n, m]`` or ``[n, nlist]`` matrix.
+Memory: the prepared points, their ranking operands sorted by list (``[m, d + 2]`` float32,
+built block by block), in query-vs-reference search the queries' operands (``[n, d + 2]``), the
+probe table ``[n, nprobe]`` and the running lists ``[n, k + 9]``; no ``[n, m]`` or
+``[n, nlist]`` matrix. XLA's arena for 1M x 128 in-sample is 1.85 GB besides the 0.5 GB input
+(``compiled.memory_analysis()``).
 Results are deterministic for a fixed ``seed``. With ``nprobe = nlist`` and ``ratio=None`` every
 list is probed and the result equals the exact search (tested).
 
