@@ -290,13 +290,13 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
     cols = min(settings.columns, -(-m // 8) * 8)
     spare = cols  # rows past the end, so slices never run out
     ref_sorted = _sorted_operands(yp, ref_order, metric, shift, m + spare)
-    sym = y is None  # in-sample: a chunk's query operands come from its rows of ref_sorted
-    if not sym:
+    from_ref = y is None  # in-sample: a chunk's query operands come from its rows of ref_sorted
+    if not from_ref:
         q_ops = distances.ranking_operands(xp, metric, "query", shift).operands
     keep = min(k + _SLACK + int(in_sample), m)  # in-sample lists hold the point itself too
     lane = jnp.arange(chunk, dtype=jnp.int32)
     col_lane = jnp.arange(cols, dtype=jnp.int32)
-    if sym:
+    if from_ref:
         q_pos = jnp.zeros(n, jnp.int32).at[ref_order].set(jnp.arange(n, dtype=jnp.int32))
 
     def one_chunk(p, c, lists):
@@ -304,7 +304,10 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
         lst = owner[p, c]
         ok = lane < length[p, c]
         qid = q_order[p, jnp.minimum(begin[p, c] + lane, n - 1)]
-        q = distances.query_from_reference(ref_sorted[q_pos[qid]], metric) if sym else q_ops[qid]
+        if from_ref:
+            q = distances.query_from_reference(ref_sorted[q_pos[qid]], metric)
+        else:
+            q = q_ops[qid]
         size = ref_size[lst]
 
         def step(s, vi):
