@@ -136,8 +136,7 @@ def _nearest(points, centroids, count: int = 1, shift=None, valid=None):
     block = max(1, min(m, (16 << 20) // max(1, nlist), 4096))
     ok = jnp.ones(m, bool) if valid is None else valid
 
-    def rows(b, out):
-        start = jnp.minimum(b * block, m - block)  # the last block overlaps: no padded copy
+    def rows(start):
         p = lax.dynamic_slice_in_dim(points, start, block)
         if shift is not None:
             p = jnp.where(lax.dynamic_slice_in_dim(ok, start, block)[:, None], p - shift, 0)
@@ -150,14 +149,24 @@ def _nearest(points, centroids, count: int = 1, shift=None, valid=None):
             seg_width=nlist,
             merge=False,
         )
-        s = jnp.maximum(s + jnp.sum(p * p, axis=1)[:, None], 0)
-        return (
-            lax.dynamic_update_slice_in_dim(out[0], i, start, 0),
-            lax.dynamic_update_slice_in_dim(out[1], s, start, 0),
-        )
+        return i, jnp.maximum(s + jnp.sum(p * p, axis=1)[:, None], 0)
 
     out = (jnp.zeros((m, count), jnp.int32), jnp.zeros((m, count), points.dtype))
-    return lax.fori_loop(0, -(-m // block), rows, out)
+    return _fill_rows(out, m, block, rows)
+
+
+def _fill_rows(out, m: int, block: int, rows_at):
+    """``out`` (a tuple of arrays with at least m rows) with rows ``[start, start + block)``
+    set to ``rows_at(start)``, for blocks covering the first m rows; the last block overlaps
+    the one before it (``block <= m``), so nothing is padded to a multiple of the block."""
+
+    def body(b, out):
+        start = jnp.minimum(b * block, m - block)
+        new = rows_at(start)
+        pairs = zip(out, new, strict=True)
+        return tuple(lax.dynamic_update_slice_in_dim(o, v, start, 0) for o, v in pairs)
+
+    return lax.fori_loop(0, -(-m // block), body, out)
 
 
 def kmeans(points, nlist: int, iterations: int, key):
@@ -275,7 +284,8 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
         probes, sq = _nearest(yp.features, centroids, nprobe, shift, ok)
         ref_label = probes[:, 0]
         if y is not None:
-            probes, sq = probes[jnp.clip(query_ids, 0, m - 1)], sq[jnp.clip(query_ids, 0, m - 1)]
+            rows = jnp.clip(query_ids, 0, m - 1)
+            probes, sq = probes[rows], sq[rows]
     else:
         probes, sq = _nearest(xp.features, centroids, nprobe, shift, xp.penalty == 0)
         ref_label = _nearest(yp.features, centroids, 1, shift, ok)[0][:, 0]
@@ -365,13 +375,11 @@ def _sorted_operands(p: distances.Prepared, order, metric: str, shift, rows: int
     block = min(m, 4096)
     out = distances.pad_reference(jnp.zeros((0, dim + 2), p.features.dtype), rows)
 
-    def fill(b, out):
-        start = jnp.minimum(b * block, m - block)  # the last block overlaps
+    def operands(start):
         part = _rows_of(p, lax.dynamic_slice_in_dim(order, start, block))
-        ops = distances.ranking_operands(part, metric, "reference", shift).operands
-        return lax.dynamic_update_slice_in_dim(out, ops, start, 0)
+        return (distances.ranking_operands(part, metric, "reference", shift).operands,)
 
-    return lax.fori_loop(0, -(-m // block), fill, out)
+    return _fill_rows((out,), m, block, operands)[0]
 
 
 def _rows_of(p: distances.Prepared, ids):
