@@ -3,9 +3,10 @@
 Layout (every shape static, so it runs under ``jit`` and ``vmap`` and compiles once per shape):
 
 1. **Coarse partition.** k-means (Lloyd, ``iterations`` rounds, initial centroids a random
-   sample drawn from ``seed``) on at most ``train_size`` reference points gives ``nlist``
-   centroids; every reference point joins its nearest centroid's list, and the reference
-   points are stored sorted by list (each list contiguous).
+   sample drawn from ``seed``) on at most ``train_size`` reference points (one random point
+   from each of ``train_size`` equal runs of the input order) gives ``nlist`` centroids;
+   every reference point joins its nearest centroid's list, and the reference points are
+   stored sorted by list (each list contiguous).
 2. **Per-query probing.** Each query probes up to ``nprobe`` of its own nearest lists: those
    whose centroid's squared distance is within ``1 + ratio`` times its nearest centroid's
    (``ratio=None``: exactly ``nprobe``, as faiss's ``IndexIVFFlat``). The search runs in
@@ -19,11 +20,13 @@ Layout (every shape static, so it runs under ``jit`` and ``vmap`` and compiles o
 3. **Re-rank.** The candidates are re-ranked by hubjax's exact per-pair distance; ties to the
    smaller index.
 
-Memory: the prepared points, their ranking operands sorted by list (``[m, d + 2]`` float32,
-built block by block), in query-vs-reference search the queries' operands (``[n, d + 2]``), the
-probe table ``[n, nprobe]`` and the running lists ``[n, k + 9]``; no ``[n, m]`` or
-``[n, nlist]`` matrix. XLA's arena for 1M x 128 in-sample is 1.85 GB besides the 0.5 GB input
-(``compiled.memory_analysis()``).
+Memory: the prepared points sorted by list (``[m, d]``; in-sample the prepared copy in input
+order is freed once they are sorted), their ranking operands (``[m, d + 2]`` float32, built
+block by block), in query-vs-reference search the queries' operands (``[n, d + 2]``), the probe
+table ``[n, nprobe]`` and the running lists ``[n, k + 9]``; no ``[n, m]`` or ``[n, nlist]``
+matrix. The large buffers start only when their step does (:func:`_zero_after`): XLA's arena
+for 1M x 128 in-sample is 1.15 GB besides the 0.5 GB input (``compiled.memory_analysis()``;
+1.85 GB before that ordering).
 Results are deterministic for a fixed ``seed``. With ``nprobe = nlist`` and ``ratio=None`` every
 list is probed and the result equals the exact search (tested).
 
@@ -40,6 +43,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from hubjax import _checks, _select, distances, neighbors
@@ -69,8 +73,9 @@ class IVF:
       chunk: queries per ranking tile.
       columns: reference points per ranking tile (a list is searched in slices of this many).
       iterations: k-means rounds.
-      train_size: reference points the k-means trains on (a fixed random sample); None: all
-        up to 64 per list.
+      train_size: reference points the k-means trains on (a fixed random sample: one point
+        from each of ``train_size`` equal runs of the input order); None: all up to 64 per
+        list.
       seed: seeds the k-means sample and initial centroids.
     """
 
@@ -155,6 +160,21 @@ def _nearest(points, centroids, count: int = 1, shift=None, valid=None):
     return _fill_rows(out, m, block, rows)
 
 
+def _zero_after(a):
+    """int32 zero computed from the first element of ``a``, which XLA cannot fold.
+
+    XLA:CPU's default scheduler starts every constant-initialised buffer at the top of the
+    program, where the large ones filled later (sorted operands, running lists, outputs) add to
+    the peak of the steps before; adding this zero to their initial value starts them once
+    ``a`` exists. (An optimisation barrier does not: XLA:CPU removes it before scheduling.)
+    ``a`` is an int32 array of non-negative values or a float array (any values).
+    """
+    v = a.reshape(-1)[0]
+    if jnp.issubdtype(v.dtype, jnp.floating):  # |v|'s bits read as an integer: >= 0, even NaN
+        v = lax.bitcast_convert_type(jnp.abs(v), jnp.int32 if v.dtype.itemsize == 4 else jnp.int64)
+    return jnp.minimum(v, 0).astype(jnp.int32)
+
+
 def _fill_rows(out, m: int, block: int, rows_at):
     """``out`` (a tuple of arrays with at least m rows) with rows ``[start, start + block)``
     set to ``rows_at(start)``, for blocks covering the first m rows; the last block overlaps
@@ -167,6 +187,16 @@ def _fill_rows(out, m: int, block: int, rows_at):
         return tuple(lax.dynamic_update_slice_in_dim(o, v, start, 0) for o, v in pairs)
 
     return lax.fori_loop(0, -(-m // block), body, out)
+
+
+def _strata_sample(key, m: int, size: int):
+    """``size`` distinct indices of ``m`` points: one uniform draw from each of ``size`` equal
+    runs of consecutive indices (O(size); ``jax.random.choice(..., replace=False)`` shuffles
+    all m, which takes longer than the k-means it feeds)."""
+    starts = np.arange(size + 1, dtype=np.int64) * m // size  # static: m and size are
+    width = jnp.asarray(np.diff(starts), jnp.float32)
+    draw = jnp.floor(jax.random.uniform(key, (size,)) * width).astype(jnp.int32)
+    return jnp.asarray(starts[:-1], jnp.int32) + jnp.minimum(draw, width.astype(jnp.int32) - 1)
 
 
 def kmeans(points, nlist: int, iterations: int, key):
@@ -189,7 +219,12 @@ def kmeans(points, nlist: int, iterations: int, key):
 def _lists(label, nlist: int):
     """Points sorted by list: ``order`` (sorted position -> point), each list's ``start`` and
     ``size`` in that order."""
-    order = jnp.argsort(label, stable=True).astype(jnp.int32)
+    n = label.shape[0]
+    if (nlist + 1) * n < 2**31:  # labels <= nlist: one distinct int32 key (label, position) per
+        # point, and a plain sort of it -- 4x faster on XLA:CPU than a stable argsort, same order
+        order = jnp.sort(label.astype(jnp.int32) * n + jnp.arange(n, dtype=jnp.int32)) % n
+    else:
+        order = jnp.argsort(label, stable=True).astype(jnp.int32)
     size = jnp.bincount(label, length=nlist).astype(jnp.int32)
     return order, (jnp.cumsum(size) - size).astype(jnp.int32), size
 
@@ -275,7 +310,7 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
     # the partition: k-means on the prepared (scaled, unit-norm for cosine), centred features
     key = jax.random.key(settings.seed)
     train = min(m, settings.train_size or 64 * nlist)
-    sample = jax.random.choice(key, m, (train,), replace=False) if train < m else None
+    sample = _strata_sample(key, m, train) if train < m else None
     feats = yp.features if sample is None else yp.features[sample]
     ok = yp.penalty == 0
     feats = jnp.where((ok if sample is None else ok[sample])[:, None], feats - shift, 0)
@@ -292,6 +327,10 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
     if settings.ratio is not None:  # lists much farther than the nearest one are skipped
         probes = jnp.where(sq <= sq[:, :1] * (1 + settings.ratio), probes, nlist)
     ref_order, ref_start, ref_size = _lists(ref_label, nlist)
+    # the prepared reference points sorted by list: the ranking operands are built from it and
+    # the re-rank reads it (neighbours sit in nearby rows); in-sample, nothing reads the
+    # prepared points ``yp`` (= ``xp``) after this gather, so their buffer is freed here
+    y_sorted = _rows_of(yp, ref_order)
     # one pass per probe rank: the queries probing each list, in chunks
     q_order, owner, begin, length, count = jax.vmap(lambda lab: _query_chunks(lab, nlist, chunk))(
         probes.T
@@ -299,7 +338,7 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
 
     cols = min(settings.columns, -(-m // 8) * 8)
     spare = cols  # rows past the end, so slices never run out
-    ref_sorted = _sorted_operands(yp, ref_order, metric, shift, m + spare)
+    ref_sorted = _sorted_operands(y_sorted, metric, shift, m + spare)
     from_ref = y is None  # in-sample: a chunk's query operands come from its rows of ref_sorted
     if not from_ref:
         q_ops = distances.ranking_operands(xp, metric, "query", shift).operands
@@ -335,7 +374,10 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
         return lax.fori_loop(0, count[p], functools.partial(one_chunk, p), lists)
 
     # running lists of ranking values and sorted reference positions (sentinels past m + spare)
-    lists = lax.fori_loop(0, nprobe, one_pass, _select.sentinel_lists(n, keep, m + spare))
+    zero = _zero_after(ref_sorted)  # the lists start after the operands (see _zero_after)
+    empty = _select.sentinel_lists(n, keep, m + spare + zero)
+    empty = (empty[0] + zero.astype(empty[0].dtype), empty[1])
+    lists = lax.fori_loop(0, nprobe, one_pass, empty)
     run_v, run_i = lists
     pos = jnp.minimum(run_i, m - 1)  # sorted reference positions
     ids = ref_order[pos]
@@ -346,37 +388,40 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
 
     # exact re-ranking in blocks of queries (a vmap would broadcast y into every row), the
     # queries in the order of their own lists (pass 0 holds every query) and the candidates
-    # read from a list-sorted copy of y: neighbours sit in nearby rows, not all over memory
-    y_sorted = _rows_of(yp, ref_order)
+    # read from ``y_sorted``: neighbours sit in nearby rows, not all over memory
     block = min(n, 1024)
     num = -(-n // block)
     order = jnp.concatenate([q_order[0], jnp.full(num * block - n, n, jnp.int32)])
 
-    def rerank(rows):
+    def rerank(b, out):
+        rows = lax.dynamic_slice_in_dim(order, b * block, block)
         safe = jnp.minimum(rows, n - 1)
-        exact = distances.pairs(_rows_of(xp, safe), y_sorted, pos[safe], metric)
-        ids_b = ids[safe]
-        d, i = _select.sort_small(jnp.where(found[safe], exact, jnp.inf), ids_b, k)
-        return d, jnp.where(i >= m, -1, i)
+        # in-sample, the query rows come from y_sorted too (same bits as xp's rows)
+        q_rows = _rows_of(y_sorted, q_pos[safe]) if from_ref else _rows_of(xp, safe)
+        exact = distances.pairs(q_rows, y_sorted, pos[safe], metric)
+        d, i = _select.sort_small(jnp.where(found[safe], exact, jnp.inf), ids[safe], k)
+        i = jnp.where(i >= m, -1, i)
+        return out[0].at[rows].set(d, mode="drop"), out[1].at[rows].set(i, mode="drop")
 
-    d, i = lax.map(rerank, order.reshape(num, block))
-    dist = jnp.zeros((n, k), d.dtype).at[order].set(d.reshape(-1, k), mode="drop")
-    idx = jnp.zeros((n, k), jnp.int32).at[order].set(i.reshape(-1, k), mode="drop")
+    zero = jnp.full((n, k), _zero_after(run_i))  # started after the search (see _zero_after)
+    dist, idx = lax.fori_loop(0, num, rerank, (zero.astype(xp.features.dtype), zero))
     if with_self:
         dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
         idx = jnp.concatenate([query_ids[:, None], idx], axis=1)
     return neighbors.sentinels(dist, idx, xp.penalty, metric, e)
 
 
-def _sorted_operands(p: distances.Prepared, order, metric: str, shift, rows: int):
-    """Reference ranking operands ``[rows, d + 2]`` of the points ``order`` (then padding rows
-    that rank last), filled block by block: no whole-size intermediate copies."""
+def _sorted_operands(p: distances.Prepared, metric: str, shift, rows: int):
+    """Reference ranking operands ``[rows, d + 2]`` of the points ``p`` (then padding rows
+    that rank last), filled block by block: no whole-size intermediate copies. The buffer
+    starts once ``p`` exists (:func:`_zero_after`)."""
     m, dim = p.features.shape
     block = min(m, 4096)
-    out = distances.pad_reference(jnp.zeros((0, dim + 2), p.features.dtype), rows)
+    zero = _zero_after(p.features).astype(p.features.dtype)
+    out = distances.pad_reference(jnp.zeros((0, dim + 2), p.features.dtype), rows) + zero
 
     def operands(start):
-        part = _rows_of(p, lax.dynamic_slice_in_dim(order, start, block))
+        part = jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, block), p)
         return (distances.ranking_operands(part, metric, "reference", shift).operands,)
 
     return _fill_rows((out,), m, block, operands)[0]
