@@ -76,13 +76,21 @@ __attribute__((noinline)) Entry CompactEntries(Entry* e, int64_t n, int64_t k) {
   return e[k - 1];
 }
 
+// Puts the k best of e[0..n) (k <= n), sorted, in e[0..k): a selection and a sort of k, which is
+// cheaper than std::partial_sort's heap when n is several times k.
+void SortedHead(Entry* e, int64_t n, int64_t k) {
+  if (k <= 0) return;
+  if (n > k) std::nth_element(e, e + (k - 1), e + n, EntryBefore());
+  std::sort(e, e + k, EntryBefore());
+}
+
 // Writes the k best of e[0..n), sorted, to (lv, li). With `sorted_head`, e[0..k) is still the
 // sorted list the buffer started from: only the entries appended after it are sorted, then
 // merged with it.
 __attribute__((noinline)) void FinishEntries(Entry* e, int64_t n, int64_t k, bool sorted_head,
                                              float* lv, int32_t* li) {
   if (!sorted_head) {
-    std::partial_sort(e, e + k, e + n, EntryBefore());
+    SortedHead(e, n, k);
     for (int64_t p = 0; p < k; ++p) {
       lv[p] = e[p].v;
       li[p] = e[p].g;
@@ -407,7 +415,7 @@ ffi::Error SortRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> values,
     std::vector<Entry> e(c);
     for (int64_t r = lo; r < hi; ++r) {
       for (int64_t j = 0; j < c; ++j) e[j] = Entry{v[r * c + j], g[r * c + j]};
-      std::partial_sort(e.begin(), e.begin() + k, e.end(), EntryBefore());
+      SortedHead(e.data(), c, k);
       for (int64_t j = 0; j < k; ++j) {
         ov[r * k + j] = e[j].v;
         oi[r * k + j] = e[j].g;
