@@ -24,7 +24,7 @@ Memory: the prepared points sorted by list (``[m, d]``; in-sample the prepared c
 order is freed once they are sorted), their ranking operands (``[m, d + 2]`` float32, built
 block by block), in query-vs-reference search the queries' operands (``[n, d + 2]``), the probe
 table ``[n, nprobe]`` and the running lists ``[n, k + 9]``; no ``[n, m]`` or ``[n, nlist]``
-matrix. The large buffers start only when their step does (:func:`_zero_after`): XLA's arena
+matrix. The large buffers start only when their step does (:func:`_after`): XLA's arena
 for 1M x 128 in-sample is 1.15 GB besides the 0.5 GB input (``compiled.memory_analysis()``;
 1.85 GB before that ordering).
 Results are deterministic for a fixed ``seed``. With ``nprobe = nlist`` and ``ratio=None`` every
@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from hubjax import _checks, _select, distances, neighbors
+from hubjax import _checks, _engines, _select, distances, neighbors
 
 __all__ = ["IVF", "knn", "recall", "sampled_recall", "as_settings", "kmeans"]
 
@@ -160,19 +160,20 @@ def _nearest(points, centroids, count: int = 1, shift=None, valid=None):
     return _fill_rows(out, m, block, rows)
 
 
-def _zero_after(a):
-    """int32 zero computed from the first element of ``a``, which XLA cannot fold.
+def _after(tree, a):
+    """``tree`` (arrays) made to start only once ``a`` exists: each array plus a zero computed
+    from ``a``'s first element, which XLA cannot fold.
 
     XLA:CPU's default scheduler starts every constant-initialised buffer at the top of the
     program, where the large ones filled later (sorted operands, running lists, outputs) add to
-    the peak of the steps before; adding this zero to their initial value starts them once
-    ``a`` exists. (An optimisation barrier does not: XLA:CPU removes it before scheduling.)
-    ``a`` is an int32 array of non-negative values or a float array (any values).
+    the peak of the steps before. (An optimisation barrier does not help: XLA:CPU removes it
+    before scheduling.) ``a`` is an int32 array of non-negative values or a float array.
     """
     v = a.reshape(-1)[0]
     if jnp.issubdtype(v.dtype, jnp.floating):  # |v|'s bits read as an integer: >= 0, even NaN
         v = lax.bitcast_convert_type(jnp.abs(v), jnp.int32 if v.dtype.itemsize == 4 else jnp.int64)
-    return jnp.minimum(v, 0).astype(jnp.int32)
+    zero = jnp.minimum(v, 0)
+    return jax.tree.map(lambda t: t + zero.astype(t.dtype), tree)
 
 
 def _fill_rows(out, m: int, block: int, rows_at):
@@ -374,9 +375,7 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
         return lax.fori_loop(0, count[p], functools.partial(one_chunk, p), lists)
 
     # running lists of ranking values and sorted reference positions (sentinels past m + spare)
-    zero = _zero_after(ref_sorted)  # the lists start after the operands (see _zero_after)
-    empty = _select.sentinel_lists(n, keep, m + spare + zero)
-    empty = (empty[0] + zero.astype(empty[0].dtype), empty[1])
+    empty = _after(_select.sentinel_lists(n, keep, m + spare), ref_sorted)  # see _after
     lists = lax.fori_loop(0, nprobe, one_pass, empty)
     run_v, run_i = lists
     pos = jnp.minimum(run_i, m - 1)  # sorted reference positions
@@ -403,8 +402,8 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
         i = jnp.where(i >= m, -1, i)
         return out[0].at[rows].set(d, mode="drop"), out[1].at[rows].set(i, mode="drop")
 
-    zero = jnp.full((n, k), _zero_after(run_i))  # started after the search (see _zero_after)
-    dist, idx = lax.fori_loop(0, num, rerank, (zero.astype(xp.features.dtype), zero))
+    out = (jnp.zeros((n, k), xp.features.dtype), jnp.zeros((n, k), jnp.int32))
+    dist, idx = lax.fori_loop(0, num, rerank, _after(out, run_i))  # after the search
     if with_self:
         dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
         idx = jnp.concatenate([query_ids[:, None], idx], axis=1)
@@ -414,14 +413,15 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
 def _sorted_operands(p: distances.Prepared, metric: str, shift, rows: int):
     """Reference ranking operands ``[rows, d + 2]`` of the points ``p`` (then padding rows
     that rank last), filled block by block: no whole-size intermediate copies. The buffer
-    starts once ``p`` exists (:func:`_zero_after`)."""
+    starts once ``p`` exists (:func:`_after`)."""
     m, dim = p.features.shape
     block = min(m, 4096)
-    zero = _zero_after(p.features).astype(p.features.dtype)
-    out = distances.pad_reference(jnp.zeros((0, dim + 2), p.features.dtype), rows) + zero
+    out = _after(
+        distances.pad_reference(jnp.zeros((0, dim + 2), p.features.dtype), rows), p.features
+    )
 
     def operands(start):
-        part = jax.tree.map(lambda a: lax.dynamic_slice_in_dim(a, start, block), p)
+        part = _engines._rows(p, start, block)
         return (distances.ranking_operands(part, metric, "reference", shift).operands,)
 
     return _fill_rows((out,), m, block, operands)[0]

@@ -89,7 +89,7 @@ def test_ratio_rule_bounds():
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's buffer assignment")
 def test_scratch_memory_stays_near_the_input_size():
     """XLA's scratch memory of the in-sample search (compiled, not run): the large buffers start
-    when their step does (approximate._zero_after), so it stays under 3.2 times the input
+    when their step does (approximate._after), so it stays under 3.2 times the input
     (2.7 at 100k x 64; 4.6 when XLA:CPU started them all at the top of the program)."""
     n, d = 100_000, 64
     x = jax.ShapeDtypeStruct((n, d), np.float32)
