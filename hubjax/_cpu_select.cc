@@ -55,7 +55,6 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int64_t kChunk = 16;
-constexpr int64_t kBufferFromK = 24;  // lists at least this long use a BufferSink
 constexpr int64_t kBufferFactor = 4;  // a BufferSink holds up to this many times k entries
 
 struct Entry {

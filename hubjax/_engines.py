@@ -200,45 +200,52 @@ def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
 def pair_schedule(num_blocks: int, tiles: int) -> np.ndarray:
     """Steps of the tiled engine: ``[steps, tiles, 3]`` rows of (row block, column block, mode).
 
-    ``num_blocks`` is odd; round r of the circle method pairs blocks ``r + i`` and ``r - i``
-    (``i = 1 ... (nb - 1) / 2``) and gives block r its diagonal tile (mode 1: rows only), so
-    each round uses every block once and every unordered pair of blocks appears exactly once
-    overall. Rounds are cut into steps of ``tiles`` tiles (no block twice in a step); a short
-    step is filled with tiles of mode 0 (no update) whose blocks are out of range.
+    ``num_blocks`` is odd. The diagonal tiles come first (mode 1: rows only), ``tiles`` per step,
+    so that every running list holds the best candidates of its own block before it meets any
+    other block: each later tile then offers a list only the few values that beat that, instead
+    of the many insertions a list makes while it fills from empty. Then the circle method: round
+    r pairs blocks ``r + i`` and ``r - i`` (``i = 1 ... (nb - 1) / 2``, mode 2: rows and
+    columns), so each round uses every block but r once and every unordered pair of blocks
+    appears exactly once overall. Diagonals and rounds are cut into steps of ``tiles`` tiles (no
+    block twice in a step); a short step is filled with tiles of mode 0 (no update) whose blocks
+    are out of range.
     """
+    filler = (num_blocks, num_blocks, 0)
+    groups = [[(b, b, 1) for b in range(num_blocks)]] + [
+        [((r + i) % num_blocks, (r - i) % num_blocks, 2) for i in range(1, (num_blocks + 1) // 2)]
+        for r in range(num_blocks)
+    ]
     steps = []
-    for r in range(num_blocks):
-        pairs = [(r, r, 1)] + [
-            ((r + i) % num_blocks, (r - i) % num_blocks, 2) for i in range(1, (num_blocks + 1) // 2)
-        ]
-        for start in range(0, len(pairs), tiles):
-            step = pairs[start : start + tiles]
-            step += [(num_blocks, num_blocks, 0)] * (tiles - len(step))
-            steps.append(step)
+    for group in groups:
+        for start in range(0, len(group), tiles):
+            step = group[start : start + tiles]
+            steps.append(step + [filler] * (tiles - len(step)))
     return np.asarray(steps, np.int32)
 
 
 def tiled_plan(n: int, k: int, block_size: int, tiles: int) -> tuple[int, int, int] | None:
     """``(num_blocks, block, tiles)`` for :func:`tiled_search`, or None where it does not apply.
 
-    The number of blocks is odd and at least 3; two more are taken where that makes each round
-    of :func:`pair_schedule` fill whole steps and the blocks stay large enough. Each block must
-    hold comfortably more than the kept candidates (else None).
+    The number of blocks is odd and at least 3; two more are taken where that gives more tiles
+    per step (up to ``tiles``) or makes each round of :func:`pair_schedule` fill whole steps,
+    and the blocks stay large enough. Each block must hold comfortably more than the kept
+    candidates (else None).
     """
     keep = k + _SLACK + 1
     if keep > _FAST_KEEP_MAX:
         return None
     num_blocks = max(3, -(-n // block_size))
     num_blocks += 1 - num_blocks % 2
-    tiles = max(1, min(tiles, (num_blocks + 1) // 2))
-    plan = None
-    for blocks in (num_blocks, num_blocks + 2):  # two more blocks if that fills every step
+    best = None
+    for blocks in (num_blocks, num_blocks + 2):
         block = round_up(-(-n // blocks), _COLUMN_ALIGN)
-        if 4 * keep <= block <= n and (plan is None or ((blocks + 1) // 2) % tiles == 0):
-            plan = (blocks, block, tiles)
-        if ((blocks + 1) // 2) % tiles == 0:
-            break
-    return plan
+        if not 4 * keep <= block <= n:
+            continue
+        per_step = max(1, min(tiles, (blocks - 1) // 2))
+        score = (per_step, ((blocks - 1) // 2) % per_step == 0)
+        if best is None or score > best[0]:
+            best = (score, (blocks, block, per_step))
+    return None if best is None else best[1]
 
 
 def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):

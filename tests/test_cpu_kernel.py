@@ -315,6 +315,59 @@ def test_pairs_kernel_equals_portable_and_reference(seed, tiles, rows, cols, k, 
         np.testing.assert_array_equal(np.asarray(kernel[2][t]), want[0])
 
 
+@needs_kernel
+@pytest.mark.parametrize("kind", ["normal", "ties", "offset", "relu"])
+@pytest.mark.parametrize("k", [1, 9, 16, 17, 33, 59, 100, 128, 129])
+def test_kernels_on_long_rows_into_lists_not_yet_full(kind, k):
+    """Long rows merged into lists that are empty or part full: the case where the kernels
+    first bound each row's k-th value in one vectorised pass (lane minima) and offer only the
+    values below it. Widths not a multiple of 16, exact ties at the bound, +inf columns."""
+    rng = np.random.default_rng(k)
+    rows, width = 7, 16 * 40 + 5
+    if kind == "relu":  # many exact zeros: ties at and below the bound
+        d = np.maximum(rng.normal(size=(rows, width)), 0).astype(np.float32)
+    else:
+        d = _values(rng, (rows, width), kind)
+    d[0, :] = 2.0  # a row of one value: every lane bound ties
+    empty_v, empty_i = (np.asarray(a) for a in _select.sentinel_lists(rows, k, width))
+    part_v, part_i = empty_v.copy(), empty_i.copy()
+    part_v[:, : k // 2] = np.sort(rng.integers(0, 3, (rows, k // 2)), axis=1)
+    for init_v, init_i in ((empty_v, empty_i), (part_v, part_i)):
+        glob = np.broadcast_to(np.arange(width, dtype=np.int32), d.shape)
+        want = _reference(np.concatenate([d, init_v], 1), np.concatenate([glob, init_i], 1), k)
+        args = [jnp.asarray(a) for a in (d, np.zeros(1, np.int32), init_v, init_i)]
+        kv, ki = jax.jit(lambda *a: _cpu.select_rows(*a, seg_width=width))(*args)
+        np.testing.assert_array_equal(np.asarray(ki), want[1])
+        np.testing.assert_array_equal(np.asarray(kv), want[0])
+        # the same rows (and k more, so that every column sees k) as one diagonal tile (rows
+        # only) and as an off-diagonal one (rows and columns)
+        tile = np.concatenate([d, _values(rng, (k, width), "normal")])[None].repeat(2, 0)
+        more_v, more_i = (np.asarray(a) for a in _select.sentinel_lists(k, k, width))
+        lists_v = np.concatenate([init_v, more_v])[None].repeat(2, 0)
+        lists_i = np.concatenate([init_i, more_i])[None].repeat(2, 0)
+        col_v = np.full((2, width, k), np.inf, np.float32)
+        col_i = np.broadcast_to(10 * width + np.arange(k, dtype=np.int32), (2, width, k))
+        pair_args = [
+            jnp.asarray(a)
+            for a in (
+                tile,
+                np.array([10 * width, 20 * width], np.int32),
+                np.zeros(2, np.int32),
+                np.array([1, 2], np.int32),
+                lists_v,
+                lists_i,
+                col_v,
+                col_i,
+            )
+        ]
+        kernel = jax.jit(_cpu.select_pairs)(*pair_args)
+        portable = jax.jit(_select.update_pairs_portable)(*pair_args)
+        for a, b in zip(kernel, portable, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(kernel[1][0][:rows]), want[1])
+        np.testing.assert_array_equal(np.asarray(kernel[0][1][:rows]), want[0])
+
+
 @pytest.mark.parametrize("num_blocks", [3, 5, 7, 9, 11, 23])
 @pytest.mark.parametrize("tiles", [1, 2, 3, 4])
 def test_pair_schedule_covers_each_block_pair_once(num_blocks, tiles):
