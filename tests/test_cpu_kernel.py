@@ -407,6 +407,22 @@ def test_sort_kernel_equals_portable(seed, rows, c, kind):
 
 
 @needs_kernel
+@pytest.mark.parametrize("metric", ["sqeuclidean", "dot"])
+@pytest.mark.parametrize("d", [1, 2, 3, 15, 16, 17, 33, 100, 128, 131, 1000])
+def test_pair_sums_kernel_bitwise_equal_to_xla_for_every_tree_shape(metric, d):
+    """Feature counts whose pairwise tree pads at different levels (the kernel finishes the
+    last levels in one vector register)."""
+    rng = np.random.default_rng(d)
+    x = (rng.normal(size=(5, d)) * rng.uniform(1e-3, 1e3, d)).astype(np.float32)
+    y = (rng.normal(size=(11, d)) * rng.uniform(1e-3, 1e3, d)).astype(np.float32)
+    cols = rng.integers(0, 11, (5, 7)).astype(np.int32)
+    xj, yj, cj = jnp.asarray(x), jnp.asarray(y), jnp.asarray(cols)
+    want = jax.jit(lambda x, y, c: distances._pair_values(x[:, None, :], y[c], metric))(xj, yj, cj)
+    got = jax.jit(lambda x, y, c: distances._pair_values_rows(x, y, c, metric))(xj, yj, cj)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@needs_kernel
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
 @pytest.mark.parametrize("kind", ["normal", "offset", "tiny", "huge", "nan", "odd"])
 def test_pair_sums_kernel_bitwise_equal_to_xla(metric, kind):
