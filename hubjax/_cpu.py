@@ -4,7 +4,9 @@ On XLA:CPU every ``lax.top_k`` costs microseconds per row and the group selectio
 ranking tile twice; the kernels keep a running top-K per list and reject most values with one
 vectorised compare, so selection costs about one read of the tile. ``select_pairs`` serves the
 tiled in-sample engine (a tile's rows and columns in one read); ``sort_rows`` and ``pair_sums``
-are the exact re-ranking's last steps. They are used only where the computation is lowered for
+are the exact re-ranking's last steps. Where the CPU has AVX-512, :func:`tiled_lists` and
+:func:`query_lists` go further: they compute the ranking products themselves and select from
+registers, so no ranking tile is written or read at all (:func:`fused`). They are used only where the computation is lowered for
 CPU (``lax.platform_dependent``); GPU/TPU and a missing build use the portable XLA path, which
 gives the same result bit for bit (tested).
 
@@ -164,6 +166,46 @@ def select_pairs(d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i):
     ``[p, c, K]``; ``mode`` 1 updates the rows only, 0 nothing."""
     lists = (rows_v, rows_i, cols_v, cols_i)
     return _call("hubjax_select_pairs", _like(*lists), d, row_base, col_base, mode, *lists)
+
+
+def fused() -> bool:
+    """Whether CPU lowerings of the in-sample search use the fused kernel (:func:`tiled_lists`):
+    the kernel is enabled and the CPU has AVX-512 (``HUBJAX_ISA`` not capping it)."""
+    return enabled() and _fused_isa()
+
+
+@functools.cache
+def _fused_isa() -> bool:
+    from hubjax import _cpu_select
+
+    return bool(_cpu_select.fused())
+
+
+def tiled_lists(reference, *, keep: int, scale: int, block: int = 0):
+    """Kernel call (AVX-512, see :func:`fused`): each point's ``keep`` smallest rankings over
+    all points, itself included, ``(values, indices) [..., m, keep]`` sorted by (value, index),
+    from the reference operands ``[..., m, d + 2]`` alone (layout of
+    :func:`hubjax.distances.ranking_operands`; the queries' features are the references' times
+    ``-scale``). The kernel computes the products itself, a few registers at a time, and
+    compares them with the lists' thresholds before they reach memory: the ranking of (i, j)
+    is ``-scale * (x_i . x_j) + (offset_i + offset_j)``, the dot product one fused multiply-add
+    per feature in feature order, so (i, j) and (j, i) rank the same and each pair is computed
+    once and offered to both lists. ``block`` (0: chosen for the cache) changes the work split,
+    never the result."""
+    shape = (*reference.shape[:-1], keep)
+    out = (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.int32))
+    return _call("hubjax_tiled_lists", out, reference, scale=scale, block=block)
+
+
+def query_lists(query, reference, *, keep: int, block: int = 0):
+    """Kernel call (AVX-512, see :func:`fused`): each query's ``keep`` smallest rankings
+    ``query[i] . reference[j]`` over the references, ``(values, indices) [..., n, keep]``
+    sorted by (value, index); each product is one fused multiply-add per feature in feature
+    order, computed in registers and never written to memory. ``block`` (0: chosen for the
+    cache) changes the work split, never the result."""
+    shape = (*query.shape[:-1], keep)
+    out = (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.int32))
+    return _call("hubjax_query_lists", out, query, reference, block=block)
 
 
 def sort_rows(values, index, *, k: int):

@@ -16,6 +16,15 @@
 //   row_base[t] + r and column c col_base[t] + c. mode[t] = 1 merges the tile's rows into the
 //   row lists rows_v / rows_i [..., P, B, K]; mode 2 also its columns into the column lists
 //   cols_v / cols_i [..., P, C, K], in the same single read; mode 0 skips the tile.
+// * HubjaxTiledLists / HubjaxQueryLists (AVX-512 only): the fused kernels. They compute the
+//   ranking products themselves (8 x 32 at a time in registers, one fused multiply-add per
+//   feature) and compare them with the lists' thresholds before they reach memory, so no
+//   ranking tile is ever written: in-sample, every pair of points once, offered to both
+//   points' lists (the diagonal blocks first, materialised a few rows at a time, to fill the
+//   lists); query vs reference, each query block against all references. Their products round
+//   differently from XLA's (another summation order, within the ranking's error bound), so
+//   their lists can differ from the portable path's where rankings tie up to rounding; the
+//   refined, certified neighbours and distances do not (tested).
 // * HubjaxSortRows: the K smallest of each row of (values, index) [..., B, C], sorted (the
 //   exact re-ranking's last step).
 // * HubjaxPairSums: the exact re-ranking's per-pair sums, bitwise equal to the XLA path.
@@ -34,6 +43,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -141,6 +151,20 @@ struct PairsArgs {
   float* cv;
   int32_t* ci;
   int64_t rows, cols, k;
+};
+
+// The fused kernels' micro-tile (AVX-512 only): kFusedRows broadcasts times two registers.
+constexpr int64_t kFusedRows = 8;
+constexpr int64_t kFusedCols = 32;
+
+struct FusedArgs {
+  const float* ap;  // the rows' operands, packed in panels of kFusedCols points
+  const float* bp;  // the columns' operands, packed alike (the same array in-sample)
+  float* lv;        // lists of the rows [n, stride]
+  int32_t* li;
+  float* thr;       // [n]: each list's last value
+  int64_t n, kd, keep, stride;  // lists of keep entries, stride (a multiple of 16) apart
+  float scale;  // 0: ap holds query operands; else ap = bp and queries are derived (in-sample)
 };
 
 }  // namespace
@@ -388,6 +412,254 @@ ffi::Error SelectPairsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> d,
   return ffi::Error::Success();
 }
 
+// The fused kernels' blocks: `requested` rounded up to a multiple of the panel width, or (0)
+// small enough that a block of packed row panels stays in L2 while a column panel sits in L1.
+int64_t FusedBlock(int64_t m, int64_t kd, int64_t requested) {
+  int64_t units = requested > 0 ? (requested + kFusedCols - 1) / kFusedCols
+                                : std::max<int64_t>(
+                                      7, std::min<int64_t>(35, (600 << 10) / (kFusedCols * kd * 4)));
+  units = std::min(units, (m + kFusedCols - 1) / kFusedCols);
+  return std::max<int64_t>(1, units) * kFusedCols;
+}
+
+bool FusedAvailable() {
+#if HUBJAX_MULTI_ISA
+  return Pick().pairs == hubjax_avx512::PairsRange;
+#else
+  return false;
+#endif
+}
+
+// Tiles of the fused kernel handed to threads: block pairs in circle-method order (diagonals
+// first), each taken by the first free thread whose two blocks no other thread holds (lists
+// are then touched by one thread at a time). Any order gives the same lists.
+struct TileQueue {
+  std::mutex mu;
+  std::vector<std::pair<int32_t, int32_t>> tiles;
+  std::vector<char> taken, busy;
+  int64_t first = 0;  // tiles before this one are all taken
+
+  explicit TileQueue(int64_t nb) : busy(nb, 0) {
+    for (int32_t b = 0; b < nb; ++b) tiles.emplace_back(b, b);
+    const int32_t rounds = static_cast<int32_t>(nb % 2 ? nb : nb + 1);  // even: one bye per round
+    for (int32_t r = 0; r < rounds; ++r) {
+      for (int32_t i = 1; i <= (rounds - 1) / 2; ++i) {
+        int32_t a = (r + i) % rounds, b = (r - i + rounds) % rounds;
+        if (a >= nb || b >= nb) continue;
+        tiles.emplace_back(std::min(a, b), std::max(a, b));
+      }
+    }
+    taken.assign(tiles.size(), 0);
+  }
+
+  // The next tile whose blocks are free (marked busy), -1 when none is left, -2 to wait.
+  int64_t Take() {
+    std::lock_guard<std::mutex> lock(mu);
+    while (first < static_cast<int64_t>(tiles.size()) && taken[first]) ++first;
+    if (first == static_cast<int64_t>(tiles.size())) return -1;
+    for (int64_t t = first; t < static_cast<int64_t>(tiles.size()); ++t) {
+      const auto [a, b] = tiles[t];
+      if (taken[t] || busy[a] || busy[b]) continue;
+      taken[t] = 1;
+      busy[a] = busy[b] = 1;
+      return t;
+    }
+    return -2;
+  }
+
+  void Release(int64_t t) {
+    std::lock_guard<std::mutex> lock(mu);
+    busy[tiles[t].first] = busy[tiles[t].second] = 0;
+  }
+};
+
+#if HUBJAX_MULTI_ISA
+// Lists padded to whole registers (FusedArgs::stride entries apart), 64-byte aligned.
+template <typename T>
+using Aligned = std::unique_ptr<T[], decltype(&std::free)>;
+
+template <typename T>
+Aligned<T> AlignedArray(int64_t count) {
+  const size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
+  return Aligned<T>(static_cast<T*>(std::aligned_alloc(64, std::max<size_t>(bytes, 64))),
+                    &std::free);
+}
+
+// One problem of the fused kernels: n lists (query points, packed from q, or with q null from
+// the reference operands r themselves, scaled by -scale: the in-sample case) against m
+// reference points r [m, kd]; the sorted lists of keep entries go to (out_v, out_i) [n, keep].
+void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const float* r, int64_t n,
+              int64_t m, int64_t kd, int64_t keep, int64_t requested_block, float* out_v,
+              int32_t* out_i) {
+  const bool in_sample = q == nullptr;
+  const int64_t block = FusedBlock(std::max(n, m), kd, requested_block);
+  const int64_t nb = (n + block - 1) / block, mb = (m + block - 1) / block;
+  const int64_t stride = (keep + 15) / 16 * 16;
+  // in-sample: one packed copy serves as rows and columns
+  std::vector<float> ap(in_sample ? 0 : nb * block * kd), bp(mb * block * kd), thr(n);
+  Aligned<float> lv = AlignedArray<float>(n * stride);
+  Aligned<int32_t> li = AlignedArray<int32_t>(n * stride);
+  for (int64_t o = 0; o < n; ++o) {
+    for (int64_t p = 0; p < stride; ++p) {
+      lv[o * stride + p] = __builtin_inff();
+      li[o * stride + p] = static_cast<int32_t>(m + p);
+    }
+  }
+  const int threads = NumThreads(pool.num_threads(), n * m * kd / 8);
+  const int64_t rpan = in_sample ? 0 : nb * block / kFusedCols, cpan = mb * block / kFusedCols;
+  ParallelFor(pool, rpan + cpan, threads, 4 * threads, [&](int64_t lo, int64_t hi) {
+    if (lo < rpan) {
+      hubjax_avx512::PackPanels(q, n, kd, kd - 2, lo, std::min(hi, rpan), ap.data());
+    }
+    if (hi > rpan) {
+      hubjax_avx512::PackPanels(r, m, kd, kd - 1, std::max(lo, rpan) - rpan, hi - rpan,
+                                bp.data());
+    }
+  });
+  const FusedArgs args{in_sample ? bp.data() : ap.data(),
+                       bp.data(),
+                       lv.get(),
+                       li.get(),
+                       thr.data(),
+                       n,
+                       kd,
+                       keep,
+                       stride,
+                       in_sample ? static_cast<float>(scale) : 0.0f};
+  if (in_sample) {
+    TileQueue queue(nb);
+    ParallelFor(pool, threads, threads, threads, [&](int64_t lo, int64_t hi) {
+      std::vector<float> rowbuf(kFusedRows * block), tr(block), tc(block),
+          tile(kFusedRows * kFusedCols);
+      std::vector<Entry> buffer(kBufferFactor * keep);
+      for (int64_t w = lo; w < hi; ++w) {
+        for (int64_t t; (t = queue.Take()) != -1;) {
+          if (t == -2) {
+            std::this_thread::yield();
+            continue;
+          }
+          const auto [i, j] = queue.tiles[t];
+          const int64_t ilo = i * block, jlo = j * block;
+          const int64_t icount = std::min(block, n - ilo), jcount = std::min(block, n - jlo);
+          if (i == j) {
+            hubjax_avx512::SeedRows(args, ilo, icount, ilo, icount, rowbuf.data(),
+                                    buffer.data());
+          } else {
+            hubjax_avx512::FusedTile(args, ilo, icount, jlo, jcount, true, tr.data(),
+                                     tc.data(), tile.data());
+          }
+          queue.Release(t);
+        }
+      }
+    });
+  } else {
+    // blocks of query rows are independent: the first block of columns seeds their lists,
+    // the others are fused (rows only)
+    const int64_t seed = std::min(block, m);
+    ParallelFor(pool, nb, threads, nb, [&](int64_t lo, int64_t hi) {
+      std::vector<float> rowbuf(kFusedRows * block), tr(block),
+          tc((mb * block - seed) + kFusedCols), tile(kFusedRows * kFusedCols);
+      std::vector<Entry> buffer(kBufferFactor * keep);
+      for (int64_t i = lo; i < hi; ++i) {
+        const int64_t ilo = i * block, icount = std::min(block, n - ilo);
+        hubjax_avx512::SeedRows(args, ilo, icount, 0, seed, rowbuf.data(), buffer.data());
+        if (m > seed) {
+          hubjax_avx512::FusedTile(args, ilo, icount, seed, m - seed, false, tr.data(),
+                                   tc.data(), tile.data());
+        }
+      }
+    });
+  }
+  for (int64_t o = 0; o < n; ++o) {
+    std::copy(lv.get() + o * stride, lv.get() + o * stride + keep, out_v + o * keep);
+    std::copy(li.get() + o * stride, li.get() + o * stride + keep, out_i + o * keep);
+  }
+}
+#endif
+
+// HubjaxTiledLists: reference operands [..., M, D] of M points (layout of
+// hubjax.distances.ranking_operands: features, 1, offset); the query operands are derived
+// (features times -scale, offset, 1), so that pair (i, j) ranks by query[i] . reference[j]
+// -> each point's K smallest rankings (value, index) over all M points, itself included,
+// sorted ([..., M, K]). Every pair is computed once, in one orientation, and offered to both
+// points' lists. Needs AVX-512.
+ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> reference, int64_t scale,
+                          int64_t block, ffi::ResultBuffer<ffi::F32> out_v,
+                          ffi::ResultBuffer<ffi::S32> out_i) {
+#if HUBJAX_MULTI_ISA
+  if (!FusedAvailable()) {
+    return ffi::Error::InvalidArgument("hubjax tiled_lists: needs AVX-512");
+  }
+  auto rd = reference.dimensions();
+  auto od = out_v->dimensions();
+  if (rd.size() < 2 || od.size() != rd.size()) {
+    return ffi::Error::InvalidArgument("hubjax tiled_lists: bad ranks");
+  }
+  const int64_t m = rd[rd.size() - 2], kd = rd[rd.size() - 1], keep = od[od.size() - 1];
+  const int64_t batch = Leading(rd, 2);
+  if (od[od.size() - 2] != m || Leading(od, 2) != batch || keep < 1 || kd < 2 || m < 1 ||
+      m + keep >= (int64_t{1} << 31)) {
+    return ffi::Error::InvalidArgument("hubjax tiled_lists: inconsistent shapes");
+  }
+  if (scale != 1 && scale != 2) {
+    return ffi::Error::InvalidArgument("hubjax tiled_lists: scale must be 1 or 2");
+  }
+  for (int64_t b = 0; b < batch; ++b) {
+    FusedRun(pool, nullptr, scale, reference.typed_data() + b * m * kd, m, m, kd, keep, block,
+             out_v->typed_data() + b * m * keep, out_i->typed_data() + b * m * keep);
+  }
+  return ffi::Error::Success();
+#else
+  (void)pool;
+  (void)reference;
+  (void)scale;
+  (void)block;
+  (void)out_v;
+  (void)out_i;
+  return ffi::Error::InvalidArgument("hubjax tiled_lists: needs AVX-512");
+#endif
+}
+
+// HubjaxQueryLists: query operands [..., N, D] and reference operands [..., M, D] (pair
+// (i, j) ranks by query[i] . reference[j]) -> each query's K smallest rankings (value, index)
+// over the M references, sorted ([..., N, K]). Needs AVX-512.
+ffi::Error QueryListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query,
+                          ffi::Buffer<ffi::F32> reference, int64_t block,
+                          ffi::ResultBuffer<ffi::F32> out_v, ffi::ResultBuffer<ffi::S32> out_i) {
+#if HUBJAX_MULTI_ISA
+  if (!FusedAvailable()) {
+    return ffi::Error::InvalidArgument("hubjax query_lists: needs AVX-512");
+  }
+  auto qd = query.dimensions();
+  auto rd = reference.dimensions();
+  auto od = out_v->dimensions();
+  if (qd.size() < 2 || rd.size() != qd.size() || od.size() != qd.size()) {
+    return ffi::Error::InvalidArgument("hubjax query_lists: bad ranks");
+  }
+  const int64_t n = qd[qd.size() - 2], kd = qd[qd.size() - 1], keep = od[od.size() - 1];
+  const int64_t m = rd[rd.size() - 2];
+  const int64_t batch = Leading(qd, 2);
+  if (rd[rd.size() - 1] != kd || Leading(rd, 2) != batch || od[od.size() - 2] != n ||
+      Leading(od, 2) != batch || keep < 1 || kd < 2 || n < 1 || m < 1 ||
+      m + keep >= (int64_t{1} << 31)) {
+    return ffi::Error::InvalidArgument("hubjax query_lists: inconsistent shapes");
+  }
+  for (int64_t b = 0; b < batch; ++b) {
+    FusedRun(pool, query.typed_data() + b * n * kd, 0, reference.typed_data() + b * m * kd, n,
+             m, kd, keep, block, out_v->typed_data() + b * n * keep,
+             out_i->typed_data() + b * n * keep);
+  }
+  return ffi::Error::Success();
+#else
+  (void)pool;
+  (void)query;
+  (void)reference;
+  (void)block;
+  (void)out_v;
+  (void)out_i;
+  return ffi::Error::InvalidArgument("hubjax query_lists: needs AVX-512");
+#endif
+}
 
 // HubjaxSortRows: values / index [..., B, C] -> the K smallest of each row by (value, index),
 // sorted ([..., B, K], K from the results' shape).
@@ -505,6 +777,24 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxSelectPairs, SelectPairsImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxTiledLists, TiledListsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("scale")
+                                  .Attr<int64_t>("block")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxQueryLists, QueryListsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("block")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>());
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxSortRows, SortRowsImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
@@ -532,6 +822,8 @@ static PyObject* Capsules(PyObject*, PyObject*) {
       {"hubjax_select_cols", reinterpret_cast<void*>(HubjaxSelectCols)},
       {"hubjax_select_pairs", reinterpret_cast<void*>(HubjaxSelectPairs)},
       {"hubjax_sort_rows", reinterpret_cast<void*>(HubjaxSortRows)},
+      {"hubjax_tiled_lists", reinterpret_cast<void*>(HubjaxTiledLists)},
+      {"hubjax_query_lists", reinterpret_cast<void*>(HubjaxQueryLists)},
       {"hubjax_pair_sums", reinterpret_cast<void*>(HubjaxPairSums)},
   };
   PyObject* dict = PyDict_New();
@@ -558,8 +850,11 @@ static PyObject* BuildJaxlib(PyObject*, PyObject*) {
 
 static PyObject* Isa(PyObject*, PyObject*) { return PyUnicode_FromString(IsaName()); }
 
+static PyObject* Fused(PyObject*, PyObject*) { return PyBool_FromLong(FusedAvailable()); }
+
 static PyMethodDef kMethods[] = {
     {"isa", Isa, METH_NOARGS, "Instruction set of the kernels' hot loops on this CPU."},
+    {"fused", Fused, METH_NOARGS, "Whether the fused in-sample kernel runs on this CPU."},
     {"capsules", Capsules, METH_NOARGS, "FFI handler capsules, by target name."},
     {"build_jaxlib", BuildJaxlib, METH_NOARGS, "Version of the jaxlib whose headers built this."},
     {nullptr, nullptr, 0, nullptr}};

@@ -31,16 +31,24 @@ The engines find it in two steps:
   (:mod:`hubjax._cpu`). Also each block pair once, but as ``[block, block]`` tiles, a few
   disjoint pairs per step (:func:`pair_schedule`), each tile read once by the kernel for the
   lists of its rows and of its columns while it is still in cache. Same result as the others.
+
+Where the CPU has AVX-512 (:func:`hubjax._cpu.fused`), the tiled and strip engines lower the
+ranking and the selection on CPU as one call of a fused kernel that computes the products
+itself and selects from registers (:func:`hubjax._cpu.tiled_lists`,
+:func:`hubjax._cpu.query_lists`); its candidates go through the same refinement and
+certificate, so the result is again the same, bit for bit.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from hubjax import _select, distances
+from hubjax import _cpu, _select, distances
 
 _COLUMN_ALIGN = 32  # block widths are multiples of this so the group selection always applies
 # Candidates kept beyond k by the matrix-product ranking (rows whose gap is smaller are
@@ -71,6 +79,20 @@ def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, grou
     ref_ops = distances.pad_reference(reference.operands, width)
     rows = min(block_size, n)
     keep = min(k + _SLACK + int(exclude_diagonal), width)
+    if _cpu.fused():
+        return _fused_strips(
+            xp,
+            yp,
+            ref_ops,
+            largest,
+            k,
+            metric,
+            keep,
+            rows,
+            shift,
+            exclude_diagonal=exclude_diagonal,
+            group=group,
+        )
 
     def one_strip(start):
         block = _rows(xp, start, rows)
@@ -87,6 +109,54 @@ def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, grou
         )
         row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
         return refine(block, yp, values, cols, k, metric, row_ids=row_ids, bound=bound)
+
+    return _over_row_blocks(one_strip, n, rows)
+
+
+def _fused_strips(
+    xp, yp, ref_ops, largest, k, metric, keep, rows, shift, *, exclude_diagonal, group
+):
+    """:func:`strip_search` with the candidates of every query from one call of the fused CPU
+    kernel (:func:`hubjax._cpu.query_lists`: products in registers, never a strip in memory),
+    then refined strip by strip; other platforms lower the strips as they are."""
+    n = xp.features.shape[0]
+    dim = xp.features.shape[1]
+    width = ref_ops.shape[0]
+    query = distances.ranking_operands(xp, metric, "query", shift)
+    bound = distances.ranking_error(query.norms, largest, metric, dim)
+
+    def fused(q, r):
+        return _cpu.query_lists(q, r, keep=keep)
+
+    def portable(q, r):
+        def one(start):
+            ranking = distances.ranking_tile(lax.dynamic_slice_in_dim(q, start, rows), r)
+            return _select.update_rows(
+                ranking,
+                jnp.zeros(1, jnp.int32),
+                *_select.sentinel_lists(rows, keep, width),
+                seg_width=width,
+                group=group,
+                merge=False,
+            )
+
+        return _over_row_blocks(one, n, rows)
+
+    values, cols = lax.platform_dependent(query.operands, ref_ops, cpu=fused, default=portable)
+
+    def one_strip(start):
+        block = _rows(xp, start, rows)
+        row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
+        return refine(
+            block,
+            yp,
+            lax.dynamic_slice_in_dim(values, start, rows),
+            lax.dynamic_slice_in_dim(cols, start, rows),
+            k,
+            metric,
+            row_ids=row_ids,
+            bound=lax.dynamic_slice_in_dim(bound, start, rows),
+        )
 
     return _over_row_blocks(one_strip, n, rows)
 
@@ -260,6 +330,42 @@ def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
     """
     reference, bound, state = _block_lists(xp, k, metric, num_blocks, block, shift)
     query = distances.query_from_reference(reference, metric)  # [num_blocks, block, d + 2]
+    if _cpu.fused():
+        fused = functools.partial(_fused_lists, scale=_query_scale(metric))
+        values, cols = lax.platform_dependent(
+            query,
+            reference,
+            state,
+            cpu=fused,
+            default=functools.partial(_scanned_lists, tiles=tiles),
+        )
+    else:
+        values, cols = _scanned_lists(query, reference, state, tiles=tiles)
+    return _finish_lists(xp, values, cols, bound, k, metric, block)
+
+
+def _query_scale(metric):
+    """The factor :func:`hubjax.distances.query_from_reference` multiplies features by, negated."""
+    return 2 if metric in ("sqeuclidean", "euclidean") else 1
+
+
+def _fused_lists(query, reference, state, *, scale):
+    """:func:`_scanned_lists` in one call of the fused CPU kernel (AVX-512), which computes the
+    ranking products itself, a few registers at a time, and never writes them to memory (the
+    query operands are derived inside it; XLA drops ``query``). Its products round differently
+    from XLA's (another summation order, within the same error bound), so its lists may differ
+    from the scan's where values tie up to rounding; the refined, certified result does not."""
+    del query
+    nb, block, dim = reference.shape
+    keep = state[0].shape[-1]
+    values, cols = _cpu.tiled_lists(reference.reshape(nb * block, dim), keep=keep, scale=scale)
+    return values.reshape(nb, block, keep), cols.reshape(nb, block, keep)
+
+
+def _scanned_lists(query, reference, state, *, tiles):
+    """Running lists ``[num_blocks, block, keep]`` of every pair of blocks, ``tiles`` block
+    pairs per step of a ``lax.scan`` (:func:`pair_schedule`)."""
+    num_blocks, block = query.shape[:2]
     schedule = jnp.asarray(pair_schedule(num_blocks, tiles))
 
     def step(state, plan):
@@ -289,7 +395,7 @@ def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
         return (values, index), None
 
     (values, cols), _ = lax.scan(step, state, schedule)
-    return _finish_lists(xp, values, cols, bound, k, metric, block)
+    return values, cols
 
 
 def _finish_lists(xp, values, cols, bound, k, metric, block):

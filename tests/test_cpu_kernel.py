@@ -451,11 +451,146 @@ def test_pair_sums_kernel_bitwise_equal_to_xla(metric, kind):
     np.testing.assert_array_equal(got[1], np.asarray(portable(xj[::-1], yj, cj)))
 
 
+needs_fused = pytest.mark.skipif(
+    not (_cpu.available() and _cpu.fused()), reason="the fused kernels need AVX-512"
+)
+
+
+def _operands(kind, n, d, seed):
+    """Reference operands ``[n, d + 2]`` (features, 1, squared norm) like
+    :func:`hubjax.distances.ranking_operands`, with non-finite points as (0, 1, +inf)."""
+    rng = np.random.default_rng(seed)
+    if kind == "ties":  # small integers: every product and sum is exact in float32
+        x = rng.integers(-2, 3, (n, d)).astype(np.float32)
+    elif kind == "offset":  # uncentred: a large common offset
+        x = (300 + rng.normal(size=(n, d))).astype(np.float32)
+    elif kind == "relu":
+        x = np.maximum(rng.normal(size=(n, d)), 0).astype(np.float32)
+    elif kind == "dup":  # duplicated points
+        x = np.repeat(rng.normal(size=(-(-n // 3), d)), 3, axis=0)[:n].astype(np.float32)
+    else:
+        x = rng.normal(size=(n, d)).astype(np.float32)
+    ops = np.concatenate([x, np.ones((n, 1), np.float32), (x * x).sum(1, keepdims=True)], 1)
+    if kind == "nan" and n > 2:
+        ops[1] = 0
+        ops[1, -2:] = (1, np.inf)
+    return ops.astype(np.float32)
+
+
+def _check_lists(values, index, exact, bound, keep):
+    """``(values, index) [n, keep]`` are the keep smallest of each row of ``exact`` (float64
+    rankings, +inf allowed) up to ``bound`` [n, m]: sorted by (value, index), distinct indices,
+    values within the bound, and nothing outside clearly smaller than the last one kept."""
+    n, m = exact.shape
+    assert values.shape == index.shape == (n, keep)
+    for r in range(n):
+        v, i = values[r], index[r]
+        real = i < m
+        assert np.array_equal(np.lexsort((i, v)), np.arange(keep)), "not sorted"
+        assert len(set(i.tolist())) == keep
+        assert real.sum() == min(keep, m)
+        j = i[real]
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(exact[r, j])
+            assert np.all(np.abs(v[real][finite] - exact[r, j][finite]) <= bound[r, j][finite])
+            assert np.all(np.isinf(v[real][~finite]))
+            out = np.ones(m, bool)
+            out[j] = False
+            if keep < m:
+                last = v[real][-1]
+                assert not np.any(exact[r, out] < last - 2 * bound[r, out])
+
+
+def _ranking64(q, r):
+    with np.errstate(invalid="ignore"):
+        exact = q.astype(np.float64) @ r.astype(np.float64).T
+        terms = np.abs(q.astype(np.float64)) @ np.abs(r.astype(np.float64)).T
+    exact[~np.isfinite(exact)] = np.inf
+    terms[~np.isfinite(terms)] = 0
+    return exact, (q.shape[1] + 8) * 2.0**-23 * terms
+
+
+@needs_fused
+@pytest.mark.parametrize("kind", ["normal", "ties", "offset", "relu", "dup", "nan"])
+@pytest.mark.parametrize(
+    ("n", "d", "keep"),
+    [(1, 3, 1), (5, 2, 5), (77, 5, 9), (301, 17, 20), (333, 8, 59), (260, 3, 120)],
+)
+def test_fused_in_sample_lists_are_exact_and_do_not_depend_on_blocks(kind, n, d, keep):
+    ref = _operands(kind, n, d, seed=n + d)
+    keep = min(keep, n)
+    q = np.concatenate([-2 * ref[:, :d], ref[:, -1:], ref[:, d : d + 1]], 1)
+    outs = [
+        jax.tree.map(
+            np.asarray,
+            jax.jit(lambda r, b=b: _cpu.tiled_lists(r, keep=keep, scale=2, block=b))(ref),
+        )
+        for b in (0, 32, 64, 96)
+    ]
+    for v, i in outs[1:]:  # every pair ranks the same in either orientation
+        np.testing.assert_array_equal(v, outs[0][0])
+        np.testing.assert_array_equal(i, outs[0][1])
+    exact, bound = _ranking64(q, ref)
+    v, i = outs[0]
+    if kind == "ties":  # exact arithmetic: the lists are the lexicographic smallest exactly
+        order = np.lexsort((np.broadcast_to(np.arange(n), (n, n)), exact), axis=1)[:, :keep]
+        np.testing.assert_array_equal(i, order)
+        np.testing.assert_array_equal(v, np.take_along_axis(exact, order, 1).astype(np.float32))
+    _check_lists(v, i, exact, bound, keep)
+
+
+@needs_fused
+@pytest.mark.parametrize("kind", ["normal", "ties", "offset", "relu", "nan"])
+@pytest.mark.parametrize(
+    ("n", "m", "d", "keep"),
+    [(1, 1, 2, 1), (7, 40, 3, 9), (150, 333, 17, 20), (64, 500, 6, 100), (93, 129, 9, 129)],
+)
+def test_fused_query_lists_are_exact_and_do_not_depend_on_blocks(kind, n, m, d, keep):
+    ref = _operands(kind, m, d, seed=m)
+    x = _operands(kind, n, d, seed=n + 1)
+    q = np.concatenate([-2 * x[:, :d], x[:, -1:], x[:, d : d + 1]], 1)
+    keep = min(keep, m)
+    outs = [
+        jax.tree.map(
+            np.asarray,
+            jax.jit(lambda q, r, b=b: _cpu.query_lists(q, r, keep=keep, block=b))(q, ref),
+        )
+        for b in (0, 32, 96)
+    ]
+    for v, i in outs[1:]:
+        np.testing.assert_array_equal(v, outs[0][0])
+        np.testing.assert_array_equal(i, outs[0][1])
+    exact, bound = _ranking64(q, ref)
+    v, i = outs[0]
+    if kind == "ties":
+        order = np.lexsort((np.broadcast_to(np.arange(m), (n, m)), exact), axis=1)[:, :keep]
+        np.testing.assert_array_equal(i, order)
+        np.testing.assert_array_equal(v, np.take_along_axis(exact, order, 1).astype(np.float32))
+    _check_lists(v, i, exact, bound, keep)
+
+
+@needs_fused
+def test_fused_kernels_under_vmap_equal_the_unbatched_calls():
+    refs = np.stack([_operands(kind, 203, 7, seed=3) for kind in ("normal", "ties", "offset")])
+    qs = np.stack([_operands(kind, 50, 7, seed=4) for kind in ("normal", "ties", "offset")])
+    tiled = jax.jit(jax.vmap(lambda r: _cpu.tiled_lists(r, keep=11, scale=1, block=64)))
+    query = jax.jit(jax.vmap(lambda q, r: _cpu.query_lists(q, r, keep=11, block=64)))
+    bt, bq = tiled(refs), query(qs, refs)
+    for b in range(3):
+        one = _cpu.tiled_lists(jnp.asarray(refs[b]), keep=11, scale=1, block=64)
+        np.testing.assert_array_equal(np.asarray(bt[0][b]), np.asarray(one[0]))
+        np.testing.assert_array_equal(np.asarray(bt[1][b]), np.asarray(one[1]))
+        one = _cpu.query_lists(jnp.asarray(qs[b]), jnp.asarray(refs[b]), keep=11, block=64)
+        np.testing.assert_array_equal(np.asarray(bq[0][b]), np.asarray(one[0]))
+        np.testing.assert_array_equal(np.asarray(bq[1][b]), np.asarray(one[1]))
+
+
 @needs_kernel
 def test_default_in_sample_engine_is_the_tiled_one_and_compiles_once():
     x = _data("normal", 900, 16)
     f = jax.jit(lambda x: occurrence.hub_values(x, k=5, block_size=128))
-    assert "hubjax_select_pairs" in f.lower(x).as_text()
+    target = "hubjax_tiled_lists" if _cpu.fused() else "hubjax_select_pairs"
+    assert target in f.lower(x).as_text()
     f(x)
     with jax.log_compiles():
         cache = f._cache_size()
