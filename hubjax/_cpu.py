@@ -6,9 +6,9 @@ vectorised compare, so selection costs about one read of the tile. ``select_pair
 tiled in-sample engine (a tile's rows and columns in one read); ``sort_rows`` and ``pair_sums``
 are the exact re-ranking's last steps. Where the CPU has AVX-512, :func:`tiled_lists` and
 :func:`query_lists` go further: they compute the ranking products themselves and select from
-registers, so no ranking tile is written or read at all (:func:`fused`). They are used only where the computation is lowered for
-CPU (``lax.platform_dependent``); GPU/TPU and a missing build use the portable XLA path, which
-gives the same result bit for bit (tested).
+registers, so no ranking tile is written or read at all (:func:`fused`). They are used only
+where the computation is lowered for CPU (``lax.platform_dependent``); GPU/TPU and a missing
+build use the portable XLA path, which gives the same result bit for bit (tested).
 
 Environment (read once): ``HUBJAX_SELECT=portable`` before tracing forces the portable path on
 CPU too; ``HUBJAX_THREADS`` caps the kernels' threads (default: XLA's intra-op pool, all cores);
