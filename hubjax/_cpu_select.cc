@@ -530,7 +530,7 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const float*
     TileQueue queue(nb);
     ParallelFor(pool, threads, threads, threads, [&](int64_t lo, int64_t hi) {
       std::vector<float> rowbuf(kFusedRows * block), tr(block), tc(block),
-          tile(kFusedRows * kFusedCols);
+          tile(kFusedRows * kFusedCols), part(block * kFusedCols);
       std::vector<Entry> buffer(kBufferFactor * keep);
       for (int64_t w = lo; w < hi; ++w) {
         for (int64_t t; (t = queue.Take()) != -1;) {
@@ -546,7 +546,7 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const float*
                                     buffer.data());
           } else {
             hubjax_avx512::FusedTile(args, ilo, icount, jlo, jcount, true, tr.data(),
-                                     tc.data(), tile.data());
+                                     tc.data(), tile.data(), part.data());
           }
           queue.Release(t);
         }
@@ -558,14 +558,15 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const float*
     const int64_t seed = std::min(block, m);
     ParallelFor(pool, nb, threads, nb, [&](int64_t lo, int64_t hi) {
       std::vector<float> rowbuf(kFusedRows * block), tr(block),
-          tc((mb * block - seed) + kFusedCols), tile(kFusedRows * kFusedCols);
+          tc((mb * block - seed) + kFusedCols), tile(kFusedRows * kFusedCols),
+          part(block * kFusedCols);
       std::vector<Entry> buffer(kBufferFactor * keep);
       for (int64_t i = lo; i < hi; ++i) {
         const int64_t ilo = i * block, icount = std::min(block, n - ilo);
         hubjax_avx512::SeedRows(args, ilo, icount, 0, seed, rowbuf.data(), buffer.data());
         if (m > seed) {
           hubjax_avx512::FusedTile(args, ilo, icount, seed, m - seed, false, tr.data(),
-                                   tc.data(), tile.data());
+                                   tc.data(), tile.data(), part.data());
         }
       }
     });

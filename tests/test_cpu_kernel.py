@@ -514,7 +514,7 @@ def _ranking64(q, r):
 @pytest.mark.parametrize("kind", ["normal", "ties", "offset", "relu", "dup", "nan"])
 @pytest.mark.parametrize(
     ("n", "d", "keep"),
-    [(1, 3, 1), (5, 2, 5), (77, 5, 9), (301, 17, 20), (333, 8, 59), (260, 3, 120)],
+    [(1, 3, 1), (5, 2, 5), (77, 5, 9), (301, 17, 20), (333, 8, 59), (260, 3, 120), (150, 300, 12)],
 )
 def test_fused_in_sample_lists_are_exact_and_do_not_depend_on_blocks(kind, n, d, keep):
     ref = _operands(kind, n, d, seed=n + d)
@@ -543,7 +543,14 @@ def test_fused_in_sample_lists_are_exact_and_do_not_depend_on_blocks(kind, n, d,
 @pytest.mark.parametrize("kind", ["normal", "ties", "offset", "relu", "nan"])
 @pytest.mark.parametrize(
     ("n", "m", "d", "keep"),
-    [(1, 1, 2, 1), (7, 40, 3, 9), (150, 333, 17, 20), (64, 500, 6, 100), (93, 129, 9, 129)],
+    [
+        (1, 1, 2, 1),
+        (7, 40, 3, 9),
+        (150, 333, 17, 20),
+        (64, 500, 6, 100),
+        (93, 129, 9, 129),
+        (40, 200, 258, 10),
+    ],
 )
 def test_fused_query_lists_are_exact_and_do_not_depend_on_blocks(kind, n, m, d, keep):
     ref = _operands(kind, m, d, seed=m)
