@@ -181,20 +181,23 @@ def _fused_isa() -> bool:
     return bool(_cpu_select.fused())
 
 
-def tiled_lists(reference, *, keep: int, scale: int, block: int = 0):
+def tiled_lists(features, shift, penalty, *, keep: int, euclidean: bool, block: int = 0):
     """Kernel call (AVX-512, see :func:`fused`): each point's ``keep`` smallest rankings over
     all points, itself included, ``(values, indices) [..., m, keep]`` sorted by (value, index),
-    from the reference operands ``[..., m, d + 2]`` alone (layout of
-    :func:`hubjax.distances.ranking_operands`; the queries' features are the references' times
-    ``-scale``). The kernel computes the products itself, a few registers at a time, and
-    compares them with the lists' thresholds before they reach memory: the ranking of (i, j)
-    is ``-scale * (x_i . x_j) + (offset_i + offset_j)``, the dot product one fused multiply-add
-    per feature in feature order, so (i, j) and (j, i) rank the same and each pair is computed
-    once and offered to both lists. ``block`` (0: chosen for the cache) changes the work split,
-    never the result."""
-    shape = (*reference.shape[:-1], keep)
+    from the prepared points ``features [..., m, d]``, ``shift [..., d]`` (used where
+    ``euclidean``) and ``penalty [..., m]``. The kernel builds the reference operands of
+    :func:`hubjax.distances.ranking_operands` itself (XLA holds no copy of them) and computes
+    the products, a few registers at a time, comparing them with the lists' thresholds before
+    they reach memory: the ranking of (i, j) is ``-scale * (f_i . f_j) + (offset_i +
+    offset_j)`` (``scale`` 2 for the Euclidean metrics, else 1), the dot product one fused
+    multiply-add per feature in feature order, so (i, j) and (j, i) rank the same and each pair
+    is computed once and offered to both lists. ``block`` (0: chosen for the cache) changes the
+    work split, never the result."""
+    shape = (*features.shape[:-1], keep)
     out = (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.int32))
-    return _call("hubjax_tiled_lists", out, reference, scale=scale, block=block)
+    return _call(
+        "hubjax_tiled_lists", out, features, shift, penalty, euclidean=int(euclidean), block=block
+    )
 
 
 def query_lists(query, reference, *, keep: int, block: int = 0):

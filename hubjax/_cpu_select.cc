@@ -485,12 +485,22 @@ Aligned<T> AlignedArray(int64_t count) {
                     &std::free);
 }
 
-// One problem of the fused kernels: n lists (query points, packed from q, or with q null from
-// the reference operands r themselves, scaled by -scale: the in-sample case) against m
-// reference points r [m, kd]; the sorted lists of keep entries go to (out_v, out_i) [n, keep].
-void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const float* r, int64_t n,
-              int64_t m, int64_t kd, int64_t keep, int64_t requested_block, float* out_v,
-              int32_t* out_i) {
+// The points of one problem of the fused kernels: reference operands [m, kd] (query vs
+// reference), or prepared features [m, kd - 2] with an optional shift [kd - 2] and penalties [m]
+// from which the kernel builds them (in-sample).
+struct FusedPoints {
+  const float* operands;
+  const float* features;
+  const float* shift;
+  const float* penalty;
+};
+
+// One problem of the fused kernels: n lists (query points q [n, kd]; with q null, the points
+// themselves, in-sample, their queries derived with -scale) against m points r; the sorted
+// lists of keep entries go to (out_v, out_i) [n, keep].
+void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedPoints& r,
+              int64_t n, int64_t m, int64_t kd, int64_t keep, int64_t requested_block,
+              float* out_v, int32_t* out_i) {
   const bool in_sample = q == nullptr;
   const int64_t block = FusedBlock(std::max(n, m), kd, requested_block);
   const int64_t nb = (n + block - 1) / block, mb = (m + block - 1) / block;
@@ -511,9 +521,12 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const float*
     if (lo < rpan) {
       hubjax_avx512::PackPanels(q, n, kd, kd - 2, lo, std::min(hi, rpan), ap.data());
     }
-    if (hi > rpan) {
-      hubjax_avx512::PackPanels(r, m, kd, kd - 1, std::max(lo, rpan) - rpan, hi - rpan,
+    if (hi > rpan && r.operands) {
+      hubjax_avx512::PackPanels(r.operands, m, kd, kd - 1, std::max(lo, rpan) - rpan, hi - rpan,
                                 bp.data());
+    } else if (hi > rpan) {
+      hubjax_avx512::PackPoints(r.features, r.shift, r.penalty, m, kd - 2,
+                                std::max(lo, rpan) - rpan, hi - rpan, bp.data());
     }
   });
   const FusedArgs args{in_sample ? bp.data() : ap.data(),
@@ -578,42 +591,48 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const float*
 }
 #endif
 
-// HubjaxTiledLists: reference operands [..., M, D] of M points (layout of
-// hubjax.distances.ranking_operands: features, 1, offset); the query operands are derived
-// (features times -scale, offset, 1), so that pair (i, j) ranks by query[i] . reference[j]
-// -> each point's K smallest rankings (value, index) over all M points, itself included,
-// sorted ([..., M, K]). Every pair is computed once, in one orientation, and offered to both
-// points' lists. Needs AVX-512.
-ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> reference, int64_t scale,
-                          int64_t block, ffi::ResultBuffer<ffi::F32> out_v,
-                          ffi::ResultBuffer<ffi::S32> out_i) {
+// HubjaxTiledLists: prepared points x [..., M, D], shift [..., D] (used when euclidean) and
+// penalties [..., M] -> each point's K smallest rankings (value, index) over all M points,
+// itself included, sorted ([..., M, K]). The kernel builds the reference operands of
+// hubjax.distances.ranking_operands itself (features minus the shift for the Euclidean
+// metrics, 1, squared norm plus penalty) and derives the queries (features times -scale, with
+// scale = 2 for the Euclidean metrics, 1 otherwise). Every pair is computed once, in one
+// orientation, and offered to both points' lists. Needs AVX-512.
+ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> shift,
+                          ffi::Buffer<ffi::F32> penalty, int64_t euclidean, int64_t block,
+                          ffi::ResultBuffer<ffi::F32> out_v, ffi::ResultBuffer<ffi::S32> out_i) {
 #if HUBJAX_MULTI_ISA
   if (!FusedAvailable()) {
     return ffi::Error::InvalidArgument("hubjax tiled_lists: needs AVX-512");
   }
-  auto rd = reference.dimensions();
+  auto xd = x.dimensions();
   auto od = out_v->dimensions();
-  if (rd.size() < 2 || od.size() != rd.size()) {
+  if (xd.size() < 2 || od.size() != xd.size() || shift.dimensions().size() != xd.size() - 1 ||
+      penalty.dimensions().size() != xd.size() - 1) {
     return ffi::Error::InvalidArgument("hubjax tiled_lists: bad ranks");
   }
-  const int64_t m = rd[rd.size() - 2], kd = rd[rd.size() - 1], keep = od[od.size() - 1];
-  const int64_t batch = Leading(rd, 2);
-  if (od[od.size() - 2] != m || Leading(od, 2) != batch || keep < 1 || kd < 2 || m < 1 ||
+  const int64_t m = xd[xd.size() - 2], d = xd[xd.size() - 1], keep = od[od.size() - 1];
+  const int64_t batch = Leading(xd, 2);
+  if (od[od.size() - 2] != m || Leading(od, 2) != batch || keep < 1 || m < 1 ||
+      shift.element_count() != static_cast<size_t>(batch * d) ||
+      penalty.element_count() != static_cast<size_t>(batch * m) ||
       m + keep >= (int64_t{1} << 31)) {
     return ffi::Error::InvalidArgument("hubjax tiled_lists: inconsistent shapes");
   }
-  if (scale != 1 && scale != 2) {
-    return ffi::Error::InvalidArgument("hubjax tiled_lists: scale must be 1 or 2");
-  }
   for (int64_t b = 0; b < batch; ++b) {
-    FusedRun(pool, nullptr, scale, reference.typed_data() + b * m * kd, m, m, kd, keep, block,
+    const FusedPoints points{nullptr, x.typed_data() + b * m * d,
+                             euclidean ? shift.typed_data() + b * d : nullptr,
+                             penalty.typed_data() + b * m};
+    FusedRun(pool, nullptr, euclidean ? 2 : 1, points, m, m, d + 2, keep, block,
              out_v->typed_data() + b * m * keep, out_i->typed_data() + b * m * keep);
   }
   return ffi::Error::Success();
 #else
   (void)pool;
-  (void)reference;
-  (void)scale;
+  (void)x;
+  (void)shift;
+  (void)penalty;
+  (void)euclidean;
   (void)block;
   (void)out_v;
   (void)out_i;
@@ -646,8 +665,9 @@ ffi::Error QueryListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query,
     return ffi::Error::InvalidArgument("hubjax query_lists: inconsistent shapes");
   }
   for (int64_t b = 0; b < batch; ++b) {
-    FusedRun(pool, query.typed_data() + b * n * kd, 0, reference.typed_data() + b * m * kd, n,
-             m, kd, keep, block, out_v->typed_data() + b * n * keep,
+    const FusedPoints points{reference.typed_data() + b * m * kd, nullptr, nullptr, nullptr};
+    FusedRun(pool, query.typed_data() + b * n * kd, 0, points, n, m, kd, keep, block,
+             out_v->typed_data() + b * n * keep,
              out_i->typed_data() + b * n * keep);
   }
   return ffi::Error::Success();
@@ -782,7 +802,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxTiledLists, TiledListsImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("scale")
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("euclidean")
                                   .Attr<int64_t>("block")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>());

@@ -79,7 +79,7 @@ def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, grou
     ref_ops = distances.pad_reference(reference.operands, width)
     rows = min(block_size, n)
     keep = min(k + _SLACK + int(exclude_diagonal), width)
-    if _cpu.fused():
+    if _cpu.fused() and ref_ops.dtype == jnp.float32:
         return _fused_strips(
             xp,
             yp,
@@ -218,12 +218,16 @@ def _block_lists(xp, k, metric, num_blocks, block, shift):
     dim = xp.features.shape[1]
     bound = distances.ranking_error(r.norms, distances.largest_norm(r, xp.penalty), metric, dim)
     reference = distances.pad_reference(r.operands, size).reshape(num_blocks, block, -1)
-    keep = k + _SLACK + 1
-    state = (
-        jnp.full((num_blocks, block, keep), jnp.inf, reference.dtype),
+    return reference, bound, _empty_lists(num_blocks, block, k + _SLACK + 1, reference.dtype)
+
+
+def _empty_lists(num_blocks, block, keep, dtype):
+    """Running lists ``[num_blocks, block, keep]``: +inf with indices past every point."""
+    size = num_blocks * block
+    return (
+        jnp.full((num_blocks, block, keep), jnp.inf, dtype),
         jnp.broadcast_to(size + jnp.arange(keep, dtype=jnp.int32), (num_blocks, block, keep)),
     )
-    return reference, bound, state
 
 
 def symmetric_search(xp, k, metric, *, num_blocks, block, shift, group=None):
@@ -328,43 +332,59 @@ def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
     back from cache right after the product wrote them, and each step's matrix product has a
     shape XLA:CPU runs near its best throughput.
     """
-    reference, bound, state = _block_lists(xp, k, metric, num_blocks, block, shift)
-    query = distances.query_from_reference(reference, metric)  # [num_blocks, block, d + 2]
-    if _cpu.fused():
-        fused = functools.partial(_fused_lists, scale=_query_scale(metric))
-        values, cols = lax.platform_dependent(
-            query,
-            reference,
-            state,
-            cpu=fused,
-            default=functools.partial(_scanned_lists, tiles=tiles),
-        )
-    else:
-        values, cols = _scanned_lists(query, reference, state, tiles=tiles)
+    if not _cpu.fused() or xp.features.dtype != jnp.float32:
+        reference, bound, state = _block_lists(xp, k, metric, num_blocks, block, shift)
+        values, cols = _scanned_lists(reference, state, metric=metric, tiles=tiles)
+        return _finish_lists(xp, values, cols, bound, k, metric, block)
+    r = distances.ranking_operands(xp, metric, "reference", shift)
+    dim = xp.features.shape[1]
+    bound = distances.ranking_error(r.norms, distances.largest_norm(r, xp.penalty), metric, dim)
+    keep = k + _SLACK + 1
+
+    def scanned(features, shift, penalty):
+        del features, shift, penalty  # the operands above (not materialised on the fused path)
+        reference = distances.pad_reference(r.operands, num_blocks * block)
+        reference = reference.reshape(num_blocks, block, -1)
+        state = _empty_lists(num_blocks, block, keep, reference.dtype)
+        return _scanned_lists(reference, state, metric=metric, tiles=tiles)
+
+    fused = functools.partial(
+        _fused_lists,
+        num_blocks=num_blocks,
+        block=block,
+        keep=keep,
+        euclidean=metric in ("sqeuclidean", "euclidean"),
+    )
+    values, cols = lax.platform_dependent(
+        xp.features, shift, xp.penalty, cpu=fused, default=scanned
+    )
     return _finish_lists(xp, values, cols, bound, k, metric, block)
 
 
-def _query_scale(metric):
-    """The factor :func:`hubjax.distances.query_from_reference` multiplies features by, negated."""
-    return 2 if metric in ("sqeuclidean", "euclidean") else 1
+def _fused_lists(features, shift, penalty, *, num_blocks, block, keep, euclidean):
+    """:func:`_scanned_lists` in one call of the fused CPU kernel (AVX-512) on the prepared
+    points (the kernel builds the ranking operands and the queries itself: XLA holds no copy
+    of them): it computes the ranking products, a few registers at a time, and never writes
+    them to memory. Its products round differently from XLA's (another summation order,
+    within the same error bound), so its lists may differ from the scan's where values tie up
+    to rounding; the refined, certified result does not. Lists of the padding rows are +inf
+    (nobody reads them)."""
+    n = features.shape[0]
+    shift = jnp.broadcast_to(shift, features.shape[-1:]).astype(features.dtype)
+    values, cols = _cpu.tiled_lists(
+        features, shift, penalty.astype(features.dtype), keep=keep, euclidean=euclidean
+    )
+    extra = num_blocks * block - n
+    values = jnp.pad(values, ((0, extra), (0, 0)), constant_values=jnp.inf)
+    cols = jnp.pad(cols, ((0, extra), (0, 0)), constant_values=n)
+    return values.reshape(num_blocks, block, keep), cols.reshape(num_blocks, block, keep)
 
 
-def _fused_lists(query, reference, state, *, scale):
-    """:func:`_scanned_lists` in one call of the fused CPU kernel (AVX-512), which computes the
-    ranking products itself, a few registers at a time, and never writes them to memory (the
-    query operands are derived inside it; XLA drops ``query``). Its products round differently
-    from XLA's (another summation order, within the same error bound), so its lists may differ
-    from the scan's where values tie up to rounding; the refined, certified result does not."""
-    del query
-    nb, block, dim = reference.shape
-    keep = state[0].shape[-1]
-    values, cols = _cpu.tiled_lists(reference.reshape(nb * block, dim), keep=keep, scale=scale)
-    return values.reshape(nb, block, keep), cols.reshape(nb, block, keep)
-
-
-def _scanned_lists(query, reference, state, *, tiles):
-    """Running lists ``[num_blocks, block, keep]`` of every pair of blocks, ``tiles`` block
-    pairs per step of a ``lax.scan`` (:func:`pair_schedule`)."""
+def _scanned_lists(reference, state, *, metric, tiles):
+    """Running lists ``[num_blocks, block, keep]`` of every pair of blocks of the padded
+    reference operands ``[num_blocks, block, d + 2]``, ``tiles`` block pairs per step of a
+    ``lax.scan`` (:func:`pair_schedule`)."""
+    query = distances.query_from_reference(reference, metric)  # [num_blocks, block, d + 2]
     num_blocks, block = query.shape[:2]
     schedule = jnp.asarray(pair_schedule(num_blocks, tiles))
 

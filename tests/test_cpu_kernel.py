@@ -6,6 +6,7 @@ same K smallest (value, index) pairs in the same order, and every engine built o
 the same neighbours and distances either way.
 """
 
+import functools
 import importlib.util
 import os
 import platform
@@ -456,9 +457,9 @@ needs_fused = pytest.mark.skipif(
 )
 
 
-def _operands(kind, n, d, seed):
-    """Reference operands ``[n, d + 2]`` (features, 1, squared norm) like
-    :func:`hubjax.distances.ranking_operands`, with non-finite points as (0, 1, +inf)."""
+def _points(kind, n, d, seed):
+    """Prepared points ``[n, d]`` and penalties ``[n]`` (a non-finite point: zero features,
+    +inf penalty, as :func:`hubjax.distances.prepare` makes it)."""
     rng = np.random.default_rng(seed)
     if kind == "ties":  # small integers: every product and sum is exact in float32
         x = rng.integers(-2, 3, (n, d)).astype(np.float32)
@@ -470,11 +471,19 @@ def _operands(kind, n, d, seed):
         x = np.repeat(rng.normal(size=(-(-n // 3), d)), 3, axis=0)[:n].astype(np.float32)
     else:
         x = rng.normal(size=(n, d)).astype(np.float32)
-    ops = np.concatenate([x, np.ones((n, 1), np.float32), (x * x).sum(1, keepdims=True)], 1)
+    penalty = np.zeros(n, np.float32)
     if kind == "nan" and n > 2:
-        ops[1] = 0
-        ops[1, -2:] = (1, np.inf)
-    return ops.astype(np.float32)
+        x[1] = 0
+        penalty[1] = np.inf
+    return x, penalty
+
+
+def _operands(x, penalty, shift=None):
+    """Reference operands ``[n, d + 2]`` (features minus shift, 1, squared norm + penalty) like
+    :func:`hubjax.distances.ranking_operands`."""
+    f = x if shift is None else (x - shift).astype(np.float32)
+    sq = (f.astype(np.float64) ** 2).sum(1, keepdims=True) + penalty[:, None]
+    return np.concatenate([f, np.ones((len(x), 1), np.float32), sq.astype(np.float32)], 1)
 
 
 def _check_lists(values, index, exact, bound, keep):
@@ -517,14 +526,17 @@ def _ranking64(q, r):
     [(1, 3, 1), (5, 2, 5), (77, 5, 9), (301, 17, 20), (333, 8, 59), (260, 3, 120), (150, 300, 12)],
 )
 def test_fused_in_sample_lists_are_exact_and_do_not_depend_on_blocks(kind, n, d, keep):
-    ref = _operands(kind, n, d, seed=n + d)
+    x, penalty = _points(kind, n, d, seed=n + d)
+    shift = np.zeros(d, np.float32) if kind == "ties" else x.mean(0).astype(np.float32)
+    ref = _operands(x, penalty, shift)
     keep = min(keep, n)
     q = np.concatenate([-2 * ref[:, :d], ref[:, -1:], ref[:, d : d + 1]], 1)
+
+    def lists(x, s, p, b):
+        return _cpu.tiled_lists(x, s, p, keep=keep, euclidean=True, block=b)
+
     outs = [
-        jax.tree.map(
-            np.asarray,
-            jax.jit(lambda r, b=b: _cpu.tiled_lists(r, keep=keep, scale=2, block=b))(ref),
-        )
+        jax.tree.map(np.asarray, jax.jit(functools.partial(lists, b=b))(x, shift, penalty))
         for b in (0, 32, 64, 96)
     ]
     for v, i in outs[1:]:  # every pair ranks the same in either orientation
@@ -553,8 +565,8 @@ def test_fused_in_sample_lists_are_exact_and_do_not_depend_on_blocks(kind, n, d,
     ],
 )
 def test_fused_query_lists_are_exact_and_do_not_depend_on_blocks(kind, n, m, d, keep):
-    ref = _operands(kind, m, d, seed=m)
-    x = _operands(kind, n, d, seed=n + 1)
+    ref = _operands(*_points(kind, m, d, seed=m))
+    x = _operands(*_points(kind, n, d, seed=n + 1))
     q = np.concatenate([-2 * x[:, :d], x[:, -1:], x[:, d : d + 1]], 1)
     keep = min(keep, m)
     outs = [
@@ -578,13 +590,22 @@ def test_fused_query_lists_are_exact_and_do_not_depend_on_blocks(kind, n, m, d, 
 
 @needs_fused
 def test_fused_kernels_under_vmap_equal_the_unbatched_calls():
-    refs = np.stack([_operands(kind, 203, 7, seed=3) for kind in ("normal", "ties", "offset")])
-    qs = np.stack([_operands(kind, 50, 7, seed=4) for kind in ("normal", "ties", "offset")])
-    tiled = jax.jit(jax.vmap(lambda r: _cpu.tiled_lists(r, keep=11, scale=1, block=64)))
+    kinds = ("normal", "ties", "nan")
+    xs, ps = (
+        np.stack(a) for a in zip(*[_points(kind, 203, 7, seed=3) for kind in kinds], strict=True)
+    )
+    shifts = xs.mean(1)
+    refs = np.stack([_operands(*_points(kind, 203, 7, seed=3)) for kind in kinds])
+    qs = np.stack([_operands(*_points(kind, 50, 7, seed=4)) for kind in kinds])
+
+    def lists(x, s, p):
+        return _cpu.tiled_lists(x, s, p, keep=11, euclidean=False, block=64)
+
+    tiled = jax.jit(jax.vmap(lists))
     query = jax.jit(jax.vmap(lambda q, r: _cpu.query_lists(q, r, keep=11, block=64)))
-    bt, bq = tiled(refs), query(qs, refs)
+    bt, bq = tiled(xs, shifts, ps), query(qs, refs)
     for b in range(3):
-        one = _cpu.tiled_lists(jnp.asarray(refs[b]), keep=11, scale=1, block=64)
+        one = jax.jit(lists)(xs[b], shifts[b], ps[b])
         np.testing.assert_array_equal(np.asarray(bt[0][b]), np.asarray(one[0]))
         np.testing.assert_array_equal(np.asarray(bt[1][b]), np.asarray(one[1]))
         one = _cpu.query_lists(jnp.asarray(qs[b]), jnp.asarray(refs[b]), keep=11, block=64)
