@@ -194,10 +194,21 @@ def tiled_lists(features, shift, penalty, *, keep: int, euclidean: bool, block: 
     is computed once and offered to both lists. ``block`` (0: chosen for the cache) changes the
     work split, never the result."""
     shape = (*features.shape[:-1], keep)
-    out = (jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape, jnp.int32))
-    return _call(
+    # the packed points live in a scratch result (XLA's memory, which XLA can share with dead
+    # buffers) padded to whole blocks: m + block rows cover any block the kernel picks (at
+    # most 1120 rows); with less room it would allocate its own
+    m, d = features.shape[-2:]
+    padded = m + (1120 if block == 0 else -(-block // 32) * 32)
+    scratch = jax.ShapeDtypeStruct((*features.shape[:-2], padded * (d + 2)), jnp.float32)
+    out = (
+        jax.ShapeDtypeStruct(shape, jnp.float32),
+        jax.ShapeDtypeStruct(shape, jnp.int32),
+        scratch,
+    )
+    values, index, _ = _call(
         "hubjax_tiled_lists", out, features, shift, penalty, euclidean=int(euclidean), block=block
     )
+    return values, index
 
 
 def query_lists(query, reference, *, keep: int, block: int = 0):

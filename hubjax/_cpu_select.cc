@@ -500,13 +500,16 @@ struct FusedPoints {
 // lists of keep entries go to (out_v, out_i) [n, keep].
 void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedPoints& r,
               int64_t n, int64_t m, int64_t kd, int64_t keep, int64_t requested_block,
-              float* out_v, int32_t* out_i) {
+              float* out_v, int32_t* out_i, float* scratch = nullptr) {
   const bool in_sample = q == nullptr;
   const int64_t block = FusedBlock(std::max(n, m), kd, requested_block);
   const int64_t nb = (n + block - 1) / block, mb = (m + block - 1) / block;
   const int64_t stride = (keep + 15) / 16 * 16;
   // in-sample: one packed copy serves as rows and columns
-  std::vector<float> ap(in_sample ? 0 : nb * block * kd), bp(mb * block * kd), thr(n);
+  // scratch (from XLA's buffers, in-sample), when given, holds the packed points
+  std::vector<float> ap(in_sample ? 0 : nb * block * kd), own(scratch ? 0 : mb * block * kd),
+      thr(n);
+  float* const bp_data = scratch ? scratch : own.data();
   Aligned<float> lv = AlignedArray<float>(n * stride);
   Aligned<int32_t> li = AlignedArray<int32_t>(n * stride);
   for (int64_t o = 0; o < n; ++o) {
@@ -523,14 +526,14 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
     }
     if (hi > rpan && r.operands) {
       hubjax_avx512::PackPanels(r.operands, m, kd, kd - 1, std::max(lo, rpan) - rpan, hi - rpan,
-                                bp.data());
+                                bp_data);
     } else if (hi > rpan) {
       hubjax_avx512::PackPoints(r.features, r.shift, r.penalty, m, kd - 2,
-                                std::max(lo, rpan) - rpan, hi - rpan, bp.data());
+                                std::max(lo, rpan) - rpan, hi - rpan, bp_data);
     }
   });
-  const FusedArgs args{in_sample ? bp.data() : ap.data(),
-                       bp.data(),
+  const FusedArgs args{in_sample ? bp_data : ap.data(),
+                       bp_data,
                        lv.get(),
                        li.get(),
                        thr.data(),
@@ -600,7 +603,8 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
 // orientation, and offered to both points' lists. Needs AVX-512.
 ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> shift,
                           ffi::Buffer<ffi::F32> penalty, int64_t euclidean, int64_t block,
-                          ffi::ResultBuffer<ffi::F32> out_v, ffi::ResultBuffer<ffi::S32> out_i) {
+                          ffi::ResultBuffer<ffi::F32> out_v, ffi::ResultBuffer<ffi::S32> out_i,
+                          ffi::ResultBuffer<ffi::F32> scratch) {
 #if HUBJAX_MULTI_ISA
   if (!FusedAvailable()) {
     return ffi::Error::InvalidArgument("hubjax tiled_lists: needs AVX-512");
@@ -619,12 +623,20 @@ ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
       m + keep >= (int64_t{1} << 31)) {
     return ffi::Error::InvalidArgument("hubjax tiled_lists: inconsistent shapes");
   }
+  // scratch [..., S]: room for the packed points of one problem (XLA's buffer, which it can
+  // place where other buffers are dead; the size must cover the padding to whole blocks)
+  const int64_t padded = (m + FusedBlock(m, d + 2, block) - 1) / FusedBlock(m, d + 2, block) *
+                         FusedBlock(m, d + 2, block);
+  const bool use_scratch =
+      scratch->element_count() >= static_cast<size_t>(batch * padded * (d + 2));
+  const int64_t per = static_cast<int64_t>(scratch->element_count()) / batch;
   for (int64_t b = 0; b < batch; ++b) {
     const FusedPoints points{nullptr, x.typed_data() + b * m * d,
                              euclidean ? shift.typed_data() + b * d : nullptr,
                              penalty.typed_data() + b * m};
     FusedRun(pool, nullptr, euclidean ? 2 : 1, points, m, m, d + 2, keep, block,
-             out_v->typed_data() + b * m * keep, out_i->typed_data() + b * m * keep);
+             out_v->typed_data() + b * m * keep, out_i->typed_data() + b * m * keep,
+             use_scratch ? scratch->typed_data() + b * per : nullptr);
   }
   return ffi::Error::Success();
 #else
@@ -636,6 +648,7 @@ ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   (void)block;
   (void)out_v;
   (void)out_i;
+  (void)scratch;
   return ffi::Error::InvalidArgument("hubjax tiled_lists: needs AVX-512");
 #endif
 }
@@ -807,7 +820,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxTiledLists, TiledListsImpl,
                                   .Attr<int64_t>("euclidean")
                                   .Attr<int64_t>("block")
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::S32>>());
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxQueryLists, QueryListsImpl,
                               ffi::Ffi::Bind()
