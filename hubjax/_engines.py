@@ -143,22 +143,7 @@ def _fused_strips(
         return _over_row_blocks(one, n, rows)
 
     values, cols = lax.platform_dependent(query.operands, ref_ops, cpu=fused, default=portable)
-
-    def one_strip(start):
-        block = _rows(xp, start, rows)
-        row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
-        return refine(
-            block,
-            yp,
-            lax.dynamic_slice_in_dim(values, start, rows),
-            lax.dynamic_slice_in_dim(cols, start, rows),
-            k,
-            metric,
-            row_ids=row_ids,
-            bound=lax.dynamic_slice_in_dim(bound, start, rows),
-        )
-
-    return _over_row_blocks(one_strip, n, rows)
+    return _refine_lists(xp, yp, values, cols, bound, k, metric, rows, own=exclude_diagonal)
 
 
 def _rows(p, start, rows):
@@ -421,25 +406,29 @@ def _scanned_lists(reference, state, *, metric, tiles):
 def _finish_lists(xp, values, cols, bound, k, metric, block):
     """Refines the symmetric engines' running lists ``[num_blocks, block, keep]`` into the
     top-k."""
-    n = xp.features.shape[0]
     values = values.reshape(-1, values.shape[-1])
     cols = cols.reshape(-1, cols.shape[-1])
+    return _refine_lists(xp, xp, values, cols, bound, k, metric, block, own=True)
 
-    def finish(start):
-        rows = _rows(xp, start, block)
-        row_ids = start + jnp.arange(block, dtype=jnp.int32)[:, None]
+
+def _refine_lists(xp, yp, values, cols, bound, k, metric, rows, *, own):
+    """:func:`refine` of the candidate lists ``[>= n, keep]`` of every ``xp`` row, ``rows`` at a
+    time; ``own``: row i's own column (in-sample) is excluded."""
+
+    def one(start):
+        row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if own else None
         return refine(
-            rows,
-            xp,
-            lax.dynamic_slice_in_dim(values, start, block),
-            lax.dynamic_slice_in_dim(cols, start, block),
+            _rows(xp, start, rows),
+            yp,
+            lax.dynamic_slice_in_dim(values, start, rows),
+            lax.dynamic_slice_in_dim(cols, start, rows),
             k,
             metric,
             row_ids=row_ids,
-            bound=lax.dynamic_slice_in_dim(bound, start, block),
+            bound=lax.dynamic_slice_in_dim(bound, start, rows),
         )
 
-    return _over_row_blocks(finish, n, block)
+    return _over_row_blocks(one, xp.features.shape[0], rows)
 
 
 def refine(rows, yp, values, columns, k, metric, *, row_ids=None, bound=None):
