@@ -414,6 +414,7 @@ ffi::Error SelectPairsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> d,
 
 // The fused kernels' blocks: `requested` rounded up to a multiple of the panel width, or (0)
 // small enough that a block of packed row panels stays in L2 while a column panel sits in L1.
+// (hubjax._cpu._FUSED_BLOCK_MAX mirrors the largest: 35 * kFusedCols.)
 int64_t FusedBlock(int64_t m, int64_t kd, int64_t requested) {
   int64_t units = requested > 0 ? (requested + kFusedCols - 1) / kFusedCols
                                 : std::max<int64_t>(
@@ -625,8 +626,8 @@ ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   }
   // scratch [..., S]: room for the packed points of one problem (XLA's buffer, which it can
   // place where other buffers are dead; the size must cover the padding to whole blocks)
-  const int64_t padded = (m + FusedBlock(m, d + 2, block) - 1) / FusedBlock(m, d + 2, block) *
-                         FusedBlock(m, d + 2, block);
+  const int64_t unit = FusedBlock(m, d + 2, block);
+  const int64_t padded = (m + unit - 1) / unit * unit;
   const bool use_scratch =
       scratch->element_count() >= static_cast<size_t>(batch * padded * (d + 2));
   const int64_t per = static_cast<int64_t>(scratch->element_count()) / batch;

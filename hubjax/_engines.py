@@ -98,15 +98,7 @@ def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, grou
         block = _rows(xp, start, rows)
         query = distances.ranking_operands(block, metric, "query", shift)
         bound = distances.ranking_error(query.norms, largest, metric, dim)
-        ranking = distances.ranking_tile(query.operands, ref_ops)
-        values, cols = _select.update_rows(
-            ranking,
-            jnp.zeros(1, jnp.int32),
-            *_select.sentinel_lists(rows, keep, width),
-            seg_width=width,
-            group=group,
-            merge=False,
-        )
+        values, cols = _strip_candidates(query.operands, ref_ops, keep, group)
         row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if exclude_diagonal else None
         return refine(block, yp, values, cols, k, metric, row_ids=row_ids, bound=bound)
 
@@ -121,7 +113,6 @@ def _fused_strips(
     then refined strip by strip; other platforms lower the strips as they are."""
     n = xp.features.shape[0]
     dim = xp.features.shape[1]
-    width = ref_ops.shape[0]
     query = distances.ranking_operands(xp, metric, "query", shift)
     bound = distances.ranking_error(query.norms, largest, metric, dim)
 
@@ -130,20 +121,26 @@ def _fused_strips(
 
     def portable(q, r):
         def one(start):
-            ranking = distances.ranking_tile(lax.dynamic_slice_in_dim(q, start, rows), r)
-            return _select.update_rows(
-                ranking,
-                jnp.zeros(1, jnp.int32),
-                *_select.sentinel_lists(rows, keep, width),
-                seg_width=width,
-                group=group,
-                merge=False,
-            )
+            return _strip_candidates(lax.dynamic_slice_in_dim(q, start, rows), r, keep, group)
 
         return _over_row_blocks(one, n, rows)
 
     values, cols = lax.platform_dependent(query.operands, ref_ops, cpu=fused, default=portable)
     return _refine_lists(xp, yp, values, cols, bound, k, metric, rows, own=exclude_diagonal)
+
+
+def _strip_candidates(query_ops, ref_ops, keep, group):
+    """The ``keep`` best ranking candidates ``(values, columns) [rows, keep]`` of one strip of
+    query operands against the padded reference operands ``[width, d + 2]``."""
+    width = ref_ops.shape[0]
+    return _select.update_rows(
+        distances.ranking_tile(query_ops, ref_ops),
+        jnp.zeros(1, jnp.int32),
+        *_select.sentinel_lists(query_ops.shape[0], keep, width),
+        seg_width=width,
+        group=group,
+        merge=False,
+    )
 
 
 def _rows(p, start, rows):
@@ -199,11 +196,17 @@ def _block_lists(xp, k, metric, num_blocks, block, shift):
     ``[num_blocks, block, d + 2]``, each point's ranking error bound ``[n]`` and empty running
     lists of ``k + _SLACK + 1`` (the point itself is among its candidates)."""
     size = num_blocks * block
+    r, bound = _reference_and_bound(xp, metric, shift)
+    reference = distances.pad_reference(r.operands, size).reshape(num_blocks, block, -1)
+    return reference, bound, _empty_lists(num_blocks, block, k + _SLACK + 1, reference.dtype)
+
+
+def _reference_and_bound(xp, metric, shift):
+    """The points' reference ranking operands and each point's ranking error bound ``[n]``."""
     r = distances.ranking_operands(xp, metric, "reference", shift)
     dim = xp.features.shape[1]
     bound = distances.ranking_error(r.norms, distances.largest_norm(r, xp.penalty), metric, dim)
-    reference = distances.pad_reference(r.operands, size).reshape(num_blocks, block, -1)
-    return reference, bound, _empty_lists(num_blocks, block, k + _SLACK + 1, reference.dtype)
+    return r, bound
 
 
 def _empty_lists(num_blocks, block, keep, dtype):
@@ -321,9 +324,7 @@ def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
         reference, bound, state = _block_lists(xp, k, metric, num_blocks, block, shift)
         values, cols = _scanned_lists(reference, state, metric=metric, tiles=tiles)
         return _finish_lists(xp, values, cols, bound, k, metric, block)
-    r = distances.ranking_operands(xp, metric, "reference", shift)
-    dim = xp.features.shape[1]
-    bound = distances.ranking_error(r.norms, distances.largest_norm(r, xp.penalty), metric, dim)
+    r, bound = _reference_and_bound(xp, metric, shift)
     keep = k + _SLACK + 1
 
     def scanned(features, shift, penalty):
