@@ -409,7 +409,9 @@ def test_sort_kernel_equals_portable(seed, rows, c, kind):
 
 @needs_kernel
 @pytest.mark.parametrize("metric", ["sqeuclidean", "dot"])
-@pytest.mark.parametrize("d", [1, 2, 3, 15, 16, 17, 33, 100, 128, 131, 1000])
+@pytest.mark.parametrize(
+    "d", [1, 2, 3, 15, 16, 17, 32, 33, 64, 100, 128, 131, 256, 512, 1000, 1024]
+)
 def test_pair_sums_kernel_bitwise_equal_to_xla_for_every_tree_shape(metric, d):
     """Feature counts whose pairwise tree pads at different levels (the kernel finishes the
     last levels in one vector register)."""
