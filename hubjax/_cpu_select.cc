@@ -698,6 +698,27 @@ ffi::Error QueryListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query,
 #endif
 }
 
+// Rows of sort_rows at most this long are sorted by insertion (InsertHead).
+constexpr int64_t kInsertRowsMax = 256;
+
+// The k smallest of (v, g)[0..c) by (value, index), sorted, into e[0..k), by insertion into a
+// list of at most k: O(c + displacements). sort_rows mostly receives lists that are nearly
+// sorted already (the exact re-ranking of candidates in ranking order: a few near-ties swap,
+// the point itself moves to the end), where this is a few times faster than nth_element and
+// sort (10k rows x 59 -> 50, knn at k = 50: 5.5 -> 1.7 ms). Same result: the order is strict
+// (distinct indices).
+void InsertHead(const float* v, const int32_t* g, int64_t c, int64_t k, Entry* e) {
+  if (k <= 0) return;
+  int64_t len = 0;
+  for (int64_t j = 0; j < c; ++j) {
+    const Entry x{v[j], g[j]};
+    if (len == k && !EntryBefore()(x, e[k - 1])) continue;
+    int64_t p = len < k ? len++ : k - 1;  // the slot freed at the end, then shift down
+    for (; p > 0 && EntryBefore()(x, e[p - 1]); --p) e[p] = e[p - 1];
+    e[p] = x;
+  }
+}
+
 // HubjaxSortRows: values / index [..., B, C] -> the K smallest of each row by (value, index),
 // sorted ([..., B, K], K from the results' shape).
 ffi::Error SortRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> values,
@@ -722,8 +743,12 @@ ffi::Error SortRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> values,
   ParallelFor(pool, rows, threads, 4 * threads, [=](int64_t lo, int64_t hi) {
     std::vector<Entry> e(c);
     for (int64_t r = lo; r < hi; ++r) {
-      for (int64_t j = 0; j < c; ++j) e[j] = Entry{v[r * c + j], g[r * c + j]};
-      SortedHead(e.data(), c, k);
+      if (c <= kInsertRowsMax) {
+        InsertHead(v + r * c, g + r * c, c, k, e.data());
+      } else {
+        for (int64_t j = 0; j < c; ++j) e[j] = Entry{v[r * c + j], g[r * c + j]};
+        SortedHead(e.data(), c, k);
+      }
       for (int64_t j = 0; j < k; ++j) {
         ov[r * k + j] = e[j].v;
         oi[r * k + j] = e[j].g;
