@@ -501,23 +501,31 @@ def recheck(xp, yp, dist, idx, ok, k, metric, *, row_offset=None):
     flagged = ~ok & (xp.penalty == 0)
     chunk = _RECHECK_ROWS
     width = round_up(min(m, max(_COLUMN_ALIGN, distances.PAIR_BUDGET // (4 * chunk * dim))), 8)
-    tiles = -(-m // width)
-    ypad = distances.pad(yp, tiles * width)
-    yb = jax.tree.map(lambda a: a.reshape(tiles, width, *a.shape[1:]), ypad)
+    # whole tiles of `width` columns, then a narrower last one: slices of yp, never a padded
+    # copy of it (that copy was made on every call, outside the loop, flagged rows or not)
+    if m == 0:
+        return dist, idx
+    width = min(width, m)
+    full, tail = divmod(m, width)
     order = jnp.nonzero(flagged, size=n, fill_value=n)[0].astype(jnp.int32)
     order = jnp.concatenate([order, jnp.full((chunk,), n, jnp.int32)])
     count = jnp.sum(flagged, dtype=jnp.int32)
-    columns = jnp.arange(tiles * width, dtype=jnp.int32)
+    columns = jnp.arange(m, dtype=jnp.int32)
 
     def body(state):
         start, dist, idx = state
         rows = lax.dynamic_slice(order, (start,), (chunk,))
         xr = jax.tree.map(lambda a: a[jnp.minimum(rows, n - 1)], xp)
-        if tiles == 1:
-            d = distances.pair_tile(xr, ypad, metric)
-        else:
-            d = lax.map(lambda yt: distances.pair_tile(xr, yt, metric), yb)  # [tiles, chunk, w]
-            d = jnp.moveaxis(d, 0, 1).reshape(chunk, tiles * width)
+        parts = []
+        if full == 1:
+            parts.append(distances.pair_tile(xr, _rows(yp, 0, width), metric))
+        elif full > 1:
+            starts = jnp.arange(full, dtype=jnp.int32) * width
+            d = lax.map(lambda s: distances.pair_tile(xr, _rows(yp, s, width), metric), starts)
+            parts.append(jnp.moveaxis(d, 0, 1).reshape(chunk, full * width))  # [full, chunk, w]
+        if tail:
+            parts.append(distances.pair_tile(xr, _rows(yp, full * width, tail), metric))
+        d = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]  # [chunk, m]
         if row_offset is not None:
             own = (rows + row_offset)[:, None] == columns[None, :]
             d = jnp.where(own, jnp.full((), jnp.inf, d.dtype), d)

@@ -157,12 +157,13 @@ def centre(p: Prepared, metric: str, axis_name=None) -> jax.Array:
     """The shift ``[d]`` of the ranking: mean of the finite points (zeros but for Euclidean).
 
     With ``axis_name`` (inside ``shard_map``/``pmap``) the mean is over all shards' points.
+    Non-finite and padding points have zero features (:class:`Prepared`), so the sum needs no
+    mask (one pass over the points, not a masked copy of them and a pass over that).
     """
     if metric not in ("sqeuclidean", "euclidean"):
         return jnp.zeros(p.features.shape[1], p.features.dtype)
-    finite = p.penalty == 0
-    total = jnp.sum(jnp.where(finite[:, None], p.features, 0), axis=0)
-    count = jnp.sum(finite)
+    total = jnp.sum(p.features, axis=0)
+    count = jnp.sum(p.penalty == 0)
     if axis_name is not None:
         total, count = lax.psum(total, axis_name), lax.psum(count, axis_name)
     return total / jnp.maximum(count, 1).astype(p.features.dtype)

@@ -124,6 +124,32 @@ def test_recheck_equals_dense_reference():
     assert wrong_rows(CITY[:300], idx, "euclidean") == 0
 
 
+@pytest.mark.parametrize("m", [300, 512, 600])
+def test_recheck_column_tiles_equal_dense_reference(m):
+    """Long feature vectors cut the re-check's columns into tiles of 256 (d = 4096): whole
+    tiles, then a narrower last one (m = 300, 600), or whole tiles only (512); flagged rows
+    get the dense answer, the others keep theirs."""
+    rng = np.random.default_rng(m)
+    x = jnp.asarray((50 + rng.standard_normal((m, 4096))).astype(np.float32))
+    xp = distances.prepare(x, "sqeuclidean", jnp.float32, distances.common_exponent("dot", x))
+    flagged = np.zeros(m, bool)
+    flagged[rng.choice(m, 19, replace=False)] = True
+    dist0 = jnp.full((m, 5), -1.0)
+    idx0 = jnp.full((m, 5), -1, jnp.int32)
+    recheck = jax.jit(
+        lambda xp, ok: _engines.recheck(xp, xp, dist0, idx0, ok, 5, "sqeuclidean", row_offset=0)
+    )
+    _dist, idx = recheck(xp, jnp.asarray(~flagged))
+    ref = neighbors.knn_dense(x, k=5, metric="sqeuclidean")
+    np.testing.assert_array_equal(np.asarray(idx)[flagged], np.asarray(ref[1])[flagged])
+    assert (np.asarray(idx)[~flagged] == -1).all()
+    x64 = np.asarray(x, np.float64)
+    d64 = ((x64[flagged, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    d64[np.arange(19), np.flatnonzero(flagged)] = np.inf
+    want = np.argsort(d64, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(np.sort(np.asarray(idx)[flagged], 1), np.sort(want, 1))
+
+
 def test_certificate_rejects_a_lost_neighbour():
     """With the slack removed the ranking alone misses neighbours; the certificate catches it."""
     x = jnp.asarray(OFFSET[:300] - 1000 + np.float32(3e4))  # offset far beyond the spread
