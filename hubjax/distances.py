@@ -85,13 +85,21 @@ def settle(a: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(a), jnp.zeros((), a.dtype), a)
 
 
+def _row_max_abs(x: jax.Array) -> jax.Array:
+    """Largest absolute coordinate of each row ``[n]``: NaN where the row holds a NaN (the
+    maximum propagates it), +inf where it holds an infinity. One reduction over the points
+    serves both :func:`_finite_rows` and :func:`max_abs` (XLA computes it once)."""
+    return jnp.max(jnp.abs(x), axis=-1, initial=jnp.zeros((), x.dtype))
+
+
 def _finite_rows(x: jax.Array) -> jax.Array:
-    return jnp.all(jnp.isfinite(x), axis=-1)
+    return jnp.isfinite(_row_max_abs(x))
 
 
 def max_abs(x: jax.Array) -> jax.Array:
     """Largest absolute coordinate over the finite rows of ``x`` (0 if none)."""
-    a = jnp.where(_finite_rows(x)[:, None], jnp.abs(x), jnp.zeros((), x.dtype))
+    rows = _row_max_abs(x)
+    a = jnp.where(jnp.isfinite(rows), rows, jnp.zeros((), x.dtype))
     return jnp.max(a, initial=jnp.zeros((), x.dtype))
 
 
