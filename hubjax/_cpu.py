@@ -184,7 +184,9 @@ def _fused_isa() -> bool:
     return bool(_cpu_select.fused())
 
 
-def tiled_lists(features, shift, penalty, *, keep: int, euclidean: bool, block: int = 0):
+def tiled_lists(
+    features, shift, penalty, *, keep: int, euclidean: bool, block: int = 0, norms: bool = False
+):
     """Kernel call (AVX-512, see :func:`fused`): each point's ``keep`` smallest rankings over
     all points, itself included, ``(values, indices) [..., m, keep]`` sorted by (value, index),
     from the prepared points ``features [..., m, d]``, ``shift [..., d]`` (used where
@@ -195,7 +197,9 @@ def tiled_lists(features, shift, penalty, *, keep: int, euclidean: bool, block: 
     offset_j)`` (``scale`` 2 for the Euclidean metrics, else 1), the dot product one fused
     multiply-add per feature in feature order, so (i, j) and (j, i) rank the same and each pair
     is computed once and offered to both lists. ``block`` (0: chosen for the cache) changes the
-    work split, never the result."""
+    work split, never the result. With ``norms``, also returns each point's squared norm
+    ``[..., m]`` as the operands hold it (the features minus ``shift`` where ``euclidean``,
+    summed in feature order)."""
     shape = (*features.shape[:-1], keep)
     # the packed points live in a scratch result (XLA's memory, which XLA can share with dead
     # buffers) padded to whole blocks: m + block rows cover any block the kernel picks (at
@@ -206,12 +210,13 @@ def tiled_lists(features, shift, penalty, *, keep: int, euclidean: bool, block: 
     out = (
         jax.ShapeDtypeStruct(shape, jnp.float32),
         jax.ShapeDtypeStruct(shape, jnp.int32),
+        jax.ShapeDtypeStruct(features.shape[:-1], jnp.float32),
         scratch,
     )
-    values, index, _ = _call(
+    values, index, sq, _ = _call(
         "hubjax_tiled_lists", out, features, shift, penalty, euclidean=int(euclidean), block=block
     )
-    return values, index
+    return (values, index, sq) if norms else (values, index)
 
 
 def query_lists(query, reference, *, keep: int, block: int = 0):

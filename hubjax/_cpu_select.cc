@@ -496,6 +496,7 @@ struct FusedPoints {
   const float* features;
   const float* shift;
   const float* penalty;
+  float* sq;  // with features: each point's squared (shifted) norm is written here
 };
 
 // One problem of the fused kernels: n lists (query points q [n, kd]; with q null, the points
@@ -532,7 +533,7 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
                                 bp_data);
     } else if (hi > rpan) {
       hubjax_avx512::PackPoints(r.features, r.shift, r.penalty, m, kd - 2,
-                                std::max(lo, rpan) - rpan, hi - rpan, bp_data);
+                                std::max(lo, rpan) - rpan, hi - rpan, bp_data, r.sq);
     }
   });
   const FusedArgs args{in_sample ? bp_data : ap.data(),
@@ -603,11 +604,13 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
 // hubjax.distances.ranking_operands itself (features minus the shift for the Euclidean
 // metrics, 1, squared norm plus penalty) and derives the queries (features times -scale, with
 // scale = 2 for the Euclidean metrics, 1 otherwise). Every pair is computed once, in one
-// orientation, and offered to both points' lists. Needs AVX-512.
+// orientation, and offered to both points' lists. Also returns each point's squared norm as
+// used in its operands ([..., M]; the ranking error bound's norms, so XLA need not compute
+// them in another pass over the points). Needs AVX-512.
 ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> shift,
                           ffi::Buffer<ffi::F32> penalty, int64_t euclidean, int64_t block,
                           ffi::ResultBuffer<ffi::F32> out_v, ffi::ResultBuffer<ffi::S32> out_i,
-                          ffi::ResultBuffer<ffi::F32> scratch) {
+                          ffi::ResultBuffer<ffi::F32> out_sq, ffi::ResultBuffer<ffi::F32> scratch) {
 #if HUBJAX_MULTI_ISA
   if (!FusedAvailable()) {
     return ffi::Error::InvalidArgument("hubjax tiled_lists: needs AVX-512");
@@ -623,6 +626,7 @@ ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   if (od[od.size() - 2] != m || Leading(od, 2) != batch || keep < 1 || m < 1 ||
       shift.element_count() != static_cast<size_t>(batch * d) ||
       penalty.element_count() != static_cast<size_t>(batch * m) ||
+      out_sq->element_count() != static_cast<size_t>(batch * m) ||
       m + keep >= (int64_t{1} << 31)) {
     return ffi::Error::InvalidArgument("hubjax tiled_lists: inconsistent shapes");
   }
@@ -636,7 +640,7 @@ ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   for (int64_t b = 0; b < batch; ++b) {
     const FusedPoints points{nullptr, x.typed_data() + b * m * d,
                              euclidean ? shift.typed_data() + b * d : nullptr,
-                             penalty.typed_data() + b * m};
+                             penalty.typed_data() + b * m, out_sq->typed_data() + b * m};
     FusedRun(pool, nullptr, euclidean ? 2 : 1, points, m, m, d + 2, keep, block,
              out_v->typed_data() + b * m * keep, out_i->typed_data() + b * m * keep,
              use_scratch ? scratch->typed_data() + b * per : nullptr);
@@ -651,6 +655,7 @@ ffi::Error TiledListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Bu
   (void)block;
   (void)out_v;
   (void)out_i;
+  (void)out_sq;
   (void)scratch;
   return ffi::Error::InvalidArgument("hubjax tiled_lists: needs AVX-512");
 #endif
@@ -681,7 +686,8 @@ ffi::Error QueryListsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> query,
     return ffi::Error::InvalidArgument("hubjax query_lists: inconsistent shapes");
   }
   for (int64_t b = 0; b < batch; ++b) {
-    const FusedPoints points{reference.typed_data() + b * m * kd, nullptr, nullptr, nullptr};
+    const FusedPoints points{reference.typed_data() + b * m * kd, nullptr, nullptr, nullptr,
+                             nullptr};
     FusedRun(pool, query.typed_data() + b * n * kd, 0, points, n, m, kd, keep, block,
              out_v->typed_data() + b * n * keep,
              out_i->typed_data() + b * n * keep);
@@ -849,6 +855,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxTiledLists, TiledListsImpl,
                                   .Attr<int64_t>("block")
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(HubjaxQueryLists, QueryListsImpl,

@@ -324,15 +324,15 @@ def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
         reference, bound, state = _block_lists(xp, k, metric, num_blocks, block, shift)
         values, cols = _scanned_lists(reference, state, metric=metric, tiles=tiles)
         return _finish_lists(xp, values, cols, bound, k, metric, block)
-    r, bound = _reference_and_bound(xp, metric, shift)
     keep = k + _SLACK + 1
 
     def scanned(features, shift, penalty):
-        del features, shift, penalty  # the operands above (not materialised on the fused path)
+        del features, penalty  # xp's (not materialised on the fused path)
+        r = distances.ranking_operands(xp, metric, "reference", shift)
         reference = distances.pad_reference(r.operands, num_blocks * block)
         reference = reference.reshape(num_blocks, block, -1)
         state = _empty_lists(num_blocks, block, keep, reference.dtype)
-        return _scanned_lists(reference, state, metric=metric, tiles=tiles)
+        return (*_scanned_lists(reference, state, metric=metric, tiles=tiles), r.norms)
 
     fused = functools.partial(
         _fused_lists,
@@ -341,9 +341,11 @@ def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
         keep=keep,
         euclidean=metric in ("sqeuclidean", "euclidean"),
     )
-    values, cols = lax.platform_dependent(
+    values, cols, norms = lax.platform_dependent(
         xp.features, shift, xp.penalty, cpu=fused, default=scanned
     )
+    largest = jnp.max(jnp.where(xp.penalty == 0, norms, 0), initial=jnp.zeros((), norms.dtype))
+    bound = distances.ranking_error(norms, largest, metric, xp.features.shape[1])
     return _finish_lists(xp, values, cols, bound, k, metric, block)
 
 
@@ -354,16 +356,22 @@ def _fused_lists(features, shift, penalty, *, num_blocks, block, keep, euclidean
     them to memory. Its products round differently from XLA's (another summation order,
     within the same error bound), so its lists may differ from the scan's where values tie up
     to rounding; the refined, certified result does not. Lists of the padding rows are +inf
-    (nobody reads them)."""
+    (nobody reads them). Also returns the points' norms as the kernel's operands hold them
+    (summed in feature order; the error bound covers any order), for the ranking error bound,
+    so XLA makes no pass over the points for them."""
     n = features.shape[0]
     shift = jnp.broadcast_to(shift, features.shape[-1:]).astype(features.dtype)
-    values, cols = _cpu.tiled_lists(
-        features, shift, penalty.astype(features.dtype), keep=keep, euclidean=euclidean
+    values, cols, sq = _cpu.tiled_lists(
+        features, shift, penalty.astype(features.dtype), keep=keep, euclidean=euclidean, norms=True
     )
     extra = num_blocks * block - n
     values = jnp.pad(values, ((0, extra), (0, 0)), constant_values=jnp.inf)
     cols = jnp.pad(cols, ((0, extra), (0, 0)), constant_values=n)
-    return values.reshape(num_blocks, block, keep), cols.reshape(num_blocks, block, keep)
+    return (
+        values.reshape(num_blocks, block, keep),
+        cols.reshape(num_blocks, block, keep),
+        jnp.sqrt(sq),
+    )
 
 
 def _scanned_lists(reference, state, *, metric, tiles):

@@ -85,21 +85,38 @@ def settle(a: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(a), jnp.zeros((), a.dtype), a)
 
 
-def _row_max_abs(x: jax.Array) -> jax.Array:
-    """Largest absolute coordinate of each row ``[n]``: NaN where the row holds a NaN (the
-    maximum propagates it), +inf where it holds an infinity. One reduction over the points
-    serves both :func:`_finite_rows` and :func:`max_abs` (XLA computes it once)."""
-    return jnp.max(jnp.abs(x), axis=-1, initial=jnp.zeros((), x.dtype))
+def _row_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(finite [n], largest [n])``: whether each row is free of NaN and infinities, and its
+    largest absolute coordinate (meaningful on finite rows), from plain row reductions.
+
+    XLA:CPU materialises ``abs(x)`` or ``isfinite(x)`` before reducing them (10k x 1024: 11-14
+    ms each, against about 1 ms per plain reduction), and its maximum does not reliably
+    propagate NaN (a row of NaN can reduce to -inf), so: the row's maximum and minimum find
+    the infinities and the magnitude, its sum the NaN (an addition always propagates it). A
+    finite row whose sum overflows both ways also sums to NaN: rows like that are checked
+    entry by entry, in a branch that runs only when there are any.
+    """
+    zero = jnp.zeros((), x.dtype)
+    hi = jnp.max(x, axis=-1, initial=zero)
+    lo = jnp.min(x, axis=-1, initial=zero)
+    bounded = jnp.isfinite(hi) & jnp.isfinite(lo)
+    unsure = bounded & jnp.isnan(jnp.sum(x, axis=-1))
+    finite = lax.cond(
+        jnp.any(unsure),
+        lambda: bounded & (~unsure | jnp.all(jnp.isfinite(x), axis=-1)),
+        lambda: bounded & ~unsure,
+    )
+    return finite, jnp.maximum(hi, -lo)
 
 
 def _finite_rows(x: jax.Array) -> jax.Array:
-    return jnp.isfinite(_row_max_abs(x))
+    return _row_stats(x)[0]
 
 
 def max_abs(x: jax.Array) -> jax.Array:
     """Largest absolute coordinate over the finite rows of ``x`` (0 if none)."""
-    rows = _row_max_abs(x)
-    a = jnp.where(jnp.isfinite(rows), rows, jnp.zeros((), x.dtype))
+    finite, largest = _row_stats(x)
+    a = jnp.where(finite, largest, jnp.zeros((), x.dtype))
     return jnp.max(a, initial=jnp.zeros((), x.dtype))
 
 

@@ -558,6 +558,18 @@ def test_fused_in_sample_lists_are_exact_and_do_not_depend_on_blocks(kind, n, d,
         np.testing.assert_array_equal(i, order)
         np.testing.assert_array_equal(v, np.take_along_axis(exact, order, 1).astype(np.float32))
     _check_lists(v, i, exact, bound, keep)
+    # the squared norms it reports (the error bound's): the shifted features, summed in
+    # feature order, each step rounded to float32
+    _, _, sq = jax.jit(
+        lambda x, s, p: _cpu.tiled_lists(x, s, p, keep=keep, euclidean=True, norms=True)
+    )(x, shift, penalty)
+    f = (x - shift).astype(np.float32)
+    want = np.zeros(n, np.float32)
+    for e in range(d):
+        want = (want + f[:, e] * f[:, e]).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(sq), want)
+    f64 = (x.astype(np.float64) - shift) ** 2
+    np.testing.assert_allclose(np.asarray(sq), f64.sum(1), rtol=(d + 2) * 2.0**-23, atol=0)
 
 
 @needs_fused

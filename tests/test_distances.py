@@ -67,3 +67,33 @@ def test_jit_and_vmap():
         np.testing.assert_allclose(
             out[b], reference.distances(xb[b], xb[b], "euclidean"), rtol=1e-5, atol=1e-5
         )
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (101, 600), (303, 64)])
+def test_finite_rows_and_largest_coordinate_on_adversarial_rows(shape):
+    """Rows of NaN (which XLA:CPU's maximum can reduce to -inf at some shapes), single NaN and
+    infinities, and a finite row whose sum overflows both ways (its NaN sum must not make it
+    non-finite), under jit, vmap and shard_map."""
+    from hubjax import distances
+
+    n, d = shape
+    x = np.random.default_rng(n).normal(size=shape).astype(np.float32)
+    x[-2:] = np.nan
+    x[1, d // 2] = np.nan
+    x[2, 0] = np.inf
+    x[3, -1] = -np.inf
+    x[4, :4] = [3e38, 3e38, -3e38, -3e38][: min(4, d)]
+    want = np.all(np.isfinite(x), axis=1)
+    largest = np.abs(x[want]).max()
+    xj = jnp.asarray(x)
+    np.testing.assert_array_equal(np.asarray(jax.jit(distances._finite_rows)(xj)), want)
+    assert float(jax.jit(distances.max_abs)(xj)) == largest
+    batched = jax.jit(jax.vmap(distances._finite_rows))(jnp.stack([xj, xj[::-1]]))
+    np.testing.assert_array_equal(np.asarray(batched), np.stack([want, want[::-1]]))
+    if n % 3 == 0 and len(jax.devices()) >= 3:
+        mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:3]), ("p",))
+        spec = jax.sharding.PartitionSpec("p")
+        sharded = jax.jit(
+            jax.shard_map(distances._finite_rows, mesh=mesh, in_specs=spec, out_specs=spec)
+        )
+        np.testing.assert_array_equal(np.asarray(sharded(xj)), want)
