@@ -75,7 +75,7 @@ def strip_search(xp, yp, k, metric, *, exclude_diagonal, block_size, shift, grou
     dim = xp.features.shape[1]
     width = round_up(m, _COLUMN_ALIGN)
     reference = distances.ranking_operands(yp, metric, "reference", shift)
-    largest = distances.largest_norm(reference, yp.penalty)
+    largest = distances.largest_norm(reference.norms, yp.penalty)
     ref_ops = distances.pad_reference(reference.operands, width)
     rows = min(block_size, n)
     keep = min(k + _SLACK + int(exclude_diagonal), width)
@@ -204,9 +204,13 @@ def _block_lists(xp, k, metric, num_blocks, block, shift):
 def _reference_and_bound(xp, metric, shift):
     """The points' reference ranking operands and each point's ranking error bound ``[n]``."""
     r = distances.ranking_operands(xp, metric, "reference", shift)
-    dim = xp.features.shape[1]
-    bound = distances.ranking_error(r.norms, distances.largest_norm(r, xp.penalty), metric, dim)
-    return r, bound
+    return r, _in_sample_bound(xp, r.norms, metric)
+
+
+def _in_sample_bound(xp, norms, metric):
+    """Each point's ranking error bound ``[n]`` against all of ``xp``, from its norms ``[n]``."""
+    largest = distances.largest_norm(norms, xp.penalty)
+    return distances.ranking_error(norms, largest, metric, xp.features.shape[1])
 
 
 def _empty_lists(num_blocks, block, keep, dtype):
@@ -344,9 +348,7 @@ def tiled_search(xp, k, metric, *, num_blocks, block, tiles, shift):
     values, cols, norms = lax.platform_dependent(
         xp.features, shift, xp.penalty, cpu=fused, default=scanned
     )
-    largest = jnp.max(jnp.where(xp.penalty == 0, norms, 0), initial=jnp.zeros((), norms.dtype))
-    bound = distances.ranking_error(norms, largest, metric, xp.features.shape[1])
-    return _finish_lists(xp, values, cols, bound, k, metric, block)
+    return _finish_lists(xp, values, cols, _in_sample_bound(xp, norms, metric), k, metric, block)
 
 
 def _fused_lists(features, shift, penalty, *, num_blocks, block, keep, euclidean):
@@ -509,10 +511,10 @@ def recheck(xp, yp, dist, idx, ok, k, metric, *, row_offset=None):
     flagged = ~ok & (xp.penalty == 0)
     chunk = _RECHECK_ROWS
     width = round_up(min(m, max(_COLUMN_ALIGN, distances.PAIR_BUDGET // (4 * chunk * dim))), 8)
-    # whole tiles of `width` columns, then a narrower last one: slices of yp, never a padded
-    # copy of it (that copy was made on every call, outside the loop, flagged rows or not)
     if m == 0:
         return dist, idx
+    # whole tiles of `width` columns, then a narrower last one: slices of yp, never a padded
+    # copy of it (that copy was made on every call, outside the loop, flagged rows or not)
     width = min(width, m)
     full, tail = divmod(m, width)
     order = jnp.nonzero(flagged, size=n, fill_value=n)[0].astype(jnp.int32)

@@ -194,9 +194,9 @@ def centre(p: Prepared, metric: str, axis_name=None) -> jax.Array:
     return total / jnp.maximum(count, 1).astype(p.features.dtype)
 
 
-def largest_norm(ranking: Ranking, penalty: jax.Array) -> jax.Array:
-    """Largest (shifted) norm over the finite points: the reference side of the error bound."""
-    norms = ranking.norms
+def largest_norm(norms: jax.Array, penalty: jax.Array) -> jax.Array:
+    """Largest (shifted) norm ``norms [n]`` (:attr:`Ranking.norms`, or the fused kernel's) over
+    the finite points: the reference side of the error bound."""
     return jnp.max(jnp.where(penalty == 0, norms, 0), initial=jnp.zeros((), norms.dtype))
 
 

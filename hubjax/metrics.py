@@ -101,7 +101,7 @@ def _ball_counts(queries, centres, radii, *, block_size):
         cp = distances.prepare(centres, "sqeuclidean", dtype, e)
         shift = distances.centre(cp, "sqeuclidean")
         ref = distances.ranking_operands(cp, "sqeuclidean", "reference", shift)
-        largest = distances.largest_norm(ref, cp.penalty)
+        largest = distances.largest_norm(ref.norms, cp.penalty)
         scaled = distances.times_pow2(radii.astype(dtype), -2 * e)  # radii on the internal scale
         valid = (cp.penalty == 0) & jnp.isfinite(scaled)
         scaled = jnp.where(valid, scaled, -1.0)  # a non-finite centre contains nothing
