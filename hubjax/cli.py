@@ -25,8 +25,9 @@ import numpy as np
 from hubjax import _checks, reduction
 
 
-class UsageError(Exception):
-    """An input problem reported as one line on stderr."""
+class UsageError(ValueError):
+    """An input problem reported as one line on stderr (a ValueError for library callers of
+    :mod:`hubjax.streaming`, which shares the float32 preparation)."""
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -135,14 +136,44 @@ def to_float32(data: np.ndarray, metric: str) -> np.ndarray:
     after a translation. So wide data (float64, large integers) is first centred on its column
     means (Euclidean metrics) in float64 -- a common offset such as ``1e6 + noise`` would
     otherwise swallow the noise in the cast -- and then divided by a power of two if its values
-    lie beyond float32's range. Neither changes any neighbour list or measure.
+    lie beyond float32's range. Neither changes any neighbour list or measure. Data whose rows
+    span more than float32 can hold (:func:`check_rescale`) is refused with a UsageError.
     """
     if not is_wide(data.dtype):
         return data.astype(np.float32)
     wide = data.astype(np.float64)
     if metric in ("sqeuclidean", "euclidean"):
         wide = wide - wide.mean(axis=0)
-    return cast_float32(wide, None, float32_exponent(float(np.abs(wide).max())))
+    exponent = float32_exponent(float(np.abs(wide).max()))
+    if exponent:
+        scales = np.abs(data).max(axis=1).astype(np.float64)
+        beyond = np.flatnonzero(scales > float(np.finfo(np.float32).max))
+        check_rescale(scales.max(), scales[scales > 0].min(initial=np.inf), beyond)
+    return cast_float32(wide, None, exponent)
+
+
+# Rows whose largest values differ by more than this cannot share one float32 scale: once the
+# largest is brought into range, the squared coordinates of the smallest underflow.
+_ROW_SPAN = 2.0**126
+
+
+def check_rescale(largest: float, smallest: float, beyond: np.ndarray) -> None:
+    """Refuses data beyond float32's range whose rows span more than float32 can hold at once.
+
+    A rescaling by a power of two changes no neighbour when every row keeps its resolution, so
+    data that is simply large (all rows near 1e40) is rescaled silently. One row at 1e300 among
+    rows near 1 is different: brought into range together, the small rows would collapse onto
+    each other (exactly equal after the cast). ``largest`` and ``smallest`` are the largest and
+    smallest nonzero per-row maxima of ``|x|``; ``beyond`` the rows beyond float32's range.
+    """
+    if not largest / smallest > _ROW_SPAN:  # smallest > 0 (nonzero maxima only), may be inf
+        return
+    named = ", ".join(str(int(r)) for r in beyond[:5]) + (", ..." if len(beyond) > 5 else "")
+    raise UsageError(
+        f"{len(beyond)} row(s) lie beyond float32's range (3.4e38; rows {named}, values up to "
+        f"{largest:.3g}) while other rows hold values as small as {smallest:.3g}: float32 cannot "
+        "hold both, and scaling would collapse the small rows. Rescale, clip or drop those rows"
+    )
 
 
 def is_wide(dtype) -> bool:
@@ -349,8 +380,6 @@ def _analyze_streamed(args) -> dict:
 
     if not Path(args.path).exists():
         raise UsageError(f"no such file: {args.path}")
-    if args.block_mb < 1:
-        raise UsageError("--block-mb must be at least 1")
     try:
         n, d = streaming.NpyFile(args.path).shape
         if args.k < 1 or args.k > n - 1:
@@ -459,14 +488,23 @@ def json_ready(value):
     return value
 
 
+def check_options(args) -> None:
+    """Every numeric option, before any work: one line naming the option and the value."""
+    for name in ("k", "candidates", "top", "block_mb"):
+        least = 0 if name == "top" else 1
+        if getattr(args, name) < least:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least {least}")
+    if not (np.isfinite(args.hub_size) and args.hub_size > 0):
+        raise UsageError(f"--hub-size must be a positive finite number, got {args.hub_size}")
+    min_recall = getattr(args, "min_recall", None)
+    if min_recall is not None and not 0 <= min_recall <= 1:
+        raise UsageError(f"--min-recall must lie in [0, 1], got {min_recall}")
+
+
 def run(args) -> int:
-    for name in ("k", "candidates", "top"):
-        if getattr(args, name) < (0 if name == "top" else 1):
-            least = 0 if name == "top" else 1
-            print(f"hubjax analyze: error: --{name} must be at least {least}", file=sys.stderr)
-            return 2
     written = None
     try:
+        check_options(args)
         result = analyze(args)
         if args.plot:
             written = plot_path(args.plot, args.path)

@@ -98,11 +98,19 @@ def _statistics(f: NpyFile, rows: int, metric: str):
     if not cli.is_wide(f.dtype):
         return None, 0
     shift = total / n if metric in ("sqeuclidean", "euclidean") else None
-    largest = 0.0
+    largest, big, small, beyond = 0.0, 0.0, np.inf, []
+    limit = float(np.finfo(np.float32).max)
     for start in range(0, n, rows):
         block = f.rows(start, start + rows, buffer).astype(np.float64)
         largest = max(largest, float(np.abs(block - (0 if shift is None else shift)).max()))
-    return shift, cli.float32_exponent(largest)
+        scales = np.abs(block).max(axis=1)
+        big = max(big, float(scales.max()))
+        small = min(small, float(scales[scales > 0].min(initial=np.inf)))
+        beyond += (start + np.flatnonzero(scales > limit)).tolist()
+    exponent = cli.float32_exponent(largest)
+    if exponent:
+        cli.check_rescale(big, small, np.asarray(beyond))
+    return shift, exponent
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric"))

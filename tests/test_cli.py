@@ -186,6 +186,43 @@ def test_float64_beyond_float32_range_is_rescaled(tmp_path, capsys):
     np.testing.assert_array_equal(json.loads(out)["k_occurrence"], expected)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_finite_rows_beyond_float32_among_small_ones_are_refused_by_name(tmp_path, capsys, stream):
+    """One finite row at 1e300 among rows near 1: float32 cannot hold both, so rescaling would
+    collapse the small rows and the huge one would turn into a non-finite nobody's-neighbour:
+    the run used to exit 0 with those counts. Now an error naming the row."""
+    x = random_points(40, 3, seed=7).astype(np.float64)
+    x[5] = 1e300
+    path = tmp_path / "one_huge.npy"
+    np.save(path, x)
+    code, out, err = run(capsys, path, "--k", 3, *(["--stream"] if stream else []))
+    assert code == 2 and out == "", out
+    assert len(err.strip().splitlines()) == 1
+    assert "beyond float32's range" in err and "rows 5," in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--hub-size", "nan"], "--hub-size must be a positive finite number"),
+        (["--hub-size", "-1"], "--hub-size must be a positive finite number"),
+        (["--hub-size", "inf"], "--hub-size must be a positive finite number"),
+        (["--hub-size", "0"], "--hub-size must be a positive finite number"),
+        (["--block-mb", "-5"], "--block-mb must be at least 1"),
+        (["--block-mb", "0", "--stream"], "--block-mb must be at least 1"),
+        (["--approximate", "--min-recall", "2"], "--min-recall must lie in [0, 1]"),
+        (["--approximate", "--min-recall", "nan"], "--min-recall must lie in [0, 1]"),
+        (["--approximate", "--min-recall", "-0.1"], "--min-recall must lie in [0, 1]"),
+    ],
+)
+def test_numeric_options_without_meaning_are_refused_before_any_work(data, capsys, args, message):
+    _, path = data
+    code, out, err = run(capsys, path, *args)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("hubjax analyze: error: ")
+    assert message in err
+
+
 def test_json_is_strict_and_plot_path_is_reported(tmp_path, capsys):
     path = tmp_path / "const.npy"
     np.save(path, np.tile(np.arange(4.0, dtype=np.float32), (12, 1)) + np.eye(12, 4))
