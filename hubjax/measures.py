@@ -144,6 +144,8 @@ def gini(counts: Int[Array, " m"]) -> Float[Array, ""]:
 def atkinson(counts: Int[Array, " m"], *, eps: float = 0.5) -> Float[Array, ""]:
     """Atkinson index ``1 - (mean O**(1-eps))**(1/(1-eps)) / mean O`` (geometric mean at eps=1).
 
+    ``eps`` may be a traced scalar (``jit``/``vmap`` over it).
+
     Example:
       >>> import jax.numpy as jnp, hubjax
       >>> round(float(hubjax.atkinson(jnp.array([1, 1, 4, 4]))), 6)
@@ -151,10 +153,14 @@ def atkinson(counts: Int[Array, " m"], *, eps: float = 0.5) -> Float[Array, ""]:
     """
     o = _float(counts)
     m = o.shape[0]
-    if eps == 1:
-        general = jnp.exp(_sum(jnp.log(o)) / m)
-    else:
-        general = (_sum(o ** (1.0 - eps)) / m) ** (1.0 / (1.0 - eps))
+    p = 1.0 - eps  # a Python float, or traced: eps may come from jit/vmap, so no Python branch
+    geometric = p == 0
+    safe = jnp.where(geometric, 1.0, p)
+    general = jnp.where(
+        geometric,
+        jnp.exp(_sum(jnp.log(o)) / m),
+        (_sum(o**safe) / m) ** (1.0 / safe),
+    )
     return 1.0 - general / (_sum(o) / m)
 
 

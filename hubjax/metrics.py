@@ -46,6 +46,10 @@ def frechet_distance(real: Float[Array, "n d"], fake: Float[Array, "m d"]) -> Fl
     of ``S_r^(1/2) S_f S_r^(1/2)`` (symmetric), so no complex ``sqrtm`` is needed. Runs in the
     default float dtype; enable x64 for very large feature dimensions.
 
+    Raises:
+      ValueError: fewer than 2 samples in either set (checked eagerly, also under ``jit``),
+        mismatched features, non-finite samples (concrete inputs only).
+
     Example:
       >>> import jax, hubjax
       >>> a = jax.random.normal(jax.random.key(0), (2000, 4))
@@ -53,6 +57,12 @@ def frechet_distance(real: Float[Array, "n d"], fake: Float[Array, "m d"]) -> Fl
       4.0
     """
     real, fake = _pair(real, fake)
+    for name, points in (("real", real), ("fake", fake)):
+        if points.shape[0] < 2:
+            raise ValueError(
+                f"frechet_distance needs at least 2 {name} samples for a covariance (ddof=1), "
+                f"got {points.shape[0]}."
+            )
     return _frechet(real, fake)
 
 

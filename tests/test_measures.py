@@ -57,6 +57,22 @@ def test_atkinson_eps_one_is_geometric_mean():
     np.testing.assert_allclose(float(hubjax.atkinson(o, eps=1)), expected, rtol=1e-6)
 
 
+def test_atkinson_takes_a_traced_eps_under_jit_and_vmap():
+    o = np.array([0.0, 1.0, 2.0, 4.0, 8.0, 3.0])
+    eps = np.array([0.25, 0.5, 1.0, 2.0])
+
+    def expected(e):
+        with np.errstate(divide="ignore"):
+            if e == 1:
+                return 1 - np.exp(np.mean(np.log(o))) / o.mean()
+            return 1 - np.mean(o ** (1 - e)) ** (1 / (1 - e)) / o.mean()
+
+    batched = jax.jit(jax.vmap(lambda e: hubjax.atkinson(o.astype(np.float32), eps=e)))(eps)
+    for e, got in zip(eps, np.asarray(batched), strict=True):
+        np.testing.assert_allclose(got, expected(e), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(float(hubjax.atkinson(o, eps=float(e))), got, rtol=1e-6)
+
+
 @pytest.mark.parametrize("include_self", [False, True])
 def test_hubness_report_in_sample(include_self):
     x = random_points(211, 32, seed=5)

@@ -45,6 +45,12 @@ def test_frechet_matches_scipy():
 
 
 def test_metrics_bad_input():
+    for real, fake in (
+        (random_points(1, 3), random_points(5, 3)),
+        (random_points(5, 3), [[1, 2, 3]]),
+    ):
+        with pytest.raises(ValueError, match=r"at least 2 .* samples"):
+            metrics.frechet_distance(real, fake)  # used to return NaN
     with pytest.raises(ValueError, match="same number of features"):
         hubjax.metrics.precision_recall(random_points(10, 2), random_points(10, 3))
     with pytest.raises(ValueError, match="larger than"):
