@@ -497,18 +497,25 @@ def _refine(rows, yp, values, columns, k, metric, row_ids, bound):
     return d, columns, ok
 
 
-def recheck(xp, yp, dist, idx, ok, k, metric, *, row_offset=None):
+def recheck(xp, yp, dist, idx, ok, k, metric, *, own=None, query_rows=None, ref_pos=None):
     """Replaces the rows that are not ``ok`` by their exact top-k against all of ``yp``.
 
     Exact: every distance of such a row is computed per pair, ``_RECHECK_ROWS`` rows at a time,
     in column tiles within :data:`distances.PAIR_BUDGET`, inside a ``lax.while_loop`` that runs
-    once per group of flagged rows (zero times when all rows are certified). ``row_offset``
-    (in-sample search) is the global index of ``xp``'s first row: each row's own column is
-    excluded. Non-finite query rows are left as they are (callers mask them).
+    once per group of flagged rows (zero times when all rows are certified). ``own [n]``
+    (in-sample search) is each row's own column, excluded from its list. Non-finite query rows
+    are left as they are (callers mask them).
+
+    The points may be stored in another order than the one the lists index (the IVF engine keeps
+    them sorted by list): query i is row ``query_rows[i]`` of ``xp``, and reference point j is
+    row ``ref_pos[j]`` of ``yp`` (both default to the identity). Columns are compared in the
+    lists' order, so ties still go to the smaller index.
     """
-    n, dim = xp.features.shape
+    n = dist.shape[0]
+    dim = xp.features.shape[1]
     m = yp.features.shape[0]
-    flagged = ~ok & (xp.penalty == 0)
+    finite = xp.penalty == 0 if query_rows is None else xp.penalty[query_rows] == 0
+    flagged = ~ok & finite
     chunk = _RECHECK_ROWS
     width = round_up(min(m, max(_COLUMN_ALIGN, distances.PAIR_BUDGET // (4 * chunk * dim))), 8)
     if m == 0:
@@ -525,7 +532,8 @@ def recheck(xp, yp, dist, idx, ok, k, metric, *, row_offset=None):
     def body(state):
         start, dist, idx = state
         rows = lax.dynamic_slice(order, (start,), (chunk,))
-        xr = jax.tree.map(lambda a: a[jnp.minimum(rows, n - 1)], xp)
+        safe = jnp.minimum(rows, n - 1)
+        xr = jax.tree.map(lambda a: a[safe if query_rows is None else query_rows[safe]], xp)
         parts = []
         if full == 1:
             parts.append(distances.pair_tile(xr, _rows(yp, 0, width), metric))
@@ -536,9 +544,11 @@ def recheck(xp, yp, dist, idx, ok, k, metric, *, row_offset=None):
         if tail:
             parts.append(distances.pair_tile(xr, _rows(yp, full * width, tail), metric))
         d = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]  # [chunk, m]
-        if row_offset is not None:
-            own = (rows + row_offset)[:, None] == columns[None, :]
-            d = jnp.where(own, jnp.full((), jnp.inf, d.dtype), d)
+        if ref_pos is not None:
+            d = jnp.take(d, ref_pos, axis=1)
+        if own is not None:
+            mine = own[jnp.minimum(rows, n - 1)][:, None] == columns[None, :]
+            d = jnp.where(mine, jnp.full((), jnp.inf, d.dtype), d)
         values, cols = _select.smallest_k_simple(d, k)
         dist = dist.at[rows].set(values, mode="drop")
         idx = idx.at[rows].set(cols, mode="drop")
@@ -578,4 +588,5 @@ def search(xp, yp, k, metric, *, in_sample, block_size, plan=None, group=None, s
         )
     if k + _SLACK + int(in_sample) >= yp.features.shape[0]:
         return dist, idx  # every reference was a candidate: nothing to re-check
-    return recheck(xp, yp, dist, idx, ok, k, metric, row_offset=0 if in_sample else None)
+    own = jnp.arange(xp.features.shape[0], dtype=jnp.int32) if in_sample else None
+    return recheck(xp, yp, dist, idx, ok, k, metric, own=own)

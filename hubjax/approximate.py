@@ -18,7 +18,8 @@ Layout (every shape static, so it runs under ``jit`` and ``vmap`` and compiles o
    a pass's chunks have data-dependent trip counts (``lax.fori_loop``), so no work is padded to
    the largest list; the running lists ``[n, k + 8]`` are the only per-query state.
 3. **Re-rank.** The candidates are re-ranked by hubjax's exact per-pair distance; ties to the
-   smaller index.
+   smaller index. A query whose probed lists held fewer than k candidates is searched again
+   against every point (exactly), so no slot is left empty while finite candidates remain.
 
 Memory: the prepared points sorted by list (``[m, d]``; in-sample the prepared copy in input
 order is freed once they are sorted), their ranking operands (``[m, d + 2]`` float32, built
@@ -404,6 +405,25 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
 
     out = (jnp.zeros((n, k), xp.features.dtype), jnp.zeros((n, k), jnp.int32))
     dist, idx = lax.fori_loop(0, num, rerank, _after(out, run_i))  # after the search
+    # The probed lists can hold fewer than k candidates (k large against the lists' sizes, or
+    # the ratio rule stopping early): such rows are searched again against every point, exactly
+    # (a loop that runs zero times when every list is full), instead of keeping empty slots.
+    # It reads the points sorted by list (``y_sorted``, alive for the re-rank anyway): keeping the
+    # input-order copy ``yp`` for it would hold m x d more memory for the whole search.
+    filled = ~jnp.any(dist == jnp.inf, axis=1)
+    ref_pos = q_pos if from_ref else jnp.zeros(m, jnp.int32).at[ref_order].set(jnp.arange(m))
+    dist, idx = _engines.recheck(
+        y_sorted if from_ref else xp,
+        y_sorted,
+        dist,
+        idx,
+        filled,
+        k,
+        metric,
+        own=query_ids if in_sample else None,
+        query_rows=q_pos if from_ref else None,
+        ref_pos=ref_pos,
+    )
     if with_self:
         dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
         idx = jnp.concatenate([query_ids[:, None], idx], axis=1)

@@ -86,6 +86,29 @@ def test_ratio_rule_bounds():
     assert recalls[0] < recalls[1] <= recalls[2], recalls
 
 
+@pytest.mark.parametrize("include_self", [False, True])
+def test_lists_too_small_for_k_are_searched_again_never_left_empty(include_self):
+    """k = 200 of 200 references used to leave 4181 of 6000 slots empty (-1, recall 0.30): the
+    probed lists held fewer than k points. Such rows are now searched again against every
+    point, exactly, so they equal the exact search bit for bit (ties included)."""
+    y = np.random.default_rng(3).integers(0, 2, (200, 16)).astype(np.float32)  # ties
+    x = random_points(30, 16, seed=4)
+    got = hubjax.knn(x, y, k=200, approximate=True)
+    assert (np.asarray(got[1]) >= 0).all()
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(hubjax.knn(x, y, k=200)[1]))
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(hubjax.knn(x, y, k=200)[0]))
+    k = 150 + int(include_self)
+    one_list = IVF(nlist=8, nprobe=1)  # each query sees about 25 points
+    got = hubjax.knn(y, k=k, approximate=one_list, include_self=include_self)
+    exact = hubjax.knn(y, k=k, include_self=include_self)
+    for a, b in zip(got, exact, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if jax.device_count() >= 8:  # the distributed front end's shard of queries
+        dist = hubjax.distributed.knn(y, k=k, approximate=one_list, include_self=include_self)
+        for a, b in zip(dist, exact, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's buffer assignment")
 def test_scratch_memory_stays_near_the_input_size():
     """XLA's scratch memory of the in-sample search (compiled, not run): the large buffers start

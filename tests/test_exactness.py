@@ -118,7 +118,7 @@ def test_recheck_equals_dense_reference():
     dist0 = jnp.zeros((300, 7))
     idx0 = jnp.zeros((300, 7), jnp.int32)
     ok = jnp.zeros(300, bool)
-    _dist, idx = _engines.recheck(xp, xp, dist0, idx0, ok, 7, "euclidean", row_offset=0)
+    _dist, idx = _engines.recheck(xp, xp, dist0, idx0, ok, 7, "euclidean", own=jnp.arange(300))
     ref = neighbors.knn_dense(x, k=7, metric="sqeuclidean")
     np.testing.assert_array_equal(idx, ref[1])
     assert wrong_rows(CITY[:300], idx, "euclidean") == 0
@@ -137,7 +137,9 @@ def test_recheck_column_tiles_equal_dense_reference(m):
     dist0 = jnp.full((m, 5), -1.0)
     idx0 = jnp.full((m, 5), -1, jnp.int32)
     recheck = jax.jit(
-        lambda xp, ok: _engines.recheck(xp, xp, dist0, idx0, ok, 5, "sqeuclidean", row_offset=0)
+        lambda xp, ok: _engines.recheck(
+            xp, xp, dist0, idx0, ok, 5, "sqeuclidean", own=jnp.arange(m)
+        )
     )
     _dist, idx = recheck(xp, jnp.asarray(~flagged))
     ref = neighbors.knn_dense(x, k=5, metric="sqeuclidean")
