@@ -345,12 +345,29 @@ def pairs(x_rows: Prepared, y: Prepared, columns: jax.Array, metric: str) -> jax
     )
 
 
+def _pair_values_tile(x: jax.Array, y: jax.Array, metric: str) -> jax.Array:
+    """``_pair_values(x[:, None], y[None])`` ``[b, c]``; on CPU through the compiled kernel,
+    which sums in registers instead of materialising ``[b, c, d]`` (bitwise the same sums; 8x
+    faster at d = 20 000, where the exact re-check of wide data spends its time)."""
+
+    def portable(x, y):
+        return _pair_values(x[:, None, :], y[None, :, :], metric)
+
+    def kernel(x, y):
+        columns = jnp.broadcast_to(
+            jnp.arange(y.shape[0], dtype=jnp.int32), (x.shape[0], y.shape[0])
+        )
+        return _from_sums(_cpu.pair_sums(x, y, columns, product=metric == "dot"), metric)
+
+    return _select.dispatch(kernel, portable, x, y)
+
+
 def pair_tile(x_rows: Prepared, y: Prepared, metric: str) -> jax.Array:
     """Per-pair distances ``[b, c]`` of every row of ``x_rows`` to every row of ``y``.
 
-    Memory ``b * c * d``; callers keep tiles within :data:`PAIR_BUDGET`.
+    Memory ``b * c * d`` on the portable path; callers keep tiles within :data:`PAIR_BUDGET`.
     """
-    d = _pair_values(x_rows.features[:, None, :], y.features[None, :, :], metric)
+    d = _pair_values_tile(x_rows.features, y.features, metric)
     return _finish_pairs(
         d,
         x_rows.penalty[:, None],

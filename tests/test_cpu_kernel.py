@@ -434,6 +434,26 @@ def test_pair_sums_kernel_bitwise_equal_to_xla_for_every_tree_shape(metric, d):
 
 @needs_kernel
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
+def test_pair_tile_through_the_kernel_equals_the_portable_tile_on_wide_rows(monkeypatch, metric):
+    """The exact re-check and the dense reference compute their tiles through the kernel on CPU
+    (no [b, c, d] intermediate): the same bits as XLA's tree sums, at a width past every
+    register tree (d = 3001), with zero and NaN rows."""
+    x = _data("offset", 37, 3001)
+    y = _data("relu", 70, 3001, seed=1)
+    x[3] = 0.0
+    y[5, 7] = np.nan
+
+    def run():
+        xp = distances.prepare(jnp.asarray(x), metric, jnp.float32)
+        yp = distances.prepare(jnp.asarray(y), metric, jnp.float32)
+        return jax.jit(lambda a, b: distances.pair_tile(a, b, metric))(xp, yp)
+
+    kernel, portable = _both_paths(monkeypatch, run)
+    np.testing.assert_array_equal(kernel, portable)
+
+
+@needs_kernel
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine", "dot"])
 @pytest.mark.parametrize("kind", ["normal", "offset", "tiny", "huge", "nan", "odd"])
 def test_pair_sums_kernel_bitwise_equal_to_xla(metric, kind):
     rng = np.random.default_rng(7)
