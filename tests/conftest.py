@@ -1,22 +1,47 @@
-"""Strict test configuration: runs before JAX initialises its backend.
+"""Strict test configuration: runs in every test process before JAX initialises its backend.
 
 * 8 fake CPU devices, so multi-device code is testable on one CPU.
 * Strict dtype promotion: hubjax must never rely on implicit promotion.
+* One persistent compilation cache per test run (JAX's disk cache), shared by the xdist workers
+  and by the subprocesses tests start: many modules compile the same programs (the same search
+  at the same shapes), and after a module's caches are cleared (below) a repeat is loaded from
+  disk instead of compiled again. The folder is created by the process that starts the run and
+  deleted when it ends, so nothing carries over between runs; a ``JAX_COMPILATION_CACHE_DIR``
+  set by the caller is used as it is and kept.
 """
 
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 
-import jax
+_OWN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWN_CACHE = tempfile.mkdtemp(prefix="hubjax-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    # Most test programs compile in well under JAX's default threshold of 1 s.
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+    # Loading a cached XLA:CPU executable logs one error line per tuning flag of the host
+    # (``+prefer-no-gather``, ...) although the program was compiled on this very machine.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 import gc  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def pytest_unconfigure(config):
+    # xdist workers inherit the variable and never own the folder; the starting process does.
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="module")

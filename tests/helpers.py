@@ -1,5 +1,10 @@
+import importlib
+import types
+
 import numpy as np
 import reference
+
+import hubjax
 
 
 def random_points(n, d, seed=0, dtype=np.float32):
@@ -60,3 +65,29 @@ def load_dexter():
             x[i, int(j) - 1] = float(value)  # 1-based feature ids
     labels = np.loadtxt(root / "dexter_train.labels", dtype=int)
     return x, labels
+
+
+PUBLIC_MODULES = (
+    "approximate",
+    "distributed",
+    "metrics",
+    "reduction",
+    "sampling",
+    "sklearn",
+    "gan",
+    "streaming",
+)
+
+
+def public_names():
+    """Every public name the API reference must document, as ``hubjax.module.name``."""
+    names = []
+    for name in hubjax.__all__:
+        value = getattr(hubjax, name)
+        if isinstance(value, types.ModuleType):
+            continue
+        names.append(f"hubjax.{name}")
+    for module in PUBLIC_MODULES:
+        mod = importlib.import_module(f"hubjax.{module}")
+        names += [f"hubjax.{module}.{name}" for name in mod.__all__ if name != "METHODS"]
+    return names

@@ -1,12 +1,6 @@
 """Sharded k-NN / hub values against the single-device functions (8 fake CPU devices)."""
 
 import functools
-import json
-import os
-import socket
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -154,53 +148,3 @@ def test_bad_input():
         jax.pmap(functools.partial(distributed.ring_knn, k=16, axis_name="d"), axis_name="d")(
             jnp.ones((8, 2, 3))
         )
-
-
-TWO_PROCESS = textwrap.dedent(
-    """
-    import json, sys
-    import jax
-    jax.distributed.initialize(
-        coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2])
-    )
-    import numpy as np
-    from jax.experimental import multihost_utils
-    import hubjax
-
-    assert jax.device_count() == 8 and jax.local_device_count() == 4
-    x = np.random.default_rng(0).normal(size=(203, 16)).astype(np.float32)
-    counts = hubjax.distributed.hub_values(x, k=5)
-    _, idx = hubjax.distributed.knn(x, k=5)
-    counts = multihost_utils.process_allgather(counts, tiled=True)
-    idx = multihost_utils.process_allgather(idx, tiled=True)
-    print(json.dumps({"counts": np.asarray(counts).tolist(), "idx": np.asarray(idx).tolist()}))
-    jax.distributed.shutdown()
-    """
-)
-
-
-def test_two_processes_on_loopback_match_single_process(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    script = tmp_path / "two_process.py"
-    script.write_text(TWO_PROCESS)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), f"127.0.0.1:{port}", str(pid)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for pid in range(2)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-    x = np.random.default_rng(0).normal(size=(203, 16)).astype(np.float32)
-    for out, _ in outs:
-        result = json.loads(out.strip().splitlines()[-1])
-        np.testing.assert_array_equal(result["counts"], hubjax.hub_values(x, k=5))
-        np.testing.assert_array_equal(result["idx"], hubjax.knn(x, k=5)[1])
