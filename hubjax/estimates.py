@@ -18,17 +18,27 @@ from s < n thinned lists, and plug-ins from the scaled counts ``n O' / s`` are f
 adds spread: at 10 % of the queries Robin Hood came out 0.59 for an exact 0.52). They are left
 out; compute them with :func:`hubjax.hubness`.
 
-**Intervals.** Percentile bootstrap over the sampled queries: each resample weights the queries
-by multinomial counts ``w`` and evaluates the factorial sums over pairs and triples of *distinct*
+**Intervals.** Bootstrap over the sampled queries: each resample weights the queries by
+multinomial counts ``w`` and evaluates the factorial sums over pairs and triples of *distinct*
 original queries (``p1^2 - p2``, ``p1^3 - 3 p1 p2 + 2 p3`` with ``p_j = sum_q w_q^j [i in L_q]``),
-so a query drawn twice is not counted as two independent lists. Measured coverage of the exact
-skewness (N(0, I_64), n = 3000, k = 10, 40 seeds): 0.975 with 1 % of the queries, 0.95 with 10 %.
+so a query drawn twice is not counted as two independent lists. The bounds are BCa
+(bias-corrected and accelerated; the acceleration from the leave-one-query-out jackknife, O(s k)):
+the skewness of thinned counts is biased low and right-skewed in small samples, and plain
+percentile bounds sat below the exact value too often. Measured coverage of the exact skewness,
+nominal 95 %, 400 samples of queries per case, k = 5 (percentile -> BCa): N(0, I_32) n = 300 with
+10 % of the queries 0.985 -> 0.990; N(0, I_64) n = 1000 with 3 % 0.958 -> 0.990, 10 % 0.927 ->
+0.963; lognormal-scaled rows d = 50, n = 500 with 10 % 0.868 -> 0.950, 30 % 0.958 -> 0.973.
+Limits: below about 20 sampled queries the intervals under-cover badly (k = 5: 0.56 with 9
+queries, 0.37 with 10 of 1000) and heavy-tailed data needs more (lognormal rows, k = 10: 0.87 -
+0.91 with 30 - 60 queries). Without a finite-population correction the intervals are
+conservative at large shares (0.99 at 50 %).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -109,14 +119,85 @@ def _moments(p1, p2, p3, *, n: int, pairs, triples, s, k: int):
     ``p_j [n]`` sums ``w_q^j`` over the sampled lists q holding each point (all ``w = 1`` for
     the sample itself); ``pairs``/``triples`` count ordered pairs/triples of distinct queries.
     """
+    return _central(
+        measures._sum(p1),
+        measures._sum(p1 * p1 - p2),
+        measures._sum(p1 * p1 * p1 - 3 * p1 * p2 + 2 * p3),
+        n=n,
+        pairs=pairs,
+        triples=triples,
+        s=s,
+        k=k,
+    )
+
+
+def _central(a1, a2, a3, *, n: int, pairs, triples, s, k: int):
+    """``(m2, m3)`` from the summed falling-factorial sums ``a_r`` (see :func:`_moments`)."""
     n = float(n)  # Python floats: n^3 overflows int32
-    f1 = measures._sum(p1) * (n / s)
-    f2 = measures._sum(p1 * p1 - p2) * (n * (n - 1) / pairs)
-    f3 = measures._sum(p1 * p1 * p1 - 3 * p1 * p2 + 2 * p3) * (n * (n - 1) * (n - 2) / triples)
+    f1 = a1 * (n / s)
+    f2 = a2 * (n * (n - 1) / pairs)
+    f3 = a3 * (n * (n - 1) * (n - 2) / triples)
     s2 = (f2 + f1) / n
     s3 = (f3 + 3 * f2 + f1) / n
     mean = float(k)
     return s2 - mean * mean, s3 - 3 * mean * s2 + 2 * mean**3
+
+
+def _jackknife(counts, idx, *, n: int, k: int):
+    """The estimates with each sampled query left out in turn (``{name: [s]}``).
+
+    Leaving query q out lowers the count of each point on its list by one, so the power sums
+    change only there: O(s k), not O(s n)."""
+    s = idx.shape[0]
+    c = counts.astype(jnp.result_type(float))
+    if s < 4:  # three queries left are the fewest the third moment needs: no acceleration
+        nan = jnp.full((s,), jnp.nan, c.dtype)
+        return {name: nan for name in ESTIMATED}
+    valid = (idx >= 0).astype(c.dtype)
+    mine = c[jnp.maximum(idx, 0)]  # [s, k]: counts of the points on each list
+    p1, p2, p3 = measures._sum(c), measures._sum(c * c), measures._sum(c * c * c)
+    q1 = p1 - jnp.sum(valid, axis=1)
+    q2 = p2 - jnp.sum(valid * (2 * mine - 1), axis=1)
+    q3 = p3 - jnp.sum(valid * (3 * mine * mine - 3 * mine + 1), axis=1)
+    r = s - 1
+    m2, m3 = _central(
+        q1,
+        q2 - q1,
+        q3 - 3 * q2 + 2 * q1,
+        n=n,
+        pairs=float(r * (r - 1)),
+        triples=float(r * (r - 1) * (r - 2)),
+        s=r,
+        k=k,
+    )
+    return _estimates(m2, m3, n, k)
+
+
+def _bca(point, boot, jack, confidence: float):
+    """Bias-corrected and accelerated bootstrap bounds (Efron 1987) of one estimate.
+
+    The percentile interval assumes the estimate's sampling distribution is centred on it and
+    symmetric; the skewness of thinned counts is neither (it is biased low and right-skewed at
+    small samples, so percentile intervals fell short of the exact value: 84 % coverage of a
+    nominal 95 % with 10 % of the queries). ``z0`` corrects the median bias (the share of
+    resamples below the estimate), ``a`` (from the jackknife) the skewness.
+    """
+    ok = ~jnp.isnan(boot)
+    dtype = boot.dtype
+    total = jnp.maximum(jnp.sum(ok, dtype=dtype), 1.0)
+    ties = jnp.sum(ok & (boot == point), dtype=dtype)
+    below = (jnp.sum(ok & (boot < point), dtype=dtype) + 0.5 * ties) / total
+    below = jnp.clip(below, 1.0 / (total + 1.0), total / (total + 1.0))
+    z0 = jax.scipy.stats.norm.ppf(below)
+    dev = jnp.nanmean(jack) - jack
+    accel = jnp.nansum(dev**3) / (6.0 * jnp.nansum(dev**2) ** 1.5)
+    accel = jnp.where(jnp.isfinite(accel), accel, 0.0)
+    bounds = []
+    for tail in ((1 - confidence) / 2, (1 + confidence) / 2):
+        z = z0 + statistics.NormalDist().inv_cdf(tail)
+        level = jax.scipy.stats.norm.cdf(z0 + z / (1 - accel * z))
+        bounds.append(jnp.nanpercentile(boot, 100 * level))
+    return tuple(bounds)
 
 
 def _estimates(m2, m3, n, k):
@@ -217,6 +298,37 @@ def sampled_lists(x, queries, k, metric, block_size):
     return drop_own(idx, queries, k)
 
 
+def _from_lists(idx, boot_key, *, n: int, k: int, num_bootstrap: int, confidence: float):
+    """Counts, ``(m2, m3)``, point estimates and bootstrap bounds from the lists ``idx [s, k]``
+    of s distinct sampled queries among n points (the estimator of the module docstring)."""
+    s = idx.shape[0]
+    counts = occurrence._count(idx, n)
+    dtype = jnp.result_type(float)
+    c = counts.astype(dtype)
+    pairs, triples = float(s * (s - 1)), float(s * (s - 1) * (s - 2))
+    m2, m3 = _moments(c, c, c, n=n, pairs=pairs, triples=triples, s=s, k=k)
+    point = _estimates(m2, m3, n, k)
+
+    def replicate(rkey):
+        pick = jax.random.randint(rkey, (s,), 0, s)
+        w = jnp.zeros(s, dtype).at[pick].add(1)
+        # the three power sums in one scatter (integer-valued, so exact in any order)
+        powers = jnp.repeat(jnp.stack([w, w * w, w * w * w], axis=1), k, axis=0)
+        p = jnp.zeros((n, 3), dtype).at[idx.reshape(-1)].add(powers).T
+        w2, w3 = jnp.sum(w * w), jnp.sum(w * w * w)
+        pairs = float(s * s) - w2
+        triples = float(s**3) - 3.0 * s * w2 + 2.0 * w3
+        b2, b3 = _moments(*p, n=n, pairs=pairs, triples=triples, s=s, k=k)
+        return _estimates(b2, b3, n, k)
+
+    boot = jax.lax.map(replicate, jax.random.split(boot_key, num_bootstrap))
+    jack = _jackknife(counts, idx, n=n, k=k)
+    bounds = {name: _bca(point[name], boot[name], jack[name], confidence) for name in boot}
+    low = {name: b[0] for name, b in bounds.items()}
+    high = {name: b[1] for name, b in bounds.items()}
+    return counts, m2, m3, point, low, high
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("k", "s", "metric", "num_bootstrap", "confidence", "block_size"),
@@ -228,29 +340,9 @@ def _sampled(x, key, *, k, s, metric, num_bootstrap, confidence, block_size):
         pick_key, boot_key = jax.random.split(key)
         queries = jnp.sort(jax.random.choice(pick_key, n, (s,), replace=False)).astype(jnp.int32)
         idx = sampled_lists(x, queries, k, metric, block_size)
-        counts = occurrence._count(idx, n)
-        dtype = jnp.result_type(float)
-        c = counts.astype(dtype)
-        pairs, triples = float(s * (s - 1)), float(s * (s - 1) * (s - 2))
-        m2, m3 = _moments(c, c, c, n=n, pairs=pairs, triples=triples, s=s, k=k)
-        point = _estimates(m2, m3, n, k)
-
-        def replicate(rkey):
-            pick = jax.random.randint(rkey, (s,), 0, s)
-            w = jnp.zeros(s, dtype).at[pick].add(1)
-            # the three power sums in one scatter (integer-valued, so exact in any order)
-            powers = jnp.repeat(jnp.stack([w, w * w, w * w * w], axis=1), k, axis=0)
-            p = jnp.zeros((n, 3), dtype).at[idx.reshape(-1)].add(powers).T
-            w2, w3 = jnp.sum(w * w), jnp.sum(w * w * w)
-            pairs = float(s * s) - w2
-            triples = float(s**3) - 3.0 * s * w2 + 2.0 * w3
-            b2, b3 = _moments(*p, n=n, pairs=pairs, triples=triples, s=s, k=k)
-            return _estimates(b2, b3, n, k)
-
-        boot = jax.lax.map(replicate, jax.random.split(boot_key, num_bootstrap))
-        tail = 100 * (1 - confidence) / 2
-        low = {name: jnp.nanpercentile(v, tail) for name, v in boot.items()}
-        high = {name: jnp.nanpercentile(v, 100 - tail) for name, v in boot.items()}
+        counts, m2, m3, point, low, high = _from_lists(
+            idx, boot_key, n=n, k=k, num_bootstrap=num_bootstrap, confidence=confidence
+        )
         report = SampledHubnessReport(
             measures=point,
             ci_low=low,
