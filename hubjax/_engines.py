@@ -547,7 +547,7 @@ def recheck(xp, yp, dist, idx, ok, k, metric, *, own=None, query_rows=None, ref_
         if ref_pos is not None:
             d = jnp.take(d, ref_pos, axis=1)
         if own is not None:
-            mine = own[jnp.minimum(rows, n - 1)][:, None] == columns[None, :]
+            mine = own[safe][:, None] == columns[None, :]
             d = jnp.where(mine, jnp.full((), jnp.inf, d.dtype), d)
         values, cols = _select.smallest_k_simple(d, k)
         dist = dist.at[rows].set(values, mode="drop")

@@ -347,8 +347,8 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
     keep = min(k + _SLACK + int(in_sample), m)  # in-sample lists hold the point itself too
     lane = jnp.arange(chunk, dtype=jnp.int32)
     col_lane = jnp.arange(cols, dtype=jnp.int32)
-    if from_ref:
-        q_pos = jnp.zeros(n, jnp.int32).at[ref_order].set(jnp.arange(n, dtype=jnp.int32))
+    # row of y_sorted holding each reference point (in-sample: each query's own row too)
+    ref_pos = jnp.zeros(m, jnp.int32).at[ref_order].set(jnp.arange(m, dtype=jnp.int32))
 
     def one_chunk(p, c, lists):
         run_v, run_i = lists
@@ -356,7 +356,7 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
         ok = lane < length[p, c]
         qid = q_order[p, jnp.minimum(begin[p, c] + lane, n - 1)]
         if from_ref:
-            q = distances.query_from_reference(ref_sorted[q_pos[qid]], metric)
+            q = distances.query_from_reference(ref_sorted[ref_pos[qid]], metric)
         else:
             q = q_ops[qid]
         size = ref_size[lst]
@@ -397,7 +397,7 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
         rows = lax.dynamic_slice_in_dim(order, b * block, block)
         safe = jnp.minimum(rows, n - 1)
         # in-sample, the query rows come from y_sorted too (same bits as xp's rows)
-        q_rows = _rows_of(y_sorted, q_pos[safe]) if from_ref else _rows_of(xp, safe)
+        q_rows = _rows_of(y_sorted, ref_pos[safe]) if from_ref else _rows_of(xp, safe)
         exact = distances.pairs(q_rows, y_sorted, pos[safe], metric)
         d, i = _select.sort_small(jnp.where(found[safe], exact, jnp.inf), ids[safe], k)
         i = jnp.where(i >= m, -1, i)
@@ -411,7 +411,6 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
     # It reads the points sorted by list (``y_sorted``, alive for the re-rank anyway): keeping the
     # input-order copy ``yp`` for it would hold m x d more memory for the whole search.
     filled = ~jnp.any(dist == jnp.inf, axis=1)
-    ref_pos = q_pos if from_ref else jnp.zeros(m, jnp.int32).at[ref_order].set(jnp.arange(m))
     dist, idx = _engines.recheck(
         y_sorted if from_ref else xp,
         y_sorted,
@@ -421,7 +420,7 @@ def _search(x, y, k, metric, settings, with_self, query_ids=None):
         k,
         metric,
         own=query_ids if in_sample else None,
-        query_rows=q_pos if from_ref else None,
+        query_rows=ref_pos if from_ref else None,
         ref_pos=ref_pos,
     )
     if with_self:
