@@ -30,8 +30,8 @@ include_dirs, define_macros = ffi_headers()
 setup(
     ext_modules=[
         Extension(
-            "hubjax._cpu_select",
-            ["hubjax/_cpu_select.cc"],
+            "hubjax._src.kernels._cpu_select",
+            ["hubjax/_src/kernels/_cpu_select.cc"],
             include_dirs=include_dirs,
             define_macros=define_macros,
             language="c++",
@@ -42,7 +42,7 @@ setup(
                 "-fvisibility=hidden",
                 "-Wno-psabi",
             ],
-            depends=["hubjax/_cpu_select_kernels.inc"],
+            depends=["hubjax/_src/kernels/_cpu_select_kernels.inc"],
             optional=True,
         )
     ]

@@ -188,7 +188,9 @@ def run(n, d, k, exact_max, repeats, threads, settings_kwargs, cache=CACHE):
     from scipy import stats
 
     import hubjax
-    from hubjax import approximate, estimates, measures
+    from hubjax import approximate, measures
+    from hubjax._src import search
+    from hubjax._src.metric import SQEUCLIDEAN
 
     x = mixture(n, d)
     settings = approximate.IVF(**settings_kwargs)
@@ -213,9 +215,7 @@ def run(n, d, k, exact_max, repeats, threads, settings_kwargs, cache=CACHE):
     # recall on 2000 sampled queries against their exact lists
     queries = np.sort(np.random.default_rng(2).choice(n, 2000, replace=False))
     exact_lists = np.asarray(
-        estimates.sampled_lists(
-            jnp.asarray(x), jnp.asarray(queries, jnp.int32), k, "sqeuclidean", None
-        )
+        search.sampled_lists(jnp.asarray(x), jnp.asarray(queries, jnp.int32), k, SQEUCLIDEAN, None)
     )
     _, approx_lists = approximate.knn(x[queries], x, k=k + 1, settings=settings)
     approx_lists = _without_self(np.asarray(approx_lists), queries, k)
@@ -310,12 +310,14 @@ def sweep(n, d, k, specs, repeats):
     import jax.numpy as jnp
 
     import hubjax
-    from hubjax import approximate, estimates
+    from hubjax import approximate
+    from hubjax._src import search
+    from hubjax._src.metric import SQEUCLIDEAN
 
     x = jnp.asarray(mixture(n, d))
     queries = np.sort(np.random.default_rng(2).choice(n, 2000, replace=False))
     exact_lists = np.asarray(
-        estimates.sampled_lists(x, jnp.asarray(queries, jnp.int32), k, "sqeuclidean", None)
+        search.sampled_lists(x, jnp.asarray(queries, jnp.int32), k, SQEUCLIDEAN, None)
     )
     exact_s, _ = timed(lambda: hubjax.knn(x, k=k), 1)
     lines = [

@@ -249,22 +249,23 @@ def _full_matmul_fn(x, y):
     import jax.numpy as jnp
     from jax import lax
 
-    from hubjax import distances, neighbors
+    from hubjax._src import numerics, search
+    from hubjax._src.metric import SQEUCLIDEAN
 
     ref = x if y is None else y
-    rows = neighbors.default_block_size(x.shape[0], ref.shape[0])
+    rows = search.strip_rows(x.shape[0], ref.shape[0])
     num = -(-x.shape[0] // rows)
 
     @jax.jit
     def run(x, ref):
-        xp = distances.pad(distances.prepare(x, "sqeuclidean", jnp.float32), num * rows)
-        rp = distances.prepare(ref, "sqeuclidean", jnp.float32)
-        shift = distances.centre(rp, "sqeuclidean")
-        query = distances.ranking_operands(xp, "sqeuclidean", "query", shift).operands
-        reference = distances.ranking_operands(rp, "sqeuclidean", "reference", shift).operands
+        xp = numerics.pad(SQEUCLIDEAN.prepare(x, jnp.float32), num * rows)
+        rp = SQEUCLIDEAN.prepare(ref, jnp.float32)
+        shift = SQEUCLIDEAN.centre(rp)
+        query = SQEUCLIDEAN.ranking_operands(xp, "query", shift).operands
+        reference = SQEUCLIDEAN.ranking_operands(rp, "reference", shift).operands
         strips = query.reshape(num, rows, -1)
         return lax.map(
-            lambda q: lax.optimization_barrier(distances.ranking_tile(q, reference))[:, 0], strips
+            lambda q: lax.optimization_barrier(numerics.ranking_tile(q, reference))[:, 0], strips
         )
 
     return lambda: jax.block_until_ready(run(x, ref))

@@ -20,9 +20,13 @@ import time
 import zipfile
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from hubjax import _checks, reduction
+from hubjax import approximate, measures, reduction, streaming
+from hubjax._src import float32
+from hubjax._src import metric as _metric
 
 
 class UsageError(ValueError):
@@ -38,7 +42,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("path", help="data file: rows are points, columns are features")
     p.add_argument("--k", type=int, default=10, help="neighbours per point (default 10)")
-    p.add_argument("--metric", default="sqeuclidean", choices=_checks.METRICS)
+    p.add_argument("--metric", default="sqeuclidean", choices=_metric.NAMES)
     p.add_argument("--reduction", choices=reduction.METHODS, help="hubness reduction method")
     p.add_argument("--candidates", type=int, default=50, help="primary neighbours for --reduction")
     p.add_argument("--hub-size", type=float, default=2.0, help="hubs: O >= hub_size * k")
@@ -129,77 +133,6 @@ def load(path: str, key: str | None = None) -> np.ndarray:
     return data
 
 
-def to_float32(data: np.ndarray, metric: str) -> np.ndarray:
-    """The float32 points hubjax computes on, prepared in the file's own precision.
-
-    Every metric ranks neighbours the same after a positive rescaling, and the Euclidean ones
-    after a translation. So wide data (float64, large integers) is first centred on its column
-    means (Euclidean metrics) in float64 -- a common offset such as ``1e6 + noise`` would
-    otherwise swallow the noise in the cast -- and then divided by a power of two if its values
-    lie beyond float32's range. Neither changes any neighbour list or measure. Data whose rows
-    span more than float32 can hold (:func:`check_rescale`) is refused with a UsageError.
-    """
-    if not is_wide(data.dtype):
-        return data.astype(np.float32)
-    wide = data.astype(np.float64)
-    if metric in ("sqeuclidean", "euclidean"):
-        wide = wide - wide.mean(axis=0)
-    exponent = float32_exponent(float(np.abs(wide).max()))
-    if exponent:
-        scales = np.abs(data).max(axis=1).astype(np.float64)
-        beyond = np.flatnonzero(scales > float(np.finfo(np.float32).max))
-        check_rescale(scales.max(), scales[scales > 0].min(initial=np.inf), beyond)
-    return cast_float32(wide, None, exponent)
-
-
-# Rows whose largest values differ by more than this cannot share one float32 scale: once the
-# largest is brought into range, the squared coordinates of the smallest underflow.
-_ROW_SPAN = 2.0**126
-
-
-def check_rescale(largest: float, smallest: float, beyond: np.ndarray) -> None:
-    """Refuses data beyond float32's range whose rows span more than float32 can hold at once.
-
-    A rescaling by a power of two changes no neighbour when every row keeps its resolution, so
-    data that is simply large (all rows near 1e40) is rescaled silently. One row at 1e300 among
-    rows near 1 is different: brought into range together, the small rows would collapse onto
-    each other (exactly equal after the cast). ``largest`` and ``smallest`` are the largest and
-    smallest nonzero per-row maxima of ``|x|``; ``beyond`` the rows beyond float32's range.
-    """
-    if not largest / smallest > _ROW_SPAN:  # smallest > 0 (nonzero maxima only), may be inf
-        return
-    named = ", ".join(str(int(r)) for r in beyond[:5]) + (", ..." if len(beyond) > 5 else "")
-    raise UsageError(
-        f"{len(beyond)} row(s) lie beyond float32's range (3.4e38; rows {named}, values up to "
-        f"{largest:.3g}) while other rows hold values as small as {smallest:.3g}: float32 cannot "
-        "hold both, and scaling would collapse the small rows. Rescale, clip or drop those rows"
-    )
-
-
-def is_wide(dtype) -> bool:
-    """Whether a dtype needs :func:`to_float32`'s centring and scaling (float64, wide ints)."""
-    return not (dtype == np.float32 or dtype.itemsize <= 2)
-
-
-def float32_exponent(largest: float) -> int:
-    """The power of two that brings values up to ``largest`` within float32's range (0: none)."""
-    limit = float(np.finfo(np.float32).max) / 4
-    return int(np.frexp(largest / limit)[1]) if largest > limit else 0
-
-
-def cast_float32(block: np.ndarray, shift, exponent: int) -> np.ndarray:
-    """float32 rows: wide data shifted by ``shift`` (None: not) and divided by ``2**exponent``
-    in float64 first; narrow data cast directly (the steps of :func:`to_float32`, for a block)."""
-    if not is_wide(block.dtype):
-        return block.astype(np.float32)
-    wide = block.astype(np.float64)
-    if shift is not None:
-        wide = wide - shift
-    if exponent:
-        wide = np.ldexp(wide, -exponent)
-    return wide.astype(np.float32)
-
-
 def _load_csv(p: Path) -> np.ndarray:
     # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the first cell
     lines = [ln for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
@@ -260,13 +193,12 @@ class Progress:
 
 def analyze(args) -> dict:
     """Computes the report of ``args.path``; returns it as a JSON-ready dict."""
-    import jax
-
-    from hubjax import measures
-
     if _streams(args):
         return _analyze_streamed(args)
-    x = to_float32(load(args.path, args.key), args.metric)
+    try:
+        x = float32.to_float32(load(args.path, args.key), args.metric)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     n, d = x.shape
     if args.reduction is None:
         available = n - 1
@@ -297,7 +229,7 @@ def analyze(args) -> dict:
                 reduction_params=None,
                 approximate=settings or False,
             )
-            report = measures._report(
+            report = measures.report_of_lists(
                 idx,
                 num_points=num_points,
                 k=args.k,
@@ -307,8 +239,6 @@ def analyze(args) -> dict:
             report = jax.block_until_ready(report)
             recall = None
             if settings is not None and args.reduction is None:
-                from hubjax import approximate
-
                 recall = approximate.sampled_recall(
                     x, k=args.k, metric=args.metric, settings=settings, lists=idx
                 )
@@ -341,8 +271,6 @@ def _ivf_settings(args):
             if getattr(args, name, None) is not None:
                 raise UsageError(f"--{name.replace('_', '-')} needs --approximate")
         return None
-    from hubjax.approximate import IVF
-
     kwargs = {name: getattr(args, name) for name in ("nlist", "nprobe")}
     for name, value in kwargs.items():
         if value is not None and value < 1:
@@ -355,7 +283,7 @@ def _ivf_settings(args):
             raise UsageError(f"--ratio must be a number or 'none', got {ratio!r}") from None
         if kwargs["ratio"] is not None and not kwargs["ratio"] >= 0:
             raise UsageError(f"--ratio must be at least 0, got {ratio}")
-    return IVF(**kwargs)
+    return approximate.IVF(**kwargs)
 
 
 def _streams(args) -> bool:
@@ -374,10 +302,6 @@ def _streams(args) -> bool:
 
 def _analyze_streamed(args) -> dict:
     """The report of a .npy file read in blocks (memory bound: see hubjax.streaming)."""
-    import jax.numpy as jnp
-
-    from hubjax import measures, streaming
-
     if not Path(args.path).exists():
         raise UsageError(f"no such file: {args.path}")
     try:

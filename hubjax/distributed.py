@@ -41,7 +41,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _engines, _mesh, _select, distances, neighbors, occurrence
+from hubjax import occurrence
+from hubjax._src import arguments, finisher, ivf, numerics, search
+from hubjax._src import checks as _checks
+from hubjax._src import mesh as _mesh
+from hubjax._src import metric as _metric
+from hubjax._src import select as _select
 
 __all__ = ["knn", "hub_values", "ring_knn", "ring_hub_values"]
 
@@ -82,7 +87,9 @@ def ring_knn(
       >>> f(x)[1].shape[-1]
       3
     """
-    x_local, y_local, k = _validate_ring(x_local, y_local, k, axis_name, metric, include_self)
+    x_local, y_local, k, metric = _validate_ring(
+        x_local, y_local, k, axis_name, metric, include_self
+    )
     return _ring_knn(
         x_local,
         y_local,
@@ -90,13 +97,13 @@ def ring_knn(
         axis_name=axis_name,
         metric=metric,
         include_self=bool(include_self),
-        block_size=neighbors.check_block_size(block_size),
+        block_size=arguments.check_block_size(block_size),
     )
 
 
 def _validate_ring(x_local, y_local, k, axis_name, metric, include_self):
     """Eager checks of the per-shard functions (shapes and axis size are static under tracing)."""
-    _checks.check_metric(metric)
+    metric = _metric.resolve(metric)
     in_sample = y_local is None
     if include_self and not in_sample:
         raise ValueError("include_self=True applies to in-sample search (y_local=None).")
@@ -107,7 +114,7 @@ def _validate_ring(x_local, y_local, k, axis_name, metric, include_self):
     total = num_devices * reference.shape[0]
     limit = total - 1 if in_sample and not include_self else total
     k = _checks.check_k(k, limit, f"{num_devices} shards of {reference.shape[0]} points")
-    return x_local, (None if in_sample else reference), k
+    return x_local, (None if in_sample else reference), k, metric
 
 
 def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, block_size):
@@ -118,14 +125,14 @@ def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, bloc
     # One scale and one shift for all shards (a max is exact in any order, so the scale and
     # with it every per-pair distance is the same as on one device).
     exponent = None
-    if metric != "cosine":
-        largest = distances.max_abs(x_local)
+    if metric.scaled:
+        largest = numerics.max_abs(x_local)
         if not in_sample:
-            largest = jnp.maximum(largest, distances.max_abs(y_local))
-        exponent = distances.scale_exponent(lax.pmax(largest, axis_name))
-    xp = distances.prepare(x_local, metric, dtype, exponent)
-    yp = xp if in_sample else distances.prepare(y_local, metric, dtype, exponent)
-    shift = distances.centre(yp, metric, axis_name)
+            largest = jnp.maximum(largest, numerics.max_abs(y_local))
+        exponent = metric.exponent_of(lax.pmax(largest, axis_name))
+    xp = metric.prepare(x_local, dtype, exponent)
+    yp = xp if in_sample else metric.prepare(y_local, dtype, exponent)
+    shift = metric.centre(yp, axis_name)
     nl, ml = xp.features.shape[0], yp.features.shape[0]
     num_devices = lax.axis_size(axis_name)
     me = lax.axis_index(axis_name)
@@ -133,15 +140,13 @@ def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, bloc
     others = k - 1 if with_self else k
     row_ids = me * nl + jnp.arange(nl, dtype=jnp.int32)
     if others:
-        rows = block_size or neighbors.default_block_size(nl, ml, num_features=xp.features.shape[1])
 
         def candidates(block, source, own):
             """The shard's exact best ``others`` (distance, global index), padded with +inf."""
             count = min(others, ml - 1 if own else ml)
             if count:
-                d, cols = _engines.search(
-                    xp, block, count, metric, in_sample=own, block_size=rows, shift=shift
-                )
+                options = search.Options(count, metric, block_size=block_size, source="strip")
+                d, cols = search.exact(xp, block, count, options, in_sample=own, shift=shift)
                 cols = cols + source * ml
             else:  # a one-point shard searched against itself
                 d, cols = jnp.zeros((nl, 0), dtype), jnp.zeros((nl, 0), jnp.int32)
@@ -166,9 +171,9 @@ def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, bloc
         dist = jnp.zeros((nl, 0), dtype)
         idx = jnp.zeros((nl, 0), jnp.int32)
     if with_self:
-        dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
+        dist = jnp.concatenate([metric.self_distance(xp)[:, None], dist], axis=1)
         idx = jnp.concatenate([row_ids[:, None], idx], axis=1)
-    return neighbors.sentinels(dist, idx, xp.penalty, metric, exponent)
+    return finisher.sentinels(dist, idx, xp.penalty, metric, exponent)
 
 
 def ring_hub_values(
@@ -193,14 +198,14 @@ def ring_hub_values(
       >>> int(f(x).sum()) == x.shape[0] * 50 * 3
       True
     """
-    x_local, _, k = _validate_ring(x_local, None, k, axis_name, metric, include_self)
+    x_local, _, k, metric = _validate_ring(x_local, None, k, axis_name, metric, include_self)
     return _ring_hub_values(
         x_local,
         k=k,
         axis_name=axis_name,
         metric=metric,
         include_self=bool(include_self),
-        block_size=neighbors.check_block_size(block_size),
+        block_size=arguments.check_block_size(block_size),
     )
 
 
@@ -211,7 +216,7 @@ def _shard_counts(x_local, idx, axis_name):
     """
     valid = jnp.all(jnp.isfinite(x_local), axis=1)
     idx = jnp.where(valid[:, None], idx, -1)  # dropped by the count
-    counts = occurrence._count(idx, lax.axis_size(axis_name) * x_local.shape[0])
+    counts = occurrence.counts_of(idx, lax.axis_size(axis_name) * x_local.shape[0])
     return lax.psum_scatter(counts, axis_name, scatter_dimension=0, tiled=True)
 
 
@@ -312,15 +317,15 @@ def knn(
       >>> bool((idx == hubjax.knn(x, k=5)[1]).all())
       True
     """
-    x, y, k = neighbors._validate(x, y, k, metric, include_self, check_finite)
-    block_size = neighbors.check_block_size(block_size)
+    x, y, k, metric = arguments.validate_knn(x, y, k, metric, include_self, check_finite)
+    block_size = arguments.check_block_size(block_size)
     settings = _approximate_settings(approximate, x if y is None else y)
     mesh, axis_name = _mesh_axis(mesh, axis_name, x)
     devices = mesh.shape[axis_name]
     n = x.shape[0]
-    args = [_shard_points(x, mesh, axis_name, _engines.round_up(n, devices))]
+    args = [_shard_points(x, mesh, axis_name, numerics.round_up(n, devices))]
     if y is not None:
-        args.append(_shard_points(y, mesh, axis_name, _engines.round_up(y.shape[0], devices)))
+        args.append(_shard_points(y, mesh, axis_name, numerics.round_up(y.shape[0], devices)))
     sizes = (n, x.shape[0] if y is None else y.shape[0]) if settings else None
     fn = _compiled(
         "knn",
@@ -339,25 +344,21 @@ def knn(
 
 
 def _approximate_settings(approximate, reference):
-    from hubjax import approximate as _approximate
-
-    settings = _approximate.as_settings(approximate)
+    settings = ivf.as_settings(approximate)
     return None if settings is None else settings.validate(reference.shape[0])
 
 
 def _gathered_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, settings, sizes):
     """Approximate search of the local queries against every point (all-gathered)."""
-    from hubjax import approximate
-
     n, m = sizes
     if y_local is not None:
         ref = lax.all_gather(y_local, axis_name, tiled=True)[:m]
-        return approximate._search(x_local, ref, k, metric, settings, False)
+        return ivf.search_rows(x_local, ref, k, metric, settings, False)
     ref = lax.all_gather(x_local, axis_name, tiled=True)[:n]
     nl = x_local.shape[0]
     ids = lax.axis_index(axis_name) * nl + jnp.arange(nl, dtype=jnp.int32)
     others = k - int(include_self)
-    return approximate._search(x_local, ref, others, metric, settings, include_self, ids)
+    return ivf.search_rows(x_local, ref, others, metric, settings, include_self, ids)
 
 
 def _gathered_hub_values(x_local, *, k, axis_name, metric, include_self, settings, sizes):
@@ -428,12 +429,12 @@ def hub_values(
       >>> bool((hubjax.distributed.hub_values(x, k=5) == hubjax.hub_values(x, k=5)).all())
       True
     """
-    x, _, k = neighbors._validate(x, None, k, metric, include_self, check_finite)
-    block_size = neighbors.check_block_size(block_size)
+    x, _, k, metric = arguments.validate_knn(x, None, k, metric, include_self, check_finite)
+    block_size = arguments.check_block_size(block_size)
     settings = _approximate_settings(approximate, x)
     mesh, axis_name = _mesh_axis(mesh, axis_name, x)
     n = x.shape[0]
-    xs = _shard_points(x, mesh, axis_name, _engines.round_up(n, mesh.shape[axis_name]))
+    xs = _shard_points(x, mesh, axis_name, numerics.round_up(n, mesh.shape[axis_name]))
     sizes = (n, n) if settings else None
     fn = _compiled(
         "hub", mesh, axis_name, 1, k, metric, bool(include_self), block_size, settings, sizes

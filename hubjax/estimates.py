@@ -45,7 +45,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from hubjax import _checks, _mesh, measures, neighbors, occurrence
+from hubjax import occurrence
+from hubjax._src import arguments, numerics, search
+from hubjax._src import checks as _checks
+from hubjax._src import mesh as _mesh
 
 __all__ = ["SampledHubnessReport", "sampled_hubness"]
 
@@ -124,9 +127,9 @@ def _moments(p1, p2, p3, *, n: int, pairs, triples, s, k: int):
     the sample itself); ``pairs``/``triples`` count ordered pairs/triples of distinct queries.
     """
     return _central(
-        measures._sum(p1),
-        measures._sum(p1 * p1 - p2),
-        measures._sum(p1 * p1 * p1 - 3 * p1 * p2 + 2 * p3),
+        numerics.tree_sum(p1),
+        numerics.tree_sum(p1 * p1 - p2),
+        numerics.tree_sum(p1 * p1 * p1 - 3 * p1 * p2 + 2 * p3),
         n=n,
         pairs=pairs,
         triples=triples,
@@ -159,7 +162,7 @@ def _jackknife(counts, idx, *, n: int, k: int):
         return {name: nan for name in ESTIMATED}
     valid = (idx >= 0).astype(c.dtype)
     mine = c[jnp.maximum(idx, 0)]  # [s, k]: counts of the points on each list
-    p1, p2, p3 = measures._sum(c), measures._sum(c * c), measures._sum(c * c * c)
+    p1, p2, p3 = numerics.tree_sum(c), numerics.tree_sum(c * c), numerics.tree_sum(c * c * c)
     q1 = p1 - jnp.sum(valid, axis=1)
     q2 = p2 - jnp.sum(valid * (2 * mine - 1), axis=1)
     q3 = p3 - jnp.sum(valid * (3 * mine * mine - 3 * mine + 1), axis=1)
@@ -208,7 +211,7 @@ def _estimates(m2, m3, n, k):
     std = jnp.sqrt(jnp.maximum(m2, 0) * (n / (n - 1)))
     return {
         "k_skewness": m3 / m2**1.5,
-        "k_skewness_truncnorm": measures.truncnorm_moment(jnp.asarray(float(k)), std),
+        "k_skewness_truncnorm": numerics.truncnorm_moment(jnp.asarray(float(k)), std),
     }
 
 
@@ -258,7 +261,7 @@ def sampled_hubness(
       >>> bool(lo < est.measures["k_skewness"] < hi)
       True
     """
-    x, _, k = neighbors._validate(x, None, k, metric, False, check_finite)
+    x, _, k, metric = arguments.validate_knn(x, None, k, metric, False, check_finite)
     n = x.shape[0]
     s = _checks.check_static_int(num_queries, "num_queries", minimum=1)
     if s > n:
@@ -272,7 +275,7 @@ def sampled_hubness(
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}.")
     b = _checks.check_static_int(num_bootstrap, "num_bootstrap")
-    block_size = neighbors.check_block_size(block_size)
+    block_size = arguments.check_block_size(block_size)
     return _sampled(
         x,
         key,
@@ -285,33 +288,11 @@ def sampled_hubness(
     )
 
 
-def drop_own(idx, own, k: int):
-    """The first k entries ``[b, k]`` of lists ``idx [b, k + 1]`` without the row's own index
-    ``own [b]`` (or without the last entry where it is absent): a k + 1 query-mode search turned
-    into the in-sample list, bit for bit."""
-    is_own = idx == own[:, None]
-    drop = jnp.where(jnp.any(is_own, axis=1), jnp.argmax(is_own, axis=1), k).astype(jnp.int32)
-    cols = jnp.arange(k, dtype=jnp.int32)[None, :]
-    take = cols + (cols >= drop[:, None]).astype(jnp.int32)
-    return jnp.take_along_axis(idx, take, axis=1)
-
-
-@functools.partial(jax.jit, static_argnames=("k", "metric", "block_size"))
-def sampled_lists(x, queries, k, metric, block_size):
-    """k-NN lists ``[s, k]`` of the points ``queries`` among all of x, each without itself.
-
-    Equal, bit for bit, to the same rows of the in-sample :func:`hubjax.knn`: search k + 1
-    neighbours and drop the query's own index (or the last entry if it is absent).
-    """
-    _, idx = neighbors._knn_core(x[queries], x, k + 1, metric, False, block_size, "auto", None)
-    return drop_own(idx, queries, k)
-
-
 def _from_lists(idx, boot_key, *, n: int, k: int, num_bootstrap: int, confidence: float):
     """Counts, ``(m2, m3)``, point estimates and bootstrap bounds from the lists ``idx [s, k]``
     of s distinct sampled queries among n points (the estimator of the module docstring)."""
     s = idx.shape[0]
-    counts = occurrence._count(idx, n)
+    counts = occurrence.counts_of(idx, n)
     dtype = jnp.result_type(float)
     c = counts.astype(dtype)
     pairs, triples = float(s * (s - 1)), float(s * (s - 1) * (s - 2))
@@ -348,7 +329,7 @@ def _sampled(x, key, *, k, s, metric, num_bootstrap, confidence, block_size):
         n = x.shape[0]
         pick_key, boot_key = jax.random.split(key)
         queries = jnp.sort(jax.random.choice(pick_key, n, (s,), replace=False)).astype(jnp.int32)
-        idx = sampled_lists(x, queries, k, metric, block_size)
+        idx = search.sampled_lists(x, queries, k, metric, block_size)
         counts, m2, m3, point, low, high = _from_lists(
             idx, boot_key, n=n, k=k, num_bootstrap=num_bootstrap, confidence=confidence
         )
@@ -364,6 +345,6 @@ def _sampled(x, key, *, k, s, metric, num_bootstrap, confidence, block_size):
             num_queries=s,
             num_points=n,
             confidence=confidence,
-            metric=metric,
+            metric=metric.name,
         )
     return _mesh.scatter(report, placement)

@@ -13,11 +13,14 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import erfc
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _mesh, distances, neighbors, occurrence
+from hubjax import estimates, neighbors, occurrence
 from hubjax import reduction as _reduction
+from hubjax._src import checks as _checks
+from hubjax._src import mesh as _mesh
+from hubjax._src import numerics
+from hubjax._src.numerics import truncnorm_moment
 
 
 def _float(counts) -> jax.Array:
@@ -44,7 +47,7 @@ def _as_counts(counts) -> jax.Array:
 
 def _sum(a: jax.Array) -> jax.Array:
     """Pairwise sum: error O(log m) ulps instead of a float32 accumulator's O(m)."""
-    return distances.tree_sum(a)
+    return numerics.tree_sum(a)
 
 
 def _centred(counts) -> tuple[jax.Array, jax.Array]:
@@ -96,19 +99,6 @@ def k_skewness_truncnorm(counts: Int[Array, " m"]) -> Float[Array, ""]:
     m = c.shape[0]
     std = jnp.sqrt(_sum(c * c) / max(m - 1, 1))
     return truncnorm_moment(mean, std)
-
-
-def truncnorm_moment(mean: jax.Array, std: jax.Array) -> jax.Array:
-    """Third raw moment of N(0, 1) truncated to ``[-mean / std, inf)``; NaN when ``std == 0``.
-
-    The formula behind :func:`k_skewness_truncnorm`, from a mean and a (ddof=1) deviation.
-    """
-    safe = jnp.where(std > 0, std, 1.0)
-    a = (0.0 - mean) / safe
-    phi = jnp.exp(-0.5 * a * a) / jnp.sqrt(2.0 * jnp.pi)
-    tail = 0.5 * erfc(a / jnp.sqrt(2.0))  # 1 - Phi(a), accurate for a << 0
-    moment = (2.0 * phi + a * a * phi) / tail
-    return jnp.where(std > 0, moment, jnp.nan)
 
 
 def robinhood(counts: Int[Array, " m"]) -> Float[Array, ""]:
@@ -277,7 +267,7 @@ def report_from_counts(
         hub_occurrence=hub_occurrence(counts, k=k, hub_size=hub_size),
         groupie_ratio=groupie_ratio(counts),
         k_occurrence=counts,
-        histogram=occurrence._histogram(counts, num_queries),
+        histogram=occurrence.histogram_of(counts, num_queries),
         k=k,
         hub_size=hub_size,
         metric=metric,
@@ -346,8 +336,6 @@ def hubness(
                 "num_queries estimates in-sample hubness (y=None, include_self=False, no "
                 "reduction)."
             )
-        from hubjax import estimates
-
         return estimates.sampled_hubness(
             x,
             k=k,
@@ -371,7 +359,9 @@ def hubness(
         reduction_params=reduction_params,
         approximate=approximate,
     )
-    return _report(idx, num_points=num_points, k=int(k), hub_size=float(hub_size), metric=metric)
+    return report_of_lists(
+        idx, num_points=num_points, k=int(k), hub_size=float(hub_size), metric=metric
+    )
 
 
 def neighbour_lists(
@@ -428,10 +418,10 @@ def report_of_counts(counts, *, k, num_queries, hub_size=2.0, metric=""):
 
 
 @functools.partial(jax.jit, static_argnames=("num_points", "k", "hub_size", "metric"))
-def _report(idx, *, num_points, k, hub_size, metric):
+def report_of_lists(idx, *, num_points, k, hub_size, metric):
     (idx,), placement = _mesh.gather(idx)
     with _mesh.context(placement):
-        counts = occurrence._count(idx, num_points)
+        counts = occurrence.counts_of(idx, num_points)
         report = report_from_counts(
             counts, k=k, num_queries=idx.shape[0], hub_size=hub_size, metric=metric
         )

@@ -22,7 +22,11 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from hubjax import _checks, _mesh, distances, neighbors
+from hubjax import neighbors
+from hubjax._src import checks as _checks
+from hubjax._src import mesh as _mesh
+from hubjax._src import numerics, pairs
+from hubjax._src.metric import SQEUCLIDEAN, pair_error
 
 __all__ = ["frechet_distance", "precision_recall", "density_coverage"]
 
@@ -99,7 +103,7 @@ def _ball_counts(queries, centres, radii, *, block_size):
     """For each query, how many balls (centre, squared radius) contain it; tile by tile.
 
     Membership is decided on the shifted matrix-product distances where their error bound
-    (:func:`hubjax.distances.ranking_error`) leaves no doubt; a block holding any pair within
+    (``Metric.ranking_error``) leaves no doubt; a block holding any pair within
     the bound of its radius is recomputed per pair, so the answer equals comparing the exact
     per-pair distances (those :func:`hubjax.knn` reports, and the radii are) with the radii.
     """
@@ -107,26 +111,26 @@ def _ball_counts(queries, centres, radii, *, block_size):
     with _mesh.context(placement):
         dtype = _checks.compute_dtype(queries, centres)
         queries, centres = queries.astype(dtype), centres.astype(dtype)
-        e = distances.common_exponent("sqeuclidean", queries, centres)
-        cp = distances.prepare(centres, "sqeuclidean", dtype, e)
-        shift = distances.centre(cp, "sqeuclidean")
-        ref = distances.ranking_operands(cp, "sqeuclidean", "reference", shift)
-        largest = distances.largest_norm(ref.norms, cp.penalty)
-        scaled = distances.times_pow2(radii.astype(dtype), -2 * e)  # radii on the internal scale
+        e = SQEUCLIDEAN.exponent(queries, centres)
+        cp = SQEUCLIDEAN.prepare(centres, dtype, e)
+        shift = SQEUCLIDEAN.centre(cp)
+        ref = SQEUCLIDEAN.ranking_operands(cp, "reference", shift)
+        largest = numerics.largest_norm(ref.norms, cp.penalty)
+        scaled = numerics.times_pow2(radii.astype(dtype), -2 * e)  # radii on the internal scale
         valid = (cp.penalty == 0) & jnp.isfinite(scaled)
         scaled = jnp.where(valid, scaled, -1.0)  # a non-finite centre contains nothing
         dim = queries.shape[1]
         n = queries.shape[0]
         blocks = -(-n // block_size)
-        qp = distances.pad(distances.prepare(queries, "sqeuclidean", dtype, e), blocks * block_size)
+        qp = numerics.pad(SQEUCLIDEAN.prepare(queries, dtype, e), blocks * block_size)
 
         def one(block):
-            q = distances.ranking_operands(block, "sqeuclidean", "query", shift)
-            r = distances.ranking_tile(q.operands, ref.operands)  # [b, m]
-            bound = distances.ranking_error(q.norms, largest, "sqeuclidean", dim)[:, None]
-            bound = bound + scaled[None, :] * distances.pair_error(dim, dtype)
+            q = SQEUCLIDEAN.ranking_operands(block, "query", shift)
+            r = numerics.ranking_tile(q.operands, ref.operands)  # [b, m]
+            bound = SQEUCLIDEAN.ranking_error(q.norms, largest, dim)[:, None]
+            bound = bound + scaled[None, :] * pair_error(dim, dtype)
             doubt = jnp.any(jnp.abs(r - scaled[None, :]) <= bound)
-            d = jax.lax.cond(doubt, lambda: distances.dense(block, cp, "sqeuclidean"), lambda: r)
+            d = jax.lax.cond(doubt, lambda: pairs.dense(block, cp, SQEUCLIDEAN), lambda: r)
             return jnp.sum(d <= scaled[None, :], axis=1, dtype=jnp.int32)
 
         blocked = jax.tree.map(lambda a: a.reshape(blocks, block_size, *a.shape[1:]), qp)

@@ -1,59 +1,17 @@
-"""Exact k-nearest neighbours: the public :func:`knn` and its clear dense reference.
+"""Exact k-nearest neighbours: :func:`knn`.
 
-The engines live in :mod:`hubjax._engines`; this module validates, picks one and handles the
-in-sample self conventions. The ``[n, m]`` distance matrix is never built (except by
-:func:`knn_dense`, the test reference).
+The search itself (metric objects, candidate sources, the finisher that makes candidate lists
+exact) lives in :mod:`hubjax._src`; ``docs/architecture.rst`` follows a query through it. The
+``[n, m]`` distance matrix is never built.
 """
 
 from __future__ import annotations
 
-import functools
-
-import jax
-import jax.numpy as jnp
-from jax import lax
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _cpu, _engines, _mesh, _select, distances
+from hubjax._src import arguments, ivf, search
 
-# Bytes of ranking values one strip may hold. CPU strips stay small; accelerators have the
-# memory and the parallelism for much wider ones.
-_STRIP_BYTES = {"cpu": 64 << 20}
-_STRIP_BYTES_ACCELERATOR = 512 << 20
-# In-sample search uses the symmetric engine from this many features on: below it the extra
-# selection work of the portable (XLA) selection outweighs the halved matrix products (measured
-# on a 2-core CPU; benchmarks/). With the compiled CPU selection the tiled engine (each block
-# pair once, as cache-sized tiles; _engines.tiled_search) is the in-sample default at every
-# dimension, and the symmetric engine the fallback where its plan does not apply.
-_SYMMETRIC_MIN_FEATURES = 512
-_SYMMETRIC_MAX_BLOCK = 2048
-_TILE_BLOCK = 1536
-
-
-def _budget() -> int:
-    return _STRIP_BYTES.get(jax.default_backend(), _STRIP_BYTES_ACCELERATOR)
-
-
-def default_block_size(
-    num_queries: int, num_candidates: int, itemsize: int = 4, num_features: int = 0
-) -> int:
-    """Rows per strip for the default backend: a strip's ranking values plus its query
-    operands (``rows x (m + d)``) hold at most a fixed budget."""
-    width = _engines.round_up(num_candidates, _engines._COLUMN_ALIGN) + num_features
-    rows = max(8, min(4096, _budget() // (itemsize * width)) // 8 * 8)
-    return min(rows, _engines.round_up(num_queries, 8))
-
-
-def default_symmetric_block(n: int, itemsize: int = 4) -> int:
-    """Block for the symmetric engine: its ``block x n/2`` strip within 4x the strip budget."""
-    block = 4 * _budget() // (itemsize * max(n // 2, 1))
-    return max(256, min(_SYMMETRIC_MAX_BLOCK, block))
-
-
-def default_tile_block(n: int) -> int:
-    """Block for the tiled engine: ``[block, block]`` ranking tiles of a few MB (measured on a
-    2-core CPU, n = 10 000 ... 20 000, d = 128 ... 512: 1024 ... 2048 all within noise)."""
-    return min(_TILE_BLOCK, max(256, n // 3))
+__all__ = ["knn"]
 
 
 def knn(
@@ -131,11 +89,9 @@ def knn(
              [3, 2]], dtype=int32)
     """
     if approximate is not False:
-        from hubjax import approximate as _approximate
-
-        settings = _approximate.as_settings(approximate)
+        settings = ivf.as_settings(approximate)
         if settings is not None:
-            return _approximate.knn(
+            return ivf.knn(
                 x,
                 y,
                 k=k,
@@ -144,116 +100,11 @@ def knn(
                 settings=settings,
                 check_finite=check_finite,
             )
-    x, y, k = _validate(x, y, k, metric, include_self, check_finite)
-    block_size = check_block_size(block_size)
-    return _knn(x, y, k=k, metric=metric, include_self=bool(include_self), block_size=block_size)
-
-
-def check_block_size(block_size) -> int | None:
-    """``None`` or a Python int >= 1 (the same check in every function that takes it)."""
-    if block_size is None:
-        return None
-    return _checks.check_static_int(block_size, "block_size")
-
-
-def _validate(x, y, k, metric, include_self, check_finite):
-    """Shared eager checks of ``knn``-style arguments; returns the converted arrays and k."""
-    _checks.check_metric(metric)
-    x = _checks.as_points(x, "x")
-    n = x.shape[0]
-    if y is None:
-        if include_self:
-            k = _checks.check_k(k, n, f"x has {n} points and include_self=True counts the point")
-        else:
-            k = _checks.check_k(
-                k, n - 1, f"in-sample search excludes the point itself, leaving n - 1 = {n - 1}"
-            )
-    else:
-        if include_self:
-            raise ValueError(
-                "include_self=True applies to in-sample search (y=None); with y given every "
-                "query searches all of y."
-            )
-        y = _checks.as_points(y, "y")
-        _checks.check_same_features(x, y)
-        k = _checks.check_k(k, y.shape[0], f"y has {y.shape[0]} points")
-    if check_finite:
-        _checks.check_finite(x, "x")
-        if y is not None:
-            _checks.check_finite(y, "y")
-    return x, y, k
-
-
-@functools.partial(
-    jax.jit, static_argnames=("k", "metric", "include_self", "block_size", "engine", "group")
-)
-def _knn(x, y, *, k, metric, include_self, block_size, engine="auto", group=None):
-    """Jitted core of :func:`knn`; ``engine`` is "auto", "strip", "symmetric" or "tiled" (for
-    tests)."""
-    (x, y), placement = _mesh.gather(x, y)
-    with _mesh.context(placement):
-        out = _knn_core(x, y, k, metric, include_self, block_size, engine, group)
-    return _mesh.scatter(out, placement)
-
-
-def _knn_core(x, y, k, metric, include_self, block_size, engine, group):
-    in_sample = y is None
-    xp, yp, e = distances.prepare_pair(x, y, metric)
-    dtype = xp.features.dtype
-    with_self = in_sample and include_self
-    others = k - 1 if with_self else k
-    n, dim = x.shape
-    plan = None
-    if in_sample and others and engine != "strip":
-        fast = _select.fast_cpu_selection()
-        if engine == "tiled" or (engine == "auto" and fast):
-            block = block_size or default_tile_block(n)
-            plan = _engines.tiled_plan(n, others, block, _cpu.threads())
-        if plan is None and (engine == "symmetric" or dim >= _SYMMETRIC_MIN_FEATURES or fast):
-            block = block_size or default_symmetric_block(n)
-            plan = _engines.symmetric_plan(n, others, block, fast_select=fast)
-    if not others:
-        dist, idx = jnp.zeros((n, 0), dtype), jnp.zeros((n, 0), jnp.int32)
-    else:
-        rows = block_size or default_block_size(n, yp.features.shape[0], num_features=dim)
-        dist, idx = _engines.search(
-            xp, yp, others, metric, in_sample=in_sample, block_size=rows, plan=plan, group=group
-        )
-    if with_self:
-        dist = jnp.concatenate([distances.self_distance(xp, metric)[:, None], dist], axis=1)
-        idx = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], idx], axis=1)
-    return sentinels(dist, idx, xp.penalty, metric, e)
-
-
-def sentinels(dist, idx, penalty, metric, exponent):
-    """Reported distances; rows of non-finite queries and unfilled slots become (+inf, -1).
-
-    ``dist`` is on the internal scale: a slot is empty where it is +inf there (a reported
-    value may still overflow to inf on huge data without being empty).
-    """
-    empty = (dist == jnp.inf) | (penalty[:, None] != 0)
-    inf = jnp.full((), jnp.inf, dist.dtype)
-    dist = distances.finish(dist, metric, exponent)
-    return jnp.where(empty, inf, dist), jnp.where(empty, -1, idx)
-
-
-@functools.partial(jax.jit, static_argnames=("k", "metric", "include_self"))
-def knn_dense(x, y=None, *, k, metric="sqeuclidean", include_self=False):
-    """The clear version of :func:`knn`: every per-pair distance, then a (distance, index) sort.
-
-    Private reference used by the tests to check the engines; O(n m) memory.
-    """
-    xp, yp, e = distances.prepare_pair(x, y, metric)
-    d = distances.dense(xp, yp, metric)
-    n, m = d.shape
-    idx = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (n, m))
-    with_self = y is None and include_self
-    if y is None:
-        d = d.at[jnp.arange(n), jnp.arange(n)].set(jnp.inf)
-    others = k - 1 if with_self else k
-    d, idx = lax.sort((d, idx), dimension=-1, num_keys=2)
-    d, idx = d[:, :others], idx[:, :others]
-    if with_self:
-        d = jnp.concatenate([distances.self_distance(xp, metric)[:, None], d], axis=1)
-        idx = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], idx], axis=1)
-    return sentinels(d, idx, xp.penalty, metric, e)
+    x, y, k, metric = arguments.validate_knn(x, y, k, metric, include_self, check_finite)
+    options = search.Options(
+        k,
+        metric,
+        include_self=bool(include_self),
+        block_size=arguments.check_block_size(block_size),
+    )
+    return search.knn(x, y, options)

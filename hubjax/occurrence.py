@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _mesh, neighbors
+from hubjax import neighbors
+from hubjax._src import checks as _checks
+from hubjax._src import mesh as _mesh
 
 
 def k_occurrence(indices: Int[Array, "q k"], num_points: int) -> Int[Array, " num_points"]:
@@ -51,11 +53,11 @@ def k_occurrence(indices: Int[Array, "q k"], num_points: int) -> Int[Array, " nu
             )
     elif np.dtype(indices.dtype).itemsize > 4:
         indices = jnp.clip(indices, -1, num_points)  # traced int64: out of range stays out
-    return _count(jnp.asarray(indices), num_points)
+    return counts_of(jnp.asarray(indices), num_points)
 
 
 @functools.partial(jax.jit, static_argnames=("num_points",))
-def _count(indices, num_points):
+def counts_of(indices, num_points):
     (indices,), placement = _mesh.gather(indices)
     with _mesh.context(placement):
         flat = indices.reshape(-1)
@@ -106,7 +108,7 @@ def hub_values(
         check_finite=check_finite,
         approximate=approximate,
     )
-    return _count(idx, idx.shape[0])
+    return counts_of(idx, idx.shape[0])
 
 
 def hub_histogram(
@@ -158,11 +160,11 @@ def hub_histogram(
     max_count = _checks.check_static_int(max_count, "max_count", minimum=0)
     if max_count >= np.iinfo(np.int32).max:
         raise ValueError(f"max_count={max_count} is beyond the int32 range of the histogram.")
-    return _histogram(jnp.asarray(counts), max_count)
+    return histogram_of(jnp.asarray(counts), max_count)
 
 
 @functools.partial(jax.jit, static_argnames=("max_count",))
-def _histogram(counts, max_count):
+def histogram_of(counts, max_count):
     (counts,), placement = _mesh.gather(counts)
     with _mesh.context(placement):
-        return _count(jnp.clip(counts, 0, max_count), max_count + 1)
+        return counts_of(jnp.clip(counts, 0, max_count), max_count + 1)

@@ -55,7 +55,11 @@ import jax.numpy as jnp
 from jax.scipy.special import erfc
 from jaxtyping import Array, Float, Int
 
-from hubjax import _checks, _mesh, _proximity, neighbors
+from hubjax._src import arguments, ivf, search
+from hubjax._src import checks as _checks
+from hubjax._src import mesh as _mesh
+from hubjax._src import metric as _metric
+from hubjax._src import proximity as _proximity
 
 __all__ = [
     "METHODS",
@@ -112,10 +116,13 @@ def check_method(method: str, metric: str, params: dict) -> Settings:
             f"Unknown parameter(s) for {method!r}: {sorted(unknown)}; it takes "
             f"{sorted(allowed) or 'none'}."
         )
-    if method in _EUCLIDEAN_ONLY and metric not in ("sqeuclidean", "euclidean"):
-        raise ValueError(f"{method} needs a Euclidean metric, got {metric!r}.")
-    if method in ("local_scaling", "nicdm") and metric == "dot":
-        raise ValueError(f"{method} needs non-negative distances; metric 'dot' has none.")
+    resolved = _metric.resolve(metric)
+    if method in _EUCLIDEAN_ONLY and not resolved.shifted:
+        raise ValueError(f"{method} needs a Euclidean metric, got {resolved.name!r}.")
+    if method in ("local_scaling", "nicdm") and not resolved.nonnegative:
+        raise ValueError(
+            f"{method} needs non-negative distances; metric {resolved.name!r} has none."
+        )
     local_k = params.get("local_k", _DEFAULT_LOCAL_K.get(method, 5))
     local_k = _checks.check_static_int(local_k, "local_k")
     stats = params.get("stats", "all")
@@ -180,7 +187,7 @@ def knn(
     """
     settings = check_method(method, metric, params)
     local_k = settings.local_k
-    x, y, _ = neighbors._validate(x, y, 1, metric, False, check_finite)
+    x, y, _, metric = arguments.validate_knn(x, y, 1, metric, False, check_finite)
     num_ref = x.shape[0] if y is None else y.shape[0]
     if num_ref < 2:
         raise ValueError("hubness reduction needs at least 2 reference points.")
@@ -206,13 +213,11 @@ def knn(
         settings = Settings(local_k, settings.stats, None)
     else:
         settings = Settings(local_k, settings.stats, settings.stats_sample)
-    block_size = neighbors.check_block_size(block_size)
+    block_size = arguments.check_block_size(block_size)
     if approximate is not False:
-        from hubjax import approximate as _approximate
-
-        ivf = _approximate.as_settings(approximate)
-        if ivf is not None:
-            settings = settings._replace(approximate=ivf.validate(num_ref))
+        found = ivf.as_settings(approximate)
+        if found is not None:
+            settings = settings._replace(approximate=found.validate(num_ref))
     return _reduced_knn(
         x,
         y,
@@ -227,13 +232,11 @@ def knn(
 
 def _primary(x, y, k, metric, block_size, settings):
     if settings.approximate is not None:
-        from hubjax import approximate
-
-        ivf = settings.approximate
-        return approximate._knn(
-            x, y, k=k, metric=metric, settings=ivf.validate(len(y if y is not None else x))
+        found = settings.approximate
+        return ivf.knn_compiled(
+            x, y, k=k, metric=metric, settings=found.validate(len(y if y is not None else x))
         )
-    return neighbors._knn(x, y, k=k, metric=metric, include_self=False, block_size=block_size)
+    return search.knn(x, y, search.Options(k, metric, block_size=block_size))
 
 
 @functools.partial(

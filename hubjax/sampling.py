@@ -23,7 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from hubjax import _callables, _checks, distances, neighbors, occurrence
+from hubjax import neighbors, occurrence
+from hubjax._src import callables as _callables
+from hubjax._src import checks as _checks
+from hubjax._src import metric as _metric
+from hubjax._src import numerics, pairs, search
 
 __all__ = [
     "hubness_sample",
@@ -166,7 +170,7 @@ def hubness_sample(
     latent_dim = _checks.check_static_int(latent_dim, "latent_dim")
     batch_size = _checks.check_static_int(batch_size, "batch_size", minimum=2)
     max_batches = _checks.check_static_int(max_batches, "max_batches")
-    _checks.check_metric(metric)
+    metric = _metric.resolve(metric)
     limit = batch_size if include_self else batch_size - 1
     k = _checks.check_k(k, limit, f"batch_size={batch_size}")
     mapping_static, mapping_arrays = _callables.split(mapping_fn)
@@ -267,10 +271,8 @@ def _sample(
         z = z.astype(buffer.dtype)
         feats = z if mapping_fn is None else _mapped(mapping_fn, z)
         # scored like hub_scores, without its eager checks (the batch is traced here)
-        _, idx = neighbors._knn(
-            feats, None, k=k, metric=metric, include_self=include_self, block_size=None
-        )
-        scores = occurrence._count(idx, batch_size).astype(jnp.float32)
+        _, idx = search.knn(feats, None, search.Options(k, metric, include_self=include_self))
+        scores = occurrence.counts_of(idx, batch_size).astype(jnp.float32)
         accept = scores > threshold if strict else scores >= threshold
         # a latent whose features are not finite is never accepted, whatever the threshold
         accept = accept & jnp.all(jnp.isfinite(feats), axis=1) & jnp.all(jnp.isfinite(z), axis=1)
@@ -406,14 +408,13 @@ class HubPool:
     ) -> HubPool:
         """Pool with the radii of every point; ``k`` as in :func:`hub_scores`."""
         pool = _checks.as_points(pool, "pool")
-        _checks.check_metric(metric)
+        metric = _metric.resolve(metric)
         _checks.check_finite(pool, "pool")
         others = k - 1 if include_self else k
         if include_self and k < 2:
             raise ValueError("HubPool with include_self=True needs k >= 2.")
-        ranking = "sqeuclidean" if metric == "euclidean" else metric
-        dist, _ = neighbors.knn(pool, k=others, metric=ranking)
-        return cls(pool, dist[:, -1], k, metric, bool(include_self))
+        dist, _ = neighbors.knn(pool, k=others, metric=metric.ranked_by.name)
+        return cls(pool, dist[:, -1], k, metric.name, bool(include_self))
 
     def score(self, candidates: Float[Array, "c d"], *, block_size: int = 1024) -> Int[Array, " c"]:
         """Hub value each candidate would get in the pool; int32 ``[c]``.
@@ -433,20 +434,18 @@ def _pool_score(pool, candidates, *, block_size):
     Both sides are scaled by the pool's power of two, exactly as :func:`hubjax.knn` on the pool
     scaled them, so a candidate equal to a pool point gets bitwise the same distances.
     """
-    ranking = "sqeuclidean" if pool.metric == "euclidean" else pool.metric
+    ranking = _metric.resolve(pool.metric).ranked_by
     dtype = _checks.compute_dtype(candidates, pool.points)
     points = pool.points.astype(dtype)
-    e = distances.common_exponent(ranking, points)
-    pp = distances.prepare(points, ranking, dtype, e)
+    e = ranking.exponent(points)
+    pp = ranking.prepare(points, dtype, e)
     n = candidates.shape[0]
-    rows = distances.pair_rows(block_size, points.shape[1], points.shape[0])
+    rows = numerics.pair_rows(block_size, points.shape[1], points.shape[0])
     blocks = -(-n // rows)
-    cp = distances.pad(
-        distances.prepare(candidates.astype(dtype), ranking, dtype, e), blocks * rows
-    )
+    cp = numerics.pad(ranking.prepare(candidates.astype(dtype), dtype, e), blocks * rows)
 
     def one(block):
-        d = distances.finish(distances.pair_tile(block, pp, ranking), ranking, e)  # [b, m]
+        d = ranking.finish(pairs.pair_tile(block, pp, ranking), e)  # [b, m]
         return jnp.sum(d < pool.radii[None, :], axis=1, dtype=jnp.int32)
 
     blocked = jax.tree.map(lambda a: a.reshape(blocks, rows, *a.shape[1:]), cp)

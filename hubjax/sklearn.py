@@ -49,7 +49,9 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
 import jax
 import jax.numpy as jnp
 
-from hubjax import _checks, _graphs, measures, neighbors, occurrence, reduction
+from hubjax import measures, neighbors, occurrence, reduction
+from hubjax._src import graphs as _graphs
+from hubjax._src import metric as _metric
 
 __all__ = ["Hubness", "HubnessReduction", "DisSimLocal", "resolve_reduction"]
 
@@ -240,7 +242,7 @@ class Hubness(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        graph = self.metric == "precomputed"
+        graph = _metric.is_precomputed(self.metric)
         tags.input_tags.sparse = graph
         tags.input_tags.pairwise = graph
         tags.input_tags.positive_only = graph  # distances
@@ -248,19 +250,7 @@ class Hubness(BaseEstimator):
         return tags
 
     def _metric(self) -> str:
-        metric = self.metric
-        if metric == "minkowski":
-            if self.p != 2:
-                raise ValueError(
-                    f"metric='minkowski' is supported with p=2 (Euclidean) only, got p={self.p}."
-                )
-            return "euclidean"
-        if metric == "precomputed" or metric in _checks.METRICS:
-            return metric
-        raise ValueError(
-            f"Unknown metric {metric!r}; expected one of {_checks.METRICS}, 'minkowski' (p=2) or "
-            "'precomputed'."
-        )
+        return _metric.from_sklearn(self.metric, self.p)
 
     def fit(self, X, y=None):
         """Stores the indexed points: vectors ``[n_indexed, n_features]`` or, with
@@ -282,12 +272,12 @@ class Hubness(BaseEstimator):
         metric = self._metric()
         method, params = resolve_reduction(self.hubness, self.hubness_params)
         if method is not None:
-            if metric == "precomputed" and method not in _GRAPH_METHODS:
+            if _metric.is_precomputed(metric) and method not in _GRAPH_METHODS:
                 raise ValueError(
                     f"hubness={self.hubness!r} needs vectors; with metric='precomputed' use one of "
                     f"{_GRAPH_METHODS}."
                 )
-            if metric != "precomputed":
+            if not _metric.is_precomputed(metric):
                 reduction.check_method(method, metric, params)
             elif set(params) - {"local_k"}:
                 raise TypeError(
@@ -299,7 +289,7 @@ class Hubness(BaseEstimator):
         self.method_, self.method_params_ = method, params
         self.metric_ = metric
         self._random = check_random_state(self.random_state)
-        if metric == "precomputed":
+        if _metric.is_precomputed(metric):
             rows = _graphs.rows(X, name="X", min_rows=2)
             n, m = rows.shape
             if n != m:
@@ -327,7 +317,7 @@ class Hubness(BaseEstimator):
         """``(indices [n_queries, k], n_indexed)`` of the lists the score counts."""
         k = _check_k(self.k)
         in_sample = X is None
-        if self.metric_ == "precomputed":
+        if _metric.is_precomputed(self.metric_):
             m = self.n_samples_in_
             if in_sample:
                 rows = self.graph_

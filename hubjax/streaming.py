@@ -29,7 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hubjax import _checks, cli, estimates, neighbors, occurrence
+from hubjax import occurrence
+from hubjax._src import checks as _checks
+from hubjax._src import float32, search
+from hubjax._src import metric as _metric
 
 __all__ = ["NpyFile", "stream_hub_values"]
 
@@ -81,7 +84,7 @@ class NpyFile:
 
 def _statistics(f: NpyFile, rows: int, metric: str):
     """First pass: finiteness, and for wide data the column means and the float32 rescaling
-    (:func:`hubjax.cli.to_float32`'s, computed block by block)."""
+    (:func:`hubjax._src.float32.to_float32`'s, computed block by block)."""
     n, d = f.shape
     total = np.zeros(d)
     buffer = np.empty((rows, d), f.dtype)
@@ -95,9 +98,9 @@ def _statistics(f: NpyFile, rows: int, metric: str):
                     f"{start + bad.argmax()}"
                 )
         total += block.sum(axis=0, dtype=np.float64)
-    if not cli.is_wide(f.dtype):
+    if not float32.is_wide(f.dtype):
         return None, 0
-    shift = total / n if metric in ("sqeuclidean", "euclidean") else None
+    shift = total / n if metric.shifted else None
     largest, big, small, beyond = 0.0, 0.0, np.inf, []
     limit = float(np.finfo(np.float32).max)
     for start in range(0, n, rows):
@@ -107,16 +110,16 @@ def _statistics(f: NpyFile, rows: int, metric: str):
         big = max(big, float(scales.max()))
         small = min(small, float(scales[scales > 0].min(initial=np.inf)))
         beyond += (start + np.flatnonzero(scales > limit)).tolist()
-    exponent = cli.float32_exponent(largest)
+    exponent = float32.float32_exponent(largest)
     if exponent:
-        cli.check_rescale(big, small, np.asarray(beyond))
+        float32.check_rescale(big, small, np.asarray(beyond))
     return shift, exponent
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric"))
 def _search(q, r, base, best_d, best_i, *, k, metric):
     """Merges the k nearest of ``q`` among ``r`` (global indices from ``base``) into the lists."""
-    d, i = neighbors._knn_core(q, r, k, metric, False, None, "auto", None)
+    d, i = search.search(q, r, search.Options(k, metric))
     i = jnp.where(i >= 0, i + base, -1)
     dist = jnp.concatenate([best_d, d], axis=1)
     idx = jnp.concatenate([best_i, i], axis=1)
@@ -128,9 +131,9 @@ def _search(q, r, base, best_d, best_i, *, k, metric):
 @functools.partial(jax.jit, static_argnames=("k", "num_points"))
 def _count_block(best_i, own, counts, *, k, num_points):
     """Drops each query's own index (or the last entry) and adds its k to the counts."""
-    lists = estimates.drop_own(best_i, own, k)
+    lists = search.drop_own(best_i, own, k)
     lists = jnp.where(own[:, None] >= 0, lists, -1)  # padding queries count nothing
-    return counts + occurrence._count(lists, num_points)
+    return counts + occurrence.counts_of(lists, num_points)
 
 
 def stream_hub_values(
@@ -165,7 +168,7 @@ def stream_hub_values(
       >>> bool((counts == np.asarray(hubjax.hub_values(x, k=5))).all())
       True
     """
-    _checks.check_metric(metric)
+    metric = _metric.resolve(metric)
     f = NpyFile(path)
     n, d = f.shape
     k = _checks.check_k(k, n - 1, f"in-sample search leaves n - 1 = {n - 1} neighbours")
@@ -180,7 +183,7 @@ def stream_hub_values(
     def block(start):
         b = f.rows(start, start + rows, buffer)
         if b.dtype != np.float32:
-            b = cli.cast_float32(b, shift, exponent)  # a new array
+            b = float32.cast_float32(b, shift, exponent)  # a new array
         elif b.shape[0] == rows:
             # JAX may read a host array after the call returns (and on CPU may alias it):
             # it must get memory that is never written again, not the reused read buffer.

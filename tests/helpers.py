@@ -91,3 +91,38 @@ def public_names():
         mod = importlib.import_module(f"hubjax.{module}")
         names += [f"hubjax.{module}.{name}" for name in mod.__all__ if name != "METHODS"]
     return names
+
+
+def engine_knn(
+    x,
+    y=None,
+    *,
+    k,
+    metric="sqeuclidean",
+    include_self=False,
+    block_size=None,
+    engine="auto",
+    group=None,
+):
+    """The jitted exact search with a forced candidate source (``engine``): "auto", "strip",
+    "symmetric" or "tiled"."""
+    from hubjax._src import metric as _metric
+    from hubjax._src import search
+
+    options = search.Options(
+        k,
+        _metric.resolve(metric),
+        include_self=include_self,
+        block_size=block_size,
+        source=engine,
+        group=group,
+    )
+    return search.knn(x, y, options)
+
+
+def knn_dense(x, y=None, *, k, metric="sqeuclidean", include_self=False):
+    """The clear reference of the exact search (every per-pair distance, then a sort)."""
+    from hubjax._src import metric as _metric
+    from hubjax._src import search
+
+    return search.knn_dense(x, y, k=k, metric=_metric.resolve(metric), include_self=include_self)

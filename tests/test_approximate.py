@@ -11,6 +11,8 @@ from helpers import random_points
 import hubjax
 from hubjax import __main__ as entry
 from hubjax import approximate
+from hubjax._src import ivf
+from hubjax._src.metric import SQEUCLIDEAN
 from hubjax.approximate import IVF
 
 
@@ -112,12 +114,12 @@ def test_lists_too_small_for_k_are_searched_again_never_left_empty(include_self)
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's buffer assignment")
 def test_scratch_memory_stays_near_the_input_size():
     """XLA's scratch memory of the in-sample search (compiled, not run): the large buffers start
-    when their step does (approximate._after), so it stays under 3.2 times the input
+    when their step does (hubjax._src.ivf._after), so it stays under 3.2 times the input
     (2.7 at 100k x 64; 4.6 when XLA:CPU started them all at the top of the program)."""
     n, d = 100_000, 64
     x = jax.ShapeDtypeStruct((n, d), np.float32)
     settings = IVF().validate(n)
-    lowered = approximate._knn.lower(x, None, k=10, metric="sqeuclidean", settings=settings)
+    lowered = ivf.knn_compiled.lower(x, None, k=10, metric=SQEUCLIDEAN, settings=settings)
     scratch = lowered.compile().memory_analysis().temp_size_in_bytes
     assert scratch < 3.2 * n * d * 4, scratch / (n * d * 4)
 
@@ -132,9 +134,9 @@ def test_jit_vmap_and_no_recompile():
     batched = jax.jit(jax.vmap(f))(xb)
     for b in range(3):
         np.testing.assert_array_equal(batched[1][b], f(xb[b])[1])
-    before = approximate._knn._cache_size()
+    before = ivf.knn_compiled._cache_size()
     f(xb[0] + 1.0)
-    assert approximate._knn._cache_size() == before
+    assert ivf.knn_compiled._cache_size() == before
 
 
 def test_bad_settings_name_the_values():

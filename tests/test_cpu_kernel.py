@@ -1,9 +1,9 @@
 """The compiled CPU selection kernel equals the portable XLA path bit for bit.
 
-The kernel (``hubjax/_cpu_select.cc``, an XLA FFI handler built by ``pip install``) keeps running
-top-K lists; the portable path does a two-stage group selection and a merge. Both must return the
-same K smallest (value, index) pairs in the same order, and every engine built on them must give
-the same neighbours and distances either way.
+The kernel (``hubjax/_src/kernels/_cpu_select.cc``, an XLA FFI handler built by
+``pip install``) keeps running top-K lists; the portable path does a two-stage group selection
+and a merge. Both must return the same K smallest (value, index) pairs in the same order, and
+every candidate source built on them must give the same neighbours and distances either way.
 """
 
 import functools
@@ -16,10 +16,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import engine_knn, knn_dense
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hubjax import _cpu, _engines, _select, distances, distributed, neighbors, occurrence
+import hubjax
+from hubjax import distributed, occurrence
+from hubjax._src import pairs, sources
+from hubjax._src import select as _select
+from hubjax._src.kernels import cpu as _cpu
+from hubjax._src.metric import resolve
 
 needs_kernel = pytest.mark.skipif(
     not _cpu.available(), reason="the compiled CPU kernel is not usable on this machine"
@@ -32,10 +38,10 @@ def test_kernel_is_built_by_the_normal_install():
     # and it must be used whenever the running jaxlib is at least the one it was built with.
     if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("the build is only required on Linux x86-64")
-    assert importlib.util.find_spec("hubjax._cpu_select") is not None
+    assert importlib.util.find_spec("hubjax._src.kernels._cpu_select") is not None
     import jaxlib.version
 
-    from hubjax import _cpu_select
+    from hubjax._src.kernels import _cpu_select
 
     built = _cpu._version(_cpu_select.build_jaxlib())
     if _cpu._version(jaxlib.version.__version__) >= built:
@@ -225,17 +231,17 @@ def test_engines_identical_with_and_without_the_kernel(
 ):
     x = _data(kind, 701, 24)
     if engine == "tiled":
-        assert _engines.tiled_plan(701, k, block_size, 2) is not None
+        assert sources.tiled_plan(701, k, block_size, 2) is not None
 
     def run():
-        return neighbors._knn(
+        return engine_knn(
             x, None, k=k, metric=metric, include_self=False, block_size=block_size, engine=engine
         )
 
     (kd, ki), (pd, pi) = _both_paths(monkeypatch, run)
     np.testing.assert_array_equal(ki, pi)
     np.testing.assert_array_equal(kd, pd)
-    ref_d, ref_i = neighbors.knn_dense(x, k=k, metric=metric)
+    ref_d, ref_i = knn_dense(x, k=k, metric=metric)
     np.testing.assert_array_equal(ki, np.asarray(ref_i))
     np.testing.assert_array_equal(kd, np.asarray(ref_d))
 
@@ -247,7 +253,7 @@ def test_query_reference_vmap_and_distributed_identical(monkeypatch):
     batch = np.stack([_data("ties", 200, 8, seed=s) for s in range(3)])
 
     def run():
-        qr = neighbors.knn(x, y, k=12, block_size=64)
+        qr = hubjax.knn(x, y, k=12, block_size=64)
         hv = jax.jit(jax.vmap(lambda b: occurrence.hub_values(b, k=5, block_size=64)))(batch)
         dist = distributed.hub_values(x, k=6)
         return qr, hv, dist
@@ -373,7 +379,7 @@ def test_kernels_on_long_rows_into_lists_not_yet_full(kind, k):
 @pytest.mark.parametrize("tiles", [1, 2, 3, 4])
 def test_pair_schedule_covers_each_block_pair_once(num_blocks, tiles):
     tiles = min(tiles, (num_blocks + 1) // 2)
-    steps = _engines.pair_schedule(num_blocks, tiles)
+    steps = sources.pair_schedule(num_blocks, tiles)
     assert steps.shape[1:] == (tiles, 3)
     seen = []
     for step in steps:
@@ -427,8 +433,8 @@ def test_pair_sums_kernel_bitwise_equal_to_xla_for_every_tree_shape(metric, d):
     y = (rng.normal(size=(11, d)) * rng.uniform(1e-3, 1e3, d)).astype(np.float32)
     cols = rng.integers(0, 11, (5, 7)).astype(np.int32)
     xj, yj, cj = jnp.asarray(x), jnp.asarray(y), jnp.asarray(cols)
-    want = jax.jit(lambda x, y, c: distances._pair_values(x[:, None, :], y[c], metric))(xj, yj, cj)
-    got = jax.jit(lambda x, y, c: distances._pair_values_rows(x, y, c, metric))(xj, yj, cj)
+    want = jax.jit(lambda x, y, c: resolve(metric).pair_values(x[:, None, :], y[c]))(xj, yj, cj)
+    got = jax.jit(lambda x, y, c: pairs._values_rows(x, y, c, resolve(metric)))(xj, yj, cj)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
@@ -444,9 +450,9 @@ def test_pair_tile_through_the_kernel_equals_the_portable_tile_on_wide_rows(monk
     y[5, 7] = np.nan
 
     def run():
-        xp = distances.prepare(jnp.asarray(x), metric, jnp.float32)
-        yp = distances.prepare(jnp.asarray(y), metric, jnp.float32)
-        return jax.jit(lambda a, b: distances.pair_tile(a, b, metric))(xp, yp)
+        xp = resolve(metric).prepare(jnp.asarray(x), jnp.float32)
+        yp = resolve(metric).prepare(jnp.asarray(y), jnp.float32)
+        return jax.jit(lambda a, b: pairs.pair_tile(a, b, resolve(metric)))(xp, yp)
 
     kernel, portable = _both_paths(monkeypatch, run)
     np.testing.assert_array_equal(kernel, portable)
@@ -471,11 +477,11 @@ def test_pair_sums_kernel_bitwise_equal_to_xla(metric, kind):
         y[7, :] = np.inf
     cols = rng.integers(0, 41, (23, 9)).astype(np.int32)
     xj, yj, cj = jnp.asarray(x), jnp.asarray(y), jnp.asarray(cols)
-    portable = jax.jit(lambda x, y, c: distances._pair_values(x[:, None, :], y[c], metric))
-    dispatched = jax.jit(lambda x, y, c: distances._pair_values_rows(x, y, c, metric))
+    portable = jax.jit(lambda x, y, c: resolve(metric).pair_values(x[:, None, :], y[c]))
+    dispatched = jax.jit(lambda x, y, c: pairs._values_rows(x, y, c, resolve(metric)))
     want = np.asarray(portable(xj, yj, cj))
     np.testing.assert_array_equal(np.asarray(dispatched(xj, yj, cj)), want)
-    batched = jax.jit(jax.vmap(lambda x, c: distances._pair_values_rows(x, yj, c, metric)))
+    batched = jax.jit(jax.vmap(lambda x, c: pairs._values_rows(x, yj, c, resolve(metric))))
     got = np.asarray(batched(jnp.stack([xj, xj[::-1]]), jnp.stack([cj, cj])))
     np.testing.assert_array_equal(got[0], want)
     np.testing.assert_array_equal(got[1], np.asarray(portable(xj[::-1], yj, cj)))
@@ -488,7 +494,7 @@ needs_fused = pytest.mark.skipif(
 
 def _points(kind, n, d, seed):
     """Prepared points ``[n, d]`` and penalties ``[n]`` (a non-finite point: zero features,
-    +inf penalty, as :func:`hubjax.distances.prepare` makes it)."""
+    +inf penalty, as :meth:`hubjax._src.metric.Metric.prepare` makes it)."""
     rng = np.random.default_rng(seed)
     if kind == "ties":  # small integers: every product and sum is exact in float32
         x = rng.integers(-2, 3, (n, d)).astype(np.float32)
@@ -509,7 +515,7 @@ def _points(kind, n, d, seed):
 
 def _operands(x, penalty, shift=None):
     """Reference operands ``[n, d + 2]`` (features minus shift, 1, squared norm + penalty) like
-    :func:`hubjax.distances.ranking_operands`."""
+    :meth:`hubjax._src.metric.Metric.ranking_operands`."""
     f = x if shift is None else (x - shift).astype(np.float32)
     sq = (f.astype(np.float64) ** 2).sum(1, keepdims=True) + penalty[:, None]
     return np.concatenate([f, np.ones((len(x), 1), np.float32), sq.astype(np.float32)], 1)
@@ -672,17 +678,19 @@ def test_default_in_sample_engine_is_the_tiled_one_and_compiles_once():
 def test_every_instruction_set_variant_gives_the_same_neighbours():
     # HUBJAX_ISA picks the hot loops' instruction set once per process: one process each
     script = (
-        "import numpy as np, jax.numpy as jnp\n"
-        "from hubjax import _cpu_select, neighbors\n"
+        "import sys\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "import numpy as np, jax.numpy as jnp, helpers\n"
+        "from hubjax._src.kernels import _cpu_select\n"
         "rng = np.random.default_rng(0)\n"
         "x = rng.integers(0, 3, (700, 12)).astype(np.float32)\n"
         "for k in (5, 40):\n"
-        "    t = neighbors._knn(x, None, k=k, metric='sqeuclidean', include_self=False,\n"
+        "    t = helpers.engine_knn(x, None, k=k, metric='sqeuclidean', include_self=False,\n"
         "                       block_size=128, engine='tiled')\n"
-        "    s = neighbors._knn(x, jnp.asarray(x[::-1]), k=k, metric='sqeuclidean',\n"
+        "    s = helpers.engine_knn(x, jnp.asarray(x[::-1]), k=k, metric='sqeuclidean',\n"
         "                       include_self=False, block_size=100)\n"
-        "    r = neighbors.knn_dense(x, k=k)\n"
-        "    q = neighbors.knn_dense(x, x[::-1], k=k)\n"
+        "    r = helpers.knn_dense(x, k=k)\n"
+        "    q = helpers.knn_dense(x, x[::-1], k=k)\n"
         "    assert np.array_equal(t[1], r[1]) and np.array_equal(t[0], r[0])\n"
         "    assert np.array_equal(s[1], q[1]) and np.array_equal(s[0], q[0])\n"
         "print(_cpu_select.isa())\n"

@@ -6,6 +6,7 @@ import reference
 from helpers import random_points, tie_points
 
 import hubjax
+from hubjax._src import numerics
 
 METRICS = ["sqeuclidean", "euclidean", "cosine", "dot"]
 
@@ -74,7 +75,6 @@ def test_finite_rows_and_largest_coordinate_on_adversarial_rows(shape):
     """Rows of NaN (which XLA:CPU's maximum can reduce to -inf at some shapes), single NaN and
     infinities, and a finite row whose sum overflows both ways (its NaN sum must not make it
     non-finite), under jit, vmap and shard_map."""
-    from hubjax import distances
 
     n, d = shape
     x = np.random.default_rng(n).normal(size=shape).astype(np.float32)
@@ -86,14 +86,14 @@ def test_finite_rows_and_largest_coordinate_on_adversarial_rows(shape):
     want = np.all(np.isfinite(x), axis=1)
     largest = np.abs(x[want]).max()
     xj = jnp.asarray(x)
-    np.testing.assert_array_equal(np.asarray(jax.jit(distances._finite_rows)(xj)), want)
-    assert float(jax.jit(distances.max_abs)(xj)) == largest
-    batched = jax.jit(jax.vmap(distances._finite_rows))(jnp.stack([xj, xj[::-1]]))
+    np.testing.assert_array_equal(np.asarray(jax.jit(numerics.finite_rows)(xj)), want)
+    assert float(jax.jit(numerics.max_abs)(xj)) == largest
+    batched = jax.jit(jax.vmap(numerics.finite_rows))(jnp.stack([xj, xj[::-1]]))
     np.testing.assert_array_equal(np.asarray(batched), np.stack([want, want[::-1]]))
     if n % 3 == 0 and len(jax.devices()) >= 3:
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:3]), ("p",))
         spec = jax.sharding.PartitionSpec("p")
         sharded = jax.jit(
-            jax.shard_map(distances._finite_rows, mesh=mesh, in_specs=spec, out_specs=spec)
+            jax.shard_map(numerics.finite_rows, mesh=mesh, in_specs=spec, out_specs=spec)
         )
         np.testing.assert_array_equal(np.asarray(sharded(xj)), want)

@@ -8,13 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_points
+from helpers import engine_knn, knn_dense, random_points
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jax.sharding import Mesh
 
 import hubjax
-from hubjax import _engines, distances, distributed, neighbors
+from hubjax import distributed
+from hubjax._src import finisher, sources
+from hubjax._src.metric import DOT, EUCLIDEAN, SQEUCLIDEAN
 
 METRICS = ["sqeuclidean", "euclidean", "cosine", "dot"]
 
@@ -114,12 +116,12 @@ def test_distributed_in_sample_uncentred():
 def test_recheck_equals_dense_reference():
     """The exact re-check path, forced on every row, gives the dense reference's answer."""
     x = jnp.asarray(CITY[:300])
-    xp = distances.prepare(x, "euclidean", jnp.float32, distances.common_exponent("euclidean", x))
+    xp = EUCLIDEAN.prepare(x, jnp.float32, EUCLIDEAN.exponent(x))
     dist0 = jnp.zeros((300, 7))
     idx0 = jnp.zeros((300, 7), jnp.int32)
     ok = jnp.zeros(300, bool)
-    _dist, idx = _engines.recheck(xp, xp, dist0, idx0, ok, 7, "euclidean", own=jnp.arange(300))
-    ref = neighbors.knn_dense(x, k=7, metric="sqeuclidean")
+    _dist, idx = finisher.recheck(xp, xp, dist0, idx0, ok, 7, EUCLIDEAN, own=jnp.arange(300))
+    ref = knn_dense(x, k=7, metric="sqeuclidean")
     np.testing.assert_array_equal(idx, ref[1])
     assert wrong_rows(CITY[:300], idx, "euclidean") == 0
 
@@ -131,18 +133,16 @@ def test_recheck_column_tiles_equal_dense_reference(m):
     get the dense answer, the others keep theirs."""
     rng = np.random.default_rng(m)
     x = jnp.asarray((50 + rng.standard_normal((m, 4096))).astype(np.float32))
-    xp = distances.prepare(x, "sqeuclidean", jnp.float32, distances.common_exponent("dot", x))
+    xp = SQEUCLIDEAN.prepare(x, jnp.float32, DOT.exponent(x))
     flagged = np.zeros(m, bool)
     flagged[rng.choice(m, 19, replace=False)] = True
     dist0 = jnp.full((m, 5), -1.0)
     idx0 = jnp.full((m, 5), -1, jnp.int32)
     recheck = jax.jit(
-        lambda xp, ok: _engines.recheck(
-            xp, xp, dist0, idx0, ok, 5, "sqeuclidean", own=jnp.arange(m)
-        )
+        lambda xp, ok: finisher.recheck(xp, xp, dist0, idx0, ok, 5, SQEUCLIDEAN, own=jnp.arange(m))
     )
     _dist, idx = recheck(xp, jnp.asarray(~flagged))
-    ref = neighbors.knn_dense(x, k=5, metric="sqeuclidean")
+    ref = knn_dense(x, k=5, metric="sqeuclidean")
     np.testing.assert_array_equal(np.asarray(idx)[flagged], np.asarray(ref[1])[flagged])
     assert (np.asarray(idx)[~flagged] == -1).all()
     x64 = np.asarray(x, np.float64)
@@ -155,12 +155,11 @@ def test_recheck_column_tiles_equal_dense_reference(m):
 def test_certificate_rejects_a_lost_neighbour():
     """With the slack removed the ranking alone misses neighbours; the certificate catches it."""
     x = jnp.asarray(OFFSET[:300] - 1000 + np.float32(3e4))  # offset far beyond the spread
-    xp = distances.prepare(x, "sqeuclidean", jnp.float32, distances.common_exponent("dot", x))
+    xp = SQEUCLIDEAN.prepare(x, jnp.float32, DOT.exponent(x))
     no_shift = jnp.zeros(16, jnp.float32)  # rank without the shift: cancellation
-    _, idx, ok = _engines.strip_search(
-        xp, xp, 5, "sqeuclidean", exclude_diagonal=True, block_size=64, shift=no_shift
-    )
-    ref = np.asarray(neighbors.knn_dense(x, k=5)[1])
+    candidates = sources.Strip(64).candidates(xp, xp, SQEUCLIDEAN, no_shift, keep=5 + 8 + 1)
+    _, idx, ok = finisher.refine_lists(xp, xp, candidates, 5, SQEUCLIDEAN, own=True)
+    ref = np.asarray(knn_dense(x, k=5)[1])
     wrong = (np.asarray(idx) != ref).any(axis=1)
     assert wrong.any()  # the unshifted ranking does lose neighbours here
     assert not np.asarray(ok)[wrong].any()  # and none of those rows is certified
@@ -169,7 +168,7 @@ def test_certificate_rejects_a_lost_neighbour():
 @pytest.mark.parametrize("metric", METRICS)
 def test_bitwise_identical_across_blocks_engines_and_devices(metric):
     x = (random_points(240, 512, seed=21) + 3.0).astype(np.float32)
-    base = neighbors._knn(
+    base = engine_knn(
         jnp.asarray(x),
         None,
         k=12,
@@ -179,7 +178,7 @@ def test_bitwise_identical_across_blocks_engines_and_devices(metric):
         engine="strip",
     )
     for engine, block_size in (("strip", 7), ("strip", 100), ("symmetric", 96), ("symmetric", 64)):
-        got = neighbors._knn(
+        got = engine_knn(
             jnp.asarray(x),
             None,
             k=12,
@@ -304,7 +303,7 @@ def test_property_matches_float64_reference(x, metric, data):
     assert (idx != np.arange(n)[:, None]).all()
     assert all(len(set(row)) == k for row in idx.tolist())
     assert wrong_rows(x, idx, metric) == 0
-    dense = neighbors.knn_dense(jnp.asarray(x), k=k, metric=metric)
+    dense = knn_dense(jnp.asarray(x), k=k, metric=metric)
     np.testing.assert_array_equal(idx, np.asarray(dense[1]))
     np.testing.assert_array_equal(np.asarray(dist), np.asarray(dense[0]))
 

@@ -80,7 +80,7 @@ def test_sdist_contents(sdist):
         "pyproject.toml",
         "setup.py",
         "hubjax/py.typed",
-        "hubjax/_cpu_select.cc",
+        "hubjax/_src/kernels/_cpu_select.cc",
         "tests/conftest.py",
         "tests/reference.py",
         "docs/conf.py",
@@ -123,7 +123,10 @@ def test_wheel_contents(wheel):
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), names
     assert not any(name.startswith("tests/") for name in names)
     if sys.platform == "linux":  # built where a C++ compiler exists (CI)
-        assert any(name.startswith("hubjax/_cpu_select") and name.endswith(".so") for name in names)
+        assert any(
+            name.startswith("hubjax/_src/kernels/_cpu_select") and name.endswith(".so")
+            for name in names
+        )
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
     with zipfile.ZipFile(wheel) as zf:
         text = zf.read(metadata).decode()

@@ -3,10 +3,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import assert_knn_close, assert_knn_exact, random_points, tie_points
+from helpers import (
+    assert_knn_close,
+    assert_knn_exact,
+    engine_knn,
+    knn_dense,
+    random_points,
+    tie_points,
+)
 
 import hubjax
-from hubjax import _engines, _select, neighbors
+from hubjax._src import search, sources
+from hubjax._src import select as _select
 
 METRICS = ["sqeuclidean", "euclidean", "cosine", "dot"]
 EXACT_ON_GRID = ["sqeuclidean", "euclidean", "dot"]  # integer data: exact float32 arithmetic
@@ -78,7 +86,7 @@ def test_include_self_is_first_whatever_the_distances():
 
 
 def _engine(x, k, engine, block_size, group=None, include_self=False, metric="sqeuclidean"):
-    return neighbors._knn(
+    return engine_knn(
         jnp.asarray(x),
         None,
         k=k,
@@ -93,7 +101,7 @@ def _engine(x, k, engine, block_size, group=None, include_self=False, metric="sq
 @pytest.mark.parametrize("k", [1, 5, 32, 33, 99])
 def test_strip_engine_equals_dense_path_across_blocks_and_k(k):
     x = tie_points(100, 4, seed=10, levels=4)
-    dense = neighbors.knn_dense(jnp.asarray(x), k=k)
+    dense = knn_dense(jnp.asarray(x), k=k)
     for block_size, group in ((7, None), (32, 1), (100, 8), (100, None)):
         got = _engine(x, k, "strip", block_size, group)
         np.testing.assert_array_equal(got[1], dense[1])
@@ -104,9 +112,9 @@ def test_strip_engine_equals_dense_path_across_blocks_and_k(k):
 @pytest.mark.parametrize("metric", ["sqeuclidean", "dot"])
 def test_symmetric_engine_equals_dense_path_on_ties(k, metric):
     x = tie_points(457, 3, seed=12, levels=4)  # 457: no block size divides it
-    dense = neighbors.knn_dense(jnp.asarray(x), k=k, metric=metric)
+    dense = knn_dense(jnp.asarray(x), k=k, metric=metric)
     for block_size, group in ((160, 8), (96, None)):
-        assert _engines.symmetric_plan(457, k, block_size) is not None
+        assert sources.symmetric_plan(457, k, block_size) is not None
         got = _engine(x, k, "symmetric", block_size, group, metric=metric)
         np.testing.assert_array_equal(got[1], dense[1])
         np.testing.assert_array_equal(got[0], dense[0])
@@ -127,7 +135,7 @@ def test_symmetric_engine_equals_strip_engine_random(metric, include_self):
 
 def test_symmetric_engine_is_the_default_for_wide_data_and_vmaps():
     xb = np.stack([random_points(300, 512, seed=s) for s in range(2)])
-    assert _engines.symmetric_plan(300, 5, 100) is not None
+    assert sources.symmetric_plan(300, 5, 100) is not None
     dist, idx = jax.vmap(lambda x: hubjax.knn(x, k=5, block_size=100))(xb)
     for b in range(2):
         assert_knn_close((dist[b], idx[b]), xb[b], None, reference.knn(xb[b], k=5), "sqeuclidean")
@@ -212,12 +220,12 @@ def test_vmap_query_vs_reference():
 def test_second_call_does_not_recompile():
     x1, x2 = random_points(90, 8, seed=1), random_points(90, 8, seed=2)
     hubjax.knn(x1, k=5, metric="cosine")
-    before = neighbors._knn._cache_size()
+    before = search.knn._cache_size()
     hubjax.knn(x2, k=5, metric="cosine")
     hubjax.knn(jnp.asarray(x2), k=5, metric="cosine")
-    assert neighbors._knn._cache_size() == before
+    assert search.knn._cache_size() == before
     hubjax.knn(x2, k=6, metric="cosine")  # a new static k does compile: the guard can fail
-    assert neighbors._knn._cache_size() == before + 1
+    assert search.knn._cache_size() == before + 1
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])

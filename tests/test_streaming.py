@@ -12,7 +12,8 @@ from helpers import random_points
 
 import hubjax
 from hubjax import __main__ as entry
-from hubjax import cli, streaming
+from hubjax import streaming
+from hubjax._src import float32
 
 
 @pytest.mark.parametrize(
@@ -34,7 +35,7 @@ def test_wide_and_integer_files_match_the_loaded_path(tmp_path, dtype):
     path = tmp_path / "x.npy"
     np.save(path, x)
     got = streaming.stream_hub_values(path, k=5, block_bytes=64 * 6 * 4)
-    want = hubjax.hub_values(cli.to_float32(x, "sqeuclidean"), k=5)
+    want = hubjax.hub_values(float32.to_float32(x, "sqeuclidean"), k=5)
     np.testing.assert_array_equal(got, want)
 
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hubjax import distances
+from hubjax._src import numerics
 
 # elements of one statistics intermediate ([rows, width] or [rows, c, width])
 _BUDGET = 4 << 20
@@ -49,24 +49,20 @@ class Operands:
     """Both sides' ranking operands of one call, on a common scale."""
 
     def __init__(self, x, y, metric):
-        xp, yp, self.exponent = distances.prepare_pair(x, y, metric)
-        shift = distances.centre(yp, metric)
-        self.query = distances.ranking_operands(xp, metric, "query", shift).operands
+        xp, yp, self.exponent = metric.prepare_pair(x, y)
+        shift = metric.centre(yp)
+        self.query = metric.ranking_operands(xp, "query", shift).operands
         ref = yp if y is not None else xp
-        self.reference = distances.ranking_operands(ref, metric, "reference", shift).operands
-        self.ref_as_query = distances.query_from_reference(self.reference, metric)
+        self.reference = metric.ranking_operands(ref, "reference", shift).operands
+        self.ref_as_query = metric.query_from_reference(self.reference)
         self.query_finite = xp.penalty == 0
         self.ref_finite = ref.penalty == 0
         self.metric = metric
 
     def tile(self, query_ops, ref_ops):
         """Reported distances ``[b, w]`` of a block of queries to a block of references."""
-        t = distances.ranking_tile(query_ops, ref_ops)
-        if self.metric == "cosine":
-            t = t + 1
-        if self.metric != "dot":
-            t = jnp.maximum(t, 0)
-        return distances.finish(t, self.metric, self.exponent)
+        t = self.metric.ranking_distance(numerics.ranking_tile(query_ops, ref_ops))
+        return self.metric.finish(t, self.exponent)
 
 
 def row_moments(ops: Operands, *, reference_side: bool, in_sample: bool):
@@ -90,9 +86,9 @@ def row_moments(ops: Operands, *, reference_side: bool, in_sample: bool):
             ok &= cols[None, :] != (start + jnp.arange(qb.shape[0], dtype=jnp.int32))[:, None]
         # fixed-order sums: the same bits however the reference axis is partitioned
         count = jnp.maximum(jnp.sum(ok, axis=1, dtype=jnp.int32), 1).astype(d.dtype)
-        mean = distances.tree_sum(jnp.where(ok, d, 0)) / count
+        mean = numerics.tree_sum(jnp.where(ok, d, 0)) / count
         dev = jnp.where(ok, d - mean[:, None], 0)
-        return mean, jnp.sqrt(distances.tree_sum(dev * dev) / count)
+        return mean, jnp.sqrt(numerics.tree_sum(dev * dev) / count)
 
     return _blocked(block, n, _rows_per_block(n, m), q)
 

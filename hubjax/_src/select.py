@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hubjax import _cpu
+from hubjax._src.kernels import cpu as _cpu
 
 
 def smallest_k_simple(d: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -102,13 +102,13 @@ def sort_small(values: jax.Array, index: jax.Array, k: int) -> tuple[jax.Array, 
     return _scatter_ranks(rank, values, index, k)
 
 
-_SORT_SMALL_MAX = 96  # longer candidate lists are sorted (sort_small costs c * c per row)
+SORT_SMALL_MAX = 96  # longer candidate lists are sorted (sort_small costs c * c per row)
 
 
 def smallest_k_pairs_portable(values, index, k):
     """The k smallest of candidate lists ``[b, c]`` by (value, index), in that order (distinct
     indices per row): :func:`sort_small` for short lists, ``lax.sort`` otherwise."""
-    if values.shape[1] <= _SORT_SMALL_MAX:
+    if values.shape[1] <= SORT_SMALL_MAX:
         return sort_small(values, index, k)
     values, index = lax.sort((values, index), dimension=-1, num_keys=2)
     return values[:, :k], index[:, :k]
@@ -192,13 +192,6 @@ def update_cols_portable(d, col_segs, row_base, init_v, init_i, *, seg_width, gr
     tiles = jnp.take(segments, col_segs, axis=1).reshape(rows, -1)
     values, pos = smallest_k_columns(tiles, k, group)
     return merge_smallest_k(init_v, init_i, values, row_base[0] + pos, k)
-
-
-def fast_cpu_selection() -> bool:
-    """Whether computations traced now will most likely select with the compiled CPU kernel:
-    the kernel is usable and the default backend is the CPU (the choice of engine follows it;
-    the result does not depend on it)."""
-    return jax.default_backend() == "cpu" and _cpu.enabled()
 
 
 def dispatch(kernel, portable, d, *args):

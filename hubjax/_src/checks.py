@@ -14,8 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-METRICS = ("sqeuclidean", "euclidean", "cosine", "dot")
-
 
 def is_concrete(x) -> bool:
     """True when ``x`` holds values (not a tracer inside ``jit``/``vmap``)."""
@@ -52,12 +50,6 @@ def compute_dtype(*arrays) -> jnp.dtype:
     """Float dtype that distances are accumulated in: at least float32."""
     wide = any(np.dtype(a.dtype).itemsize > 4 for a in arrays)
     return jnp.dtype(jnp.float64 if wide else jnp.float32)
-
-
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"Unknown metric {metric!r}; expected one of {METRICS}.")
-    return metric
 
 
 def check_same_features(x, y) -> None:

@@ -25,18 +25,20 @@ import warnings
 
 import jax
 import jax.numpy as jnp
+import jaxlib.version
 import numpy as np
+
+try:  # built by ``pip install`` where a C++17 compiler and jaxlib's FFI headers are present
+    from hubjax._src.kernels import _cpu_select
+except ImportError:
+    _cpu_select = None
 
 
 @functools.cache
 def available() -> bool:
     """Whether the compiled kernel is built, registered and gives the portable result."""
-    try:
-        from hubjax import _cpu_select
-    except ImportError:
+    if _cpu_select is None:
         return False
-    import jaxlib.version
-
     built, running = _cpu_select.build_jaxlib(), jaxlib.version.__version__
     if _version(running) < _version(built):
         warnings.warn(
@@ -179,9 +181,7 @@ def fused() -> bool:
 
 @functools.cache
 def _fused_isa() -> bool:
-    from hubjax import _cpu_select
-
-    return bool(_cpu_select.fused())
+    return _cpu_select is not None and bool(_cpu_select.fused())
 
 
 def tiled_lists(

@@ -1,0 +1,216 @@
+"""The finisher: the only code that makes a candidate list exact.
+
+Every candidate source (:mod:`hubjax._src.sources`, the IVF lists of
+:mod:`hubjax._src.ivf`, the distributed ring) hands over, for each query row, a list of
+candidate columns with their ranking values and a bound on the ranking's rounding error
+(:meth:`Metric.ranking_error <hubjax._src.metric.Metric.ranking_error>`). Three steps follow:
+
+1. **Refine** (:func:`refine`): the candidates' distances are recomputed per pair
+   (:func:`hubjax._src.pairs.pairs`) and the k smallest by (distance, index) kept.
+2. **Certify** (:meth:`Metric.certified <hubjax._src.metric.Metric.certified>`): a row is
+   certified when every reference outside its candidates provably lies beyond its k-th distance
+   (every other point ranks at least at the largest value kept, and the ranking is within the
+   bound of the distance).
+3. **Re-check** (:func:`recheck`): rows that are not certified are searched again against all
+   references, per pair, a few at a time inside a ``lax.while_loop`` that runs zero times when
+   every row is certified. On well-conditioned data hardly any row needs it; on data whose
+   spread is tiny next to its offset the ranking's shift keeps it rare.
+
+Because every reported distance is a per-pair value in a fixed summation order, the result is
+bitwise the same whichever source found the candidates.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from hubjax._src import numerics, pairs, select
+
+# Block widths are multiples of this, so the group selection always applies.
+COLUMN_ALIGN = 32
+# Candidates kept beyond k by the matrix-product ranking: rows whose gap is smaller are
+# re-checked, so this trades selection work against re-checks, never exactness.
+SLACK = 8
+_RECHECK_ROWS = 8  # rows re-checked together by :func:`recheck`
+
+
+class Candidates(NamedTuple):
+    """What a candidate source hands to the finisher.
+
+    ``values [>= n, keep]``: ranking values (+inf: an empty slot, a padding or non-finite
+    point); ``columns [>= n, keep]``: their reference indices; ``bound [n]``: each row's ranking
+    error bound; ``rows`` (static): rows refined together (the source's block, so the per-pair
+    work has the source's memory shape).
+    """
+
+    values: jax.Array
+    columns: jax.Array
+    bound: jax.Array
+    rows: int
+
+
+def refine(rows, yp, values, columns, k, metric, *, row_ids=None, bound=None):
+    """Recomputes candidate distances per pair; keeps the k smallest by (distance, index).
+
+    ``values``/``columns`` ``[b, c]`` are the ranking's candidates; +inf ranking values (padding,
+    non-finite points, unfilled slots) stay excluded, and so does column ``row_ids`` (the point
+    itself) if given. Returns ``(distances [b, k], indices [b, k], certified [b])``; with
+    ``bound=None`` (exact candidate values) every row is certified. The per-pair work is done in
+    row chunks so that ``[chunk, c, d]`` stays within the pair budget for any d.
+    """
+    b, c = columns.shape
+    dim = yp.features.shape[1]
+    chunk = numerics.pair_rows(b, dim, c)
+    if chunk < b:
+        parts = -(-b // chunk)
+        extra = parts * chunk - b
+
+        def padded(a, fill):
+            if a is None:
+                return None
+            widths = [(0, extra)] + [(0, 0)] * (a.ndim - 1)
+            return jnp.pad(a, widths, constant_values=fill).reshape(parts, chunk, *a.shape[1:])
+
+        args = (
+            jax.tree.map(lambda a: padded(a, 0), rows),
+            padded(values, jnp.inf),
+            padded(columns, 0),
+            padded(row_ids, -1),
+            padded(bound, 0),
+        )
+
+        def one(a):
+            r, v, cc, ids, bd = a
+            return _refine(r, yp, v, cc, k, metric, ids, bd)
+
+        out = lax.map(one, args)
+        return jax.tree.map(lambda a: a.reshape(parts * chunk, *a.shape[2:])[:b], out)
+    return _refine(rows, yp, values, columns, k, metric, row_ids, bound)
+
+
+def _refine(rows, yp, values, columns, k, metric, row_ids, bound):
+    excluded = values == jnp.inf
+    safe = jnp.where(excluded, 0, columns)  # unfilled slots hold out-of-range placeholders
+    d = pairs.pairs(rows, yp, safe, metric)
+    if row_ids is not None:
+        excluded = excluded | (columns == row_ids)
+    d = jnp.where(excluded, jnp.full((), jnp.inf, d.dtype), d)
+    d, columns = select.smallest_k_pairs(d, columns, k)
+    if bound is None:
+        ok = jnp.ones(d.shape[0], bool)
+    else:
+        largest_kept = jnp.max(values, axis=1)
+        ok = metric.certified(d[:, k - 1], largest_kept, bound, yp.features.shape[1])
+    return d, columns, ok
+
+
+def refine_lists(xp, yp, candidates: Candidates, k, metric, *, own):
+    """:func:`refine` of the candidate lists of every ``xp`` row, ``candidates.rows`` at a
+    time; ``own``: row i's own column (in-sample) is excluded. Returns ``(distances [n, k],
+    indices [n, k], certified [n])``."""
+    values, cols, bound, rows = candidates
+
+    def one(start):
+        row_ids = start + jnp.arange(rows, dtype=jnp.int32)[:, None] if own else None
+        return refine(
+            numerics.rows(xp, start, rows),
+            yp,
+            lax.dynamic_slice_in_dim(values, start, rows),
+            lax.dynamic_slice_in_dim(cols, start, rows),
+            k,
+            metric,
+            row_ids=row_ids,
+            bound=lax.dynamic_slice_in_dim(bound, start, rows),
+        )
+
+    return numerics.over_row_blocks(one, xp.features.shape[0], rows)
+
+
+def recheck(xp, yp, dist, idx, ok, k, metric, *, own=None, query_rows=None, ref_pos=None):
+    """Replaces the rows that are not ``ok`` by their exact top-k against all of ``yp``.
+
+    Exact: every distance of such a row is computed per pair, ``_RECHECK_ROWS`` rows at a time,
+    in column tiles within the pair budget, inside a ``lax.while_loop`` that runs once per group
+    of flagged rows (zero times when all rows are certified). ``own [n]`` (in-sample search) is
+    each row's own column, excluded from its list. Non-finite query rows are left as they are
+    (callers mask them).
+
+    The points may be stored in another order than the one the lists index (the IVF source
+    keeps them sorted by list): query i is row ``query_rows[i]`` of ``xp``, and reference point
+    j is row ``ref_pos[j]`` of ``yp`` (both default to the identity). Columns are compared in
+    the lists' order, so ties still go to the smaller index.
+    """
+    n = dist.shape[0]
+    dim = xp.features.shape[1]
+    m = yp.features.shape[0]
+    finite = xp.penalty == 0 if query_rows is None else xp.penalty[query_rows] == 0
+    flagged = ~ok & finite
+    chunk = _RECHECK_ROWS
+    width = numerics.round_up(
+        min(m, max(COLUMN_ALIGN, numerics.PAIR_BUDGET // (4 * chunk * dim))), 8
+    )
+    if m == 0:
+        return dist, idx
+    # whole tiles of `width` columns, then a narrower last one: slices of yp, never a padded
+    # copy of it (which would be made on every call, outside the loop, flagged rows or not)
+    width = min(width, m)
+    full, tail = divmod(m, width)
+    order = jnp.nonzero(flagged, size=n, fill_value=n)[0].astype(jnp.int32)
+    order = jnp.concatenate([order, jnp.full((chunk,), n, jnp.int32)])
+    count = jnp.sum(flagged, dtype=jnp.int32)
+    columns = jnp.arange(m, dtype=jnp.int32)
+
+    def body(state):
+        start, dist, idx = state
+        rows = lax.dynamic_slice(order, (start,), (chunk,))
+        safe = jnp.minimum(rows, n - 1)
+        xr = jax.tree.map(lambda a: a[safe if query_rows is None else query_rows[safe]], xp)
+        parts = []
+        if full == 1:
+            parts.append(pairs.pair_tile(xr, numerics.rows(yp, 0, width), metric))
+        elif full > 1:
+            starts = jnp.arange(full, dtype=jnp.int32) * width
+            d = lax.map(lambda s: pairs.pair_tile(xr, numerics.rows(yp, s, width), metric), starts)
+            parts.append(jnp.moveaxis(d, 0, 1).reshape(chunk, full * width))  # [full, chunk, w]
+        if tail:
+            parts.append(pairs.pair_tile(xr, numerics.rows(yp, full * width, tail), metric))
+        d = jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]  # [chunk, m]
+        if ref_pos is not None:
+            d = jnp.take(d, ref_pos, axis=1)
+        if own is not None:
+            mine = own[safe][:, None] == columns[None, :]
+            d = jnp.where(mine, jnp.full((), jnp.inf, d.dtype), d)
+        values, cols = select.smallest_k_simple(d, k)
+        dist = dist.at[rows].set(values, mode="drop")
+        idx = idx.at[rows].set(cols, mode="drop")
+        return start + chunk, dist, idx
+
+    _, dist, idx = lax.while_loop(lambda s: s[0] < count, body, (jnp.int32(0), dist, idx))
+    return dist, idx
+
+
+def finish(xp, yp, candidates: Candidates, k, metric, *, in_sample: bool):
+    """Exact top-k ``(distances [n, k], indices [n, k])`` (internal scale) of every ``xp`` row
+    from a source's candidates: refine, certify, re-check. ``in_sample``: ``yp is xp`` and each
+    row's own point is excluded. Rows of non-finite queries come back as they are."""
+    dist, idx, ok = refine_lists(xp, yp, candidates, k, metric, own=in_sample)
+    if k + SLACK + int(in_sample) >= yp.features.shape[0]:
+        return dist, idx  # every reference was a candidate: nothing to re-check
+    own = jnp.arange(xp.features.shape[0], dtype=jnp.int32) if in_sample else None
+    return recheck(xp, yp, dist, idx, ok, k, metric, own=own)
+
+
+def sentinels(dist, idx, penalty, metric, exponent):
+    """Reported distances; rows of non-finite queries and unfilled slots become (+inf, -1).
+
+    ``dist`` is on the internal scale: a slot is empty where it is +inf there (a reported
+    value may still overflow to inf on huge data without being empty).
+    """
+    empty = (dist == jnp.inf) | (penalty[:, None] != 0)
+    inf = jnp.full((), jnp.inf, dist.dtype)
+    dist = metric.finish(dist, exponent)
+    return jnp.where(empty, inf, dist), jnp.where(empty, -1, idx)

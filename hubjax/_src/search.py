@@ -1,0 +1,223 @@
+"""The one exact search entry: :class:`Options` in, certified ``(distances, indices)`` out.
+
+Every front end (``knn``, ``hub_values``, ``hubness``, the reductions, the sampler, the metrics,
+``distributed``, ``streaming``, the command line) reaches the exact k-NN through
+:func:`search` (jitted: :func:`knn`). A query flows:
+
+1. the metric prepares both sides (:meth:`Metric.prepare_pair
+   <hubjax._src.metric.Metric.prepare_pair>`: cast, common power-of-two scale, non-finite
+   penalty) and picks the ranking's shift (:meth:`Metric.centre
+   <hubjax._src.metric.Metric.centre>`);
+2. a candidate source (:mod:`hubjax._src.sources`) finds ``k + SLACK`` candidates per row,
+   chosen **per platform the program is lowered for** (:func:`choose_source` under
+   ``lax.platform_dependent``), never from the tracing host's backend: the CPU program uses the
+   tiled source with the compiled kernels where they are built, accelerators the strip (or,
+   from 512 features, the symmetric) source with wider strips;
+3. the finisher (:mod:`hubjax._src.finisher`) refines, certifies and re-checks them;
+4. the in-sample self convention and the sentinels for non-finite rows are applied and the
+   metric's scale undone (:func:`sentinels`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from hubjax._src import finisher, numerics, pairs, sources
+from hubjax._src import mesh as _mesh
+from hubjax._src.finisher import COLUMN_ALIGN
+from hubjax._src.kernels import cpu
+from hubjax._src.metric import Metric
+
+# Bytes of ranking values one strip may hold: CPU strips stay small; accelerators have the
+# memory and the parallelism for much wider ones.
+STRIP_BYTES = {"cpu": 64 << 20, "accelerator": 512 << 20}
+# In-sample search uses the symmetric source from this many features on where the selection is
+# XLA's: below it the extra selection work outweighs the halved matrix products (measured on a
+# 2-core CPU; benchmarks/). With the compiled CPU selection the tiled source is the in-sample
+# default at every dimension, and the symmetric source the fallback where its plan does not
+# apply.
+SYMMETRIC_MIN_FEATURES = 512
+_SYMMETRIC_MAX_BLOCK = 2048
+_TILE_BLOCK = 1536
+PLATFORMS = ("cpu", "accelerator")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Static settings of one exact search (hashable: a valid static argument of ``jit``).
+
+    Attributes:
+      k: neighbours per row, the point itself included where ``include_self``.
+      metric: the resolved metric object.
+      include_self: in-sample convention (point i first in its own list).
+      block_size: rows per block; ``None`` picks one for each platform.
+      source: ``"auto"`` or a forced source: ``"strip"``, ``"symmetric"``, ``"tiled"``
+        (tests; the result is the same).
+      group: group size of the two-stage XLA selection (``None``: chosen per tile).
+    """
+
+    k: int
+    metric: Metric
+    include_self: bool = False
+    block_size: int | None = None
+    source: str = "auto"
+    group: int | None = None
+
+
+def strip_rows(
+    num_queries: int,
+    num_candidates: int,
+    itemsize: int = 4,
+    num_features: int = 0,
+    platform: str = "cpu",
+) -> int:
+    """Rows per strip on ``platform`` (``"cpu"`` or ``"accelerator"``): a strip's ranking
+    values plus its query operands (``rows x (m + d)``) hold at most :data:`STRIP_BYTES`."""
+    width = numerics.round_up(num_candidates, COLUMN_ALIGN) + num_features
+    rows = max(8, min(4096, STRIP_BYTES[platform] // (itemsize * width)) // 8 * 8)
+    return min(rows, numerics.round_up(num_queries, 8))
+
+
+def symmetric_block(n: int, itemsize: int = 4, platform: str = "cpu") -> int:
+    """Block of the symmetric source: its ``block x n/2`` strip within 4x the strip budget."""
+    block = 4 * STRIP_BYTES[platform] // (itemsize * max(n // 2, 1))
+    return max(256, min(_SYMMETRIC_MAX_BLOCK, block))
+
+
+def tile_block(n: int) -> int:
+    """Block of the tiled source: ``[block, block]`` ranking tiles of a few MB (measured on a
+    2-core CPU, n = 10 000 ... 20 000, d = 128 ... 512: 1024 ... 2048 all within noise)."""
+    return min(_TILE_BLOCK, max(256, n // 3))
+
+
+def choose_source(n: int, m: int, dim: int, others: int, in_sample: bool, options, platform):
+    """The candidate source for a program lowered for ``platform`` (``"cpu"`` or
+    ``"accelerator"``): a function of the shapes, the options and what that platform offers
+    (the compiled CPU kernels where they are built), never of the tracing host's backend."""
+    kernel = platform == "cpu" and cpu.enabled()
+    fused = platform == "cpu" and cpu.fused()
+    block_size, forced = options.block_size, options.source
+    plan = None
+    if in_sample and forced != "strip":
+        if forced == "tiled" or (forced == "auto" and kernel):
+            tiles = cpu.threads() if platform == "cpu" else 1
+            plan = sources.tiled_plan(n, others, block_size or tile_block(n), tiles, fused=fused)
+        if plan is None and (forced == "symmetric" or dim >= SYMMETRIC_MIN_FEATURES or kernel):
+            block = block_size or symmetric_block(n, platform=platform)
+            plan = sources.symmetric_plan(n, others, block, fast_select=kernel)
+            if plan is not None:
+                plan = dataclasses.replace(plan, group=options.group)
+    if plan is not None:
+        return plan
+    rows = block_size or strip_rows(n, m, num_features=dim, platform=platform)
+    return sources.Strip(rows, fused=fused, group=options.group)
+
+
+def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None):
+    """Exact top-k ``(distances, indices) [n, others]`` (internal scale) of every ``xp`` row
+    among ``yp`` (in-sample: ``yp is xp``, self excluded): a source per platform, then the
+    finisher. ``shift`` defaults to the centre of ``yp``."""
+    metric = options.metric
+    if shift is None:
+        shift = metric.centre(yp)
+    n, dim = xp.features.shape
+    m = yp.features.shape[0]
+    keep = others + finisher.SLACK + int(in_sample)
+
+    def run(source):
+        candidates = source.candidates(xp, yp, metric, shift, keep=keep)
+        return finisher.refine_lists(xp, yp, candidates, others, metric, own=in_sample)
+
+    chosen = {p: choose_source(n, m, dim, others, in_sample, options, p) for p in PLATFORMS}
+    if chosen["cpu"] == chosen["accelerator"]:
+        dist, idx, ok = run(chosen["cpu"])
+    else:
+        dist, idx, ok = lax.platform_dependent(
+            cpu=lambda: run(chosen["cpu"]), default=lambda: run(chosen["accelerator"])
+        )
+    if keep >= m:
+        return dist, idx  # every reference was a candidate: nothing to re-check
+    own = jnp.arange(n, dtype=jnp.int32) if in_sample else None
+    return finisher.recheck(xp, yp, dist, idx, ok, others, metric, own=own)
+
+
+def search(x, y, options: Options):
+    """Exact k nearest neighbours ``(distances [n, k], indices [n, k])`` of the rows of ``x``
+    among ``y`` (``None``: in-sample), on arrays already validated; traceable (call it inside
+    ``jit``, ``vmap`` or ``shard_map``; :func:`knn` is the jitted form)."""
+    in_sample = y is None
+    metric = options.metric
+    xp, yp, e = metric.prepare_pair(x, y)
+    dtype = xp.features.dtype
+    with_self = in_sample and options.include_self
+    others = options.k - 1 if with_self else options.k
+    n = x.shape[0]
+    if not others:
+        dist, idx = jnp.zeros((n, 0), dtype), jnp.zeros((n, 0), jnp.int32)
+    else:
+        dist, idx = exact(xp, yp, others, options, in_sample=in_sample)
+    if with_self:
+        dist = jnp.concatenate([metric.self_distance(xp)[:, None], dist], axis=1)
+        idx = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], idx], axis=1)
+    return finisher.sentinels(dist, idx, xp.penalty, metric, e)
+
+
+@functools.partial(jax.jit, static_argnames=("options",))
+def knn(x, y, options: Options):
+    """:func:`search` compiled, with arrays on the user's mesh gathered first and the results
+    put back along its points axis (:mod:`hubjax._src.mesh`)."""
+    (x, y), placement = _mesh.gather(x, y)
+    with _mesh.context(placement):
+        out = search(x, y, options)
+    return _mesh.scatter(out, placement)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "metric", "include_self"))
+def knn_dense(x, y=None, *, k, metric, include_self=False):
+    """The clear version of :func:`knn`: every per-pair distance, then a (distance, index) sort.
+
+    The tests' reference for the sources; O(n m) memory.
+    """
+    xp, yp, e = metric.prepare_pair(x, y)
+    d = pairs.dense(xp, yp, metric)
+    n, m = d.shape
+    idx = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), (n, m))
+    with_self = y is None and include_self
+    if y is None:
+        d = d.at[jnp.arange(n), jnp.arange(n)].set(jnp.inf)
+    others = k - 1 if with_self else k
+    d, idx = lax.sort((d, idx), dimension=-1, num_keys=2)
+    d, idx = d[:, :others], idx[:, :others]
+    if with_self:
+        d = jnp.concatenate([metric.self_distance(xp)[:, None], d], axis=1)
+        idx = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], idx], axis=1)
+    return finisher.sentinels(d, idx, xp.penalty, metric, e)
+
+
+def drop_own(idx, own, k: int):
+    """The first k entries ``[b, k]`` of lists ``idx [b, k + 1]`` without the row's own index
+    ``own [b]`` (or without the last entry where it is absent): a k + 1 query-mode search turned
+    into the in-sample list, bit for bit."""
+    is_own = idx == own[:, None]
+    drop = jnp.where(jnp.any(is_own, axis=1), jnp.argmax(is_own, axis=1), k).astype(jnp.int32)
+    cols = jnp.arange(k, dtype=jnp.int32)[None, :]
+    take = cols + (cols >= drop[:, None]).astype(jnp.int32)
+    return jnp.take_along_axis(idx, take, axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "metric", "block_size"))
+def sampled_lists(x, queries, k, metric, block_size):
+    """k-NN lists ``[s, k]`` of the points ``queries [s]`` among all of ``x``, each without
+    itself.
+
+    Equal, bit for bit, to the same rows of the in-sample :func:`hubjax.knn`: search k + 1
+    neighbours and drop the query's own index (or the last entry if it is absent).
+    """
+    options = Options(k + 1, metric, block_size=block_size)
+    _, idx = search(x[queries], x, options)
+    return drop_own(idx, queries, k)
