@@ -1,0 +1,66 @@
+"""Programs for GPU and TPU, lowered and exported on this CPU machine.
+
+The candidate source and its block sizes are chosen for the platform a program is lowered for
+(``lax.platform_dependent``), never from the tracing host's backend or core count: an export
+for ``cuda`` or ``tpu`` made here is the same program as one made on that platform, and holds
+none of the CPU kernel's custom calls.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import hubjax
+
+SPEC = jax.ShapeDtypeStruct((600, 40), jnp.float32)
+
+
+def _export_text(fn, platform):
+    jax.clear_caches()
+    exported = jax.export.export(jax.jit(fn), platforms=(platform,))(SPEC)
+    # source locations name the calling lines (the test's own frames), not the program
+    text = re.sub(r"^#loc.*$", "", exported.mlir_module(), flags=re.M)
+    return re.sub(r" ?loc\((#loc\d*|unknown)\)", "", text)
+
+
+@pytest.mark.parametrize("platform,backend", [("cuda", "gpu"), ("tpu", "tpu")])
+def test_export_does_not_depend_on_the_tracing_host(platform, backend, monkeypatch):
+    def hub(x):
+        return hubjax.hub_values(x, k=10)
+
+    here = _export_text(hub, platform)
+    assert "hubjax_" not in here  # no CPU kernel custom call leaks into the program
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    there = _export_text(hub, platform)
+    assert there == here
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_public_entry_points_lower_for_accelerators(platform):
+    calls = {
+        "knn": lambda x: hubjax.knn(x, k=5),
+        "knn_xy": lambda x: hubjax.knn(x[:100], x, k=5, metric="cosine"),
+        "hubness": lambda x: hubjax.hubness(x, k=5).k_skewness,
+        "pairwise": lambda x: hubjax.pairwise_distances(x[:50], metric="dot"),
+        "approximate": lambda x: hubjax.knn(x, k=5, approximate=True),
+    }
+    for name, fn in calls.items():
+        text = jax.jit(fn).trace(SPEC).lower(lowering_platforms=(platform,)).as_text()
+        assert "hubjax_" not in text, name
+
+
+def test_cpu_program_uses_the_kernel_where_built():
+    """The same call lowered for CPU takes the CPU branch (the compiled kernel where it is
+    built), so the platform choice is real, not a constant."""
+    from hubjax._src.kernels import cpu
+
+    if not cpu.enabled():
+        pytest.skip("the compiled CPU kernel is not built or switched off")
+    text = jax.jit(lambda x: hubjax.hub_values(x, k=10)).trace(SPEC).lower().as_text()
+    assert "hubjax_" in text
