@@ -1,8 +1,9 @@
 """Hubness measures of a k-occurrence vector and the :class:`HubnessReport`.
 
-Definitions follow scikit-hubness (its ``skhubness.analysis`` measures); each is a pure function of the counts
-``O [m]`` that works under ``jit`` and ``vmap``. Measures are returned in the default float
-dtype. A constant k-occurrence (zero variance) gives NaN skewness, as ``scipy.stats.skew`` does.
+Definitions follow scikit-hubness (its ``skhubness.analysis`` measures); each is a pure
+function of the counts ``O [m]`` that works under ``jit`` and ``vmap``. Measures are returned
+in the default float dtype. A constant k-occurrence (zero variance) gives NaN skewness, as
+``scipy.stats.skew`` does.
 """
 
 from __future__ import annotations

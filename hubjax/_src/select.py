@@ -34,8 +34,8 @@ def smallest_k_simple(d: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
 def pick_group(width: int, k: int) -> int:
     """Group size for :func:`smallest_k`, or 1 when the plain ``top_k`` is the better choice.
 
-    Groups of 32 columns were fastest on CPU for k <= 16 (measured with benchmarks); the group count must stay
-    well above k or the second stage is as large as the first.
+    Groups of 32 columns were fastest on CPU for k <= 16 (measured with ``benchmarks/``); the
+    group count must stay well above k or the second stage is as large as the first.
     """
     for group in (32, 16, 8):
         if width % group == 0 and width // group >= 4 * k:
