@@ -25,9 +25,10 @@ Memory: the prepared points sorted by list (``[m, d]``; in-sample the prepared c
 order is freed once they are sorted), their ranking operands (``[m, d + 2]`` float32, built
 block by block), in query-vs-reference search the queries' operands (``[n, d + 2]``), the probe
 table ``[n, nprobe]`` and the running lists ``[n, k + 9]``; no ``[n, m]`` or ``[n, nlist]``
-matrix. The large buffers start only when their step does (:func:`_after`): XLA's arena
-for 1M x 128 in-sample is 1.15 GB besides the 0.5 GB input (``compiled.memory_analysis()``;
-1.85 GB before that ordering).
+matrix. The large buffers start only when their step does (each is made to depend on the step
+before it, so XLA cannot allocate them all at the start): XLA's arena for 1M x 128 in-sample
+is 1.15 GB besides the 0.5 GB input (``compiled.memory_analysis()``; 1.85 GB without that
+ordering).
 Results are deterministic for a fixed ``seed``. With ``nprobe = nlist`` and ``ratio=None`` every
 list is probed and the result equals the exact search (tested).
 
