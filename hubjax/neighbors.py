@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from jaxtyping import Array, Float, Int
 
+from hubjax._src import approximate as _approximate
 from hubjax._src import arguments, ivf, search
 
 __all__ = ["knn"]
@@ -91,7 +92,7 @@ def knn(
     if approximate is not False:
         settings = ivf.as_settings(approximate)
         if settings is not None:
-            return ivf.knn(
+            return _approximate.knn(
                 x,
                 y,
                 k=k,

@@ -232,10 +232,8 @@ def knn(
 
 def _primary(x, y, k, metric, block_size, settings):
     if settings.approximate is not None:
-        found = settings.approximate
-        return ivf.knn_compiled(
-            x, y, k=k, metric=metric, settings=found.validate(len(y if y is not None else x))
-        )
+        found = settings.approximate.validate(len(y if y is not None else x))
+        return search.knn(x, y, search.Options(k, metric, approximate=found))
     return search.knn(x, y, search.Options(k, metric, block_size=block_size))
 
 

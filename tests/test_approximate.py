@@ -11,7 +11,7 @@ from helpers import random_points
 import hubjax
 from hubjax import __main__ as entry
 from hubjax import approximate
-from hubjax._src import ivf
+from hubjax._src import search
 from hubjax._src.metric import SQEUCLIDEAN
 from hubjax.approximate import IVF
 
@@ -119,7 +119,8 @@ def test_scratch_memory_stays_near_the_input_size():
     n, d = 100_000, 64
     x = jax.ShapeDtypeStruct((n, d), np.float32)
     settings = IVF().validate(n)
-    lowered = ivf.knn_compiled.lower(x, None, k=10, metric=SQEUCLIDEAN, settings=settings)
+    options = search.Options(10, SQEUCLIDEAN, approximate=settings)
+    lowered = search.knn.lower(x, None, options)
     scratch = lowered.compile().memory_analysis().temp_size_in_bytes
     assert scratch < 3.2 * n * d * 4, scratch / (n * d * 4)
 
@@ -134,9 +135,9 @@ def test_jit_vmap_and_no_recompile():
     batched = jax.jit(jax.vmap(f))(xb)
     for b in range(3):
         np.testing.assert_array_equal(batched[1][b], f(xb[b])[1])
-    before = ivf.knn_compiled._cache_size()
+    before = search.knn._cache_size()
     f(xb[0] + 1.0)
-    assert ivf.knn_compiled._cache_size() == before
+    assert search.knn._cache_size() == before
 
 
 def test_bad_settings_name_the_values():

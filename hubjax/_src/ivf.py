@@ -13,11 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from hubjax._src import arguments, finisher, numerics, pairs, search
 from hubjax._src import checks as _checks
+from hubjax._src import finisher, numerics, pairs
 from hubjax._src import select as _select
-
-__all__ = ["IVF", "knn", "recall", "sampled_recall", "as_settings", "kmeans"]
 
 _SLACK = finisher.SLACK
 _NPROBE = 8
@@ -216,48 +214,6 @@ def _query_chunks(label, nlist: int, chunk: int):
     return order, owner, start[owner] + j * chunk, length.astype(jnp.int32), count
 
 
-def knn(
-    x,
-    y=None,
-    *,
-    k: int,
-    metric: str = "sqeuclidean",
-    include_self: bool = False,
-    settings: IVF = IVF(),
-    check_finite: bool = True,
-):
-    """Approximate k nearest neighbours (see the module docstring); as :func:`hubjax.knn`.
-
-    ``hubjax.knn(..., approximate=settings)`` calls this. In-sample (``y=None``) lists never
-    contain the point itself unless ``include_self``. Distances are the exact per-pair
-    distances of the neighbours found; a row may miss true neighbours (see :func:`recall`,
-    :func:`sampled_recall`).
-
-    Raises:
-      ValueError: as :func:`hubjax.knn`, plus settings that cannot work (more lists than
-        reference points, more probes than lists), naming the values.
-
-    Example:
-      >>> import jax, hubjax
-      >>> x = jax.random.normal(jax.random.key(0), (4000, 16))
-      >>> d, i = hubjax.approximate.knn(x, k=5, settings=hubjax.approximate.IVF(nprobe=8))
-      >>> i.shape
-      (4000, 5)
-    """
-    x, y, k, metric = arguments.validate_knn(x, y, k, metric, include_self, check_finite)
-    m = x.shape[0] if y is None else y.shape[0]
-    settings = settings.validate(m)
-    return knn_compiled(
-        x, y, k=k, metric=metric, settings=settings, include_self=bool(include_self)
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("k", "metric", "settings", "include_self"))
-def knn_compiled(x, y, *, k, metric, settings, include_self=False):
-    with_self = y is None and include_self
-    return search_rows(x, y, k - int(with_self), metric, settings, with_self)
-
-
 def search_rows(x, y, k, metric, settings, with_self, query_ids=None):
     """The search of the module docstring: ``k`` neighbours besides the point itself.
 
@@ -424,33 +380,3 @@ def recall(approx_idx, exact_idx) -> jax.Array:
     """Mean fraction of each row's exact neighbours that the approximate list holds."""
     hit = jnp.any(approx_idx[:, :, None] == exact_idx[:, None, :], axis=1)
     return jnp.mean(hit & (exact_idx >= 0))
-
-
-def sampled_recall(
-    x,
-    *,
-    k: int,
-    metric: str = "sqeuclidean",
-    settings: IVF = IVF(),
-    num_queries: int = 1000,
-    key=None,
-    lists=None,
-) -> float:
-    """Recall@k of the in-sample approximate search, measured on sampled queries.
-
-    ``num_queries`` points (drawn from ``key``, default ``jax.random.key(0)``) are searched
-    exactly; the result is the mean fraction of their exact neighbours that the approximate
-    in-sample lists hold. ``lists`` are those lists ``[n, k]`` when the caller already has
-    them (``knn(x, k=k, metric=metric, settings=settings)[1]``); None searches them here.
-    """
-    x, _, k, metric = arguments.validate_knn(x, None, k, metric, False, True)
-    n = x.shape[0]
-    s = min(_checks.check_static_int(num_queries, "num_queries"), n)
-    key = jax.random.key(0) if key is None else key
-    queries = jnp.sort(jax.random.choice(key, n, (s,), replace=False)).astype(jnp.int32)
-    exact = search.sampled_lists(x, queries, k, metric, None)
-    if lists is None:
-        _, lists = knn(x, k=k, metric=metric, settings=settings)
-    elif tuple(lists.shape) != (n, k):
-        raise ValueError(f"lists must be [n, k] = {(n, k)}, got {tuple(lists.shape)}.")
-    return float(recall(lists[queries], exact))

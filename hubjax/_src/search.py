@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hubjax._src import finisher, numerics, pairs, sources
+from hubjax._src import finisher, ivf, numerics, pairs, sources
 from hubjax._src import mesh as _mesh
 from hubjax._src.finisher import COLUMN_ALIGN
 from hubjax._src.kernels import cpu
@@ -59,6 +59,8 @@ class Options:
       source: ``"auto"`` or a forced source: ``"strip"``, ``"symmetric"``, ``"tiled"``
         (tests; the result is the same).
       group: group size of the two-stage XLA selection (``None``: chosen per tile).
+      approximate: validated IVF settings (:class:`hubjax.approximate.IVF`): search the
+        inverted-file index instead (:mod:`hubjax._src.ivf`); ``None``: exact.
     """
 
     k: int
@@ -67,6 +69,7 @@ class Options:
     block_size: int | None = None
     source: str = "auto"
     group: int | None = None
+    approximate: ivf.IVF | None = None
 
 
 def strip_rows(
@@ -147,11 +150,16 @@ def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None)
 
 
 def search(x, y, options: Options):
-    """Exact k nearest neighbours ``(distances [n, k], indices [n, k])`` of the rows of ``x``
-    among ``y`` (``None``: in-sample), on arrays already validated; traceable (call it inside
+    """k nearest neighbours ``(distances [n, k], indices [n, k])`` of the rows of ``x`` among
+    ``y`` (``None``: in-sample), exact or, with ``options.approximate``, from the IVF index, on
+    arrays already validated; traceable (call it inside
     ``jit``, ``vmap`` or ``shard_map``; :func:`knn` is the jitted form)."""
     in_sample = y is None
     metric = options.metric
+    if options.approximate is not None:
+        with_self = in_sample and options.include_self
+        k = options.k - int(with_self)
+        return ivf.search_rows(x, y, k, metric, options.approximate, with_self)
     xp, yp, e = metric.prepare_pair(x, y)
     dtype = xp.features.dtype
     with_self = in_sample and options.include_self
