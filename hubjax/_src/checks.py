@@ -91,7 +91,7 @@ def check_finite(x, name: str, *, skippable: bool = True) -> None:
     """
     if not is_concrete(x):
         return
-    bad = np.asarray(~jnp.isfinite(x).all(axis=1))
+    bad = np.asarray(_nonfinite_rows(x))
     if bad.any():
         rows = np.flatnonzero(bad)
         shown = ", ".join(map(str, rows[:5])) + (", ..." if rows.size > 5 else "")
@@ -105,3 +105,10 @@ def check_finite(x, name: str, *, skippable: bool = True) -> None:
             f"{name} has non-finite values (NaN or inf) in {rows.size} row(s): {shown}. "
             f"Drop or impute them{skip}."
         )
+
+
+@jax.jit
+def _nonfinite_rows(x):
+    """Rows of ``x [n, d]`` holding NaN or inf ``[n]``: one compiled program per shape (the
+    eager ``isfinite``, ``all`` and ``~`` would compile three)."""
+    return ~jnp.all(jnp.isfinite(x), axis=1)
