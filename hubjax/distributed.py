@@ -41,8 +41,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, Int
 
-from hubjax import occurrence
-from hubjax._src import arguments, finisher, ivf, numerics, search
+from hubjax._src import arguments, counting, finisher, ivf, numerics, search
 from hubjax._src import checks as _checks
 from hubjax._src import mesh as _mesh
 from hubjax._src import metric as _metric
@@ -216,7 +215,7 @@ def _shard_counts(x_local, idx, axis_name):
     """
     valid = jnp.all(jnp.isfinite(x_local), axis=1)
     idx = jnp.where(valid[:, None], idx, -1)  # dropped by the count
-    counts = occurrence.counts_of(idx, lax.axis_size(axis_name) * x_local.shape[0])
+    counts = counting.counts_of(idx, lax.axis_size(axis_name) * x_local.shape[0])
     return lax.psum_scatter(counts, axis_name, scatter_dimension=0, tiled=True)
 
 

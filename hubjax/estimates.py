@@ -45,8 +45,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from hubjax import occurrence
-from hubjax._src import arguments, numerics, search
+from hubjax._src import arguments, counting, numerics, search
 from hubjax._src import checks as _checks
 from hubjax._src import mesh as _mesh
 
@@ -292,7 +291,7 @@ def _from_lists(idx, boot_key, *, n: int, k: int, num_bootstrap: int, confidence
     """Counts, ``(m2, m3)``, point estimates and bootstrap bounds from the lists ``idx [s, k]``
     of s distinct sampled queries among n points (the estimator of the module docstring)."""
     s = idx.shape[0]
-    counts = occurrence.counts_of(idx, n)
+    counts = counting.counts_of(idx, n)
     dtype = jnp.result_type(float)
     c = counts.astype(dtype)
     pairs, triples = float(s * (s - 1)), float(s * (s - 1) * (s - 2))

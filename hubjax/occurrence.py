@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
 from hubjax import neighbors
 from hubjax._src import checks as _checks
-from hubjax._src import mesh as _mesh
+from hubjax._src.counting import counts_of, histogram_of
 
 
 def k_occurrence(indices: Int[Array, "q k"], num_points: int) -> Int[Array, " num_points"]:
@@ -54,17 +51,6 @@ def k_occurrence(indices: Int[Array, "q k"], num_points: int) -> Int[Array, " nu
     elif np.dtype(indices.dtype).itemsize > 4:
         indices = jnp.clip(indices, -1, num_points)  # traced int64: out of range stays out
     return counts_of(jnp.asarray(indices), num_points)
-
-
-@functools.partial(jax.jit, static_argnames=("num_points",))
-def counts_of(indices, num_points):
-    (indices,), placement = _mesh.gather(indices)
-    with _mesh.context(placement):
-        flat = indices.reshape(-1)
-        valid = (flat >= 0) & (flat < num_points)
-        zeros = jnp.zeros(num_points, jnp.int32)
-        counts = zeros.at[jnp.where(valid, flat, 0)].add(valid.astype(jnp.int32))
-    return _mesh.scatter(counts, placement)
 
 
 def hub_values(
@@ -161,10 +147,3 @@ def hub_histogram(
     if max_count >= np.iinfo(np.int32).max:
         raise ValueError(f"max_count={max_count} is beyond the int32 range of the histogram.")
     return histogram_of(jnp.asarray(counts), max_count)
-
-
-@functools.partial(jax.jit, static_argnames=("max_count",))
-def histogram_of(counts, max_count):
-    (counts,), placement = _mesh.gather(counts)
-    with _mesh.context(placement):
-        return counts_of(jnp.clip(counts, 0, max_count), max_count + 1)

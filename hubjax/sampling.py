@@ -26,8 +26,8 @@ from jaxtyping import Array, Float, Int
 from hubjax import neighbors, occurrence
 from hubjax._src import callables as _callables
 from hubjax._src import checks as _checks
+from hubjax._src import counting, numerics, pairs, search
 from hubjax._src import metric as _metric
-from hubjax._src import numerics, pairs, search
 
 __all__ = [
     "hubness_sample",
@@ -272,7 +272,7 @@ def _sample(
         feats = z if mapping_fn is None else _mapped(mapping_fn, z)
         # scored like hub_scores, without its eager checks (the batch is traced here)
         _, idx = search.knn(feats, None, search.Options(k, metric, include_self=include_self))
-        scores = occurrence.counts_of(idx, batch_size).astype(jnp.float32)
+        scores = counting.counts_of(idx, batch_size).astype(jnp.float32)
         accept = scores > threshold if strict else scores >= threshold
         # a latent whose features are not finite is never accepted, whatever the threshold
         accept = accept & jnp.all(jnp.isfinite(feats), axis=1) & jnp.all(jnp.isfinite(z), axis=1)

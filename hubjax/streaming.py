@@ -29,9 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hubjax import occurrence
 from hubjax._src import checks as _checks
-from hubjax._src import float32, search
+from hubjax._src import counting, float32, search
 from hubjax._src import metric as _metric
 
 __all__ = ["NpyFile", "stream_hub_values"]
@@ -133,7 +132,7 @@ def _count_block(best_i, own, counts, *, k, num_points):
     """Drops each query's own index (or the last entry) and adds its k to the counts."""
     lists = search.drop_own(best_i, own, k)
     lists = jnp.where(own[:, None] >= 0, lists, -1)  # padding queries count nothing
-    return counts + occurrence.counts_of(lists, num_points)
+    return counts + counting.counts_of(lists, num_points)
 
 
 def stream_hub_values(

@@ -1,0 +1,130 @@
+"""The :class:`HubnessReport` of a k-occurrence vector: every measure, the counts and their
+histogram, as a pytree."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Int
+
+from hubjax._src import checks as _checks
+from hubjax._src import mesh as _mesh
+from hubjax._src.counting import counts_of, histogram_of
+from hubjax._src.measures import (
+    antihub_occurrence,
+    atkinson,
+    gini,
+    groupie_ratio,
+    hub_occurrence,
+    k_skewness,
+    k_skewness_truncnorm,
+    robinhood,
+)
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=[
+        "k_skewness",
+        "k_skewness_truncnorm",
+        "robinhood",
+        "gini",
+        "atkinson",
+        "antihub_occurrence",
+        "hub_occurrence",
+        "groupie_ratio",
+        "k_occurrence",
+        "histogram",
+    ],
+    meta_fields=["k", "hub_size", "metric"],
+)
+@dataclasses.dataclass(frozen=True)
+class HubnessReport:
+    """Hubness of one point set: every measure, the k-occurrence and its histogram.
+
+    A pytree: it passes through ``jit`` and ``vmap`` (batched fields gain a leading axis).
+    ``histogram`` has ``n_queries + 1`` bins, the largest possible count plus one, so its shape
+    is static.
+    """
+
+    k_skewness: jax.Array
+    k_skewness_truncnorm: jax.Array
+    robinhood: jax.Array
+    gini: jax.Array
+    atkinson: jax.Array
+    antihub_occurrence: jax.Array
+    hub_occurrence: jax.Array
+    groupie_ratio: jax.Array
+    k_occurrence: jax.Array
+    histogram: jax.Array
+    k: int
+    hub_size: float
+    metric: str
+
+    MEASURES = (
+        "k_skewness",
+        "k_skewness_truncnorm",
+        "robinhood",
+        "gini",
+        "atkinson",
+        "antihub_occurrence",
+        "hub_occurrence",
+        "groupie_ratio",
+    )
+
+    def measures(self) -> dict[str, float]:
+        """The scalar measures as Python floats (needs concrete, unbatched values)."""
+        return {name: float(getattr(self, name)) for name in self.MEASURES}
+
+    def __str__(self) -> str:
+        rows = [f"HubnessReport(k={self.k}, metric={self.metric!r}, hub_size={self.hub_size})"]
+        if np.ndim(self.k_skewness) == 0 and _checks.is_concrete(self.k_skewness):
+            rows += [f"  {name:<22} {value: .4f}" for name, value in self.measures().items()]
+            rows.append(f"  {'max k-occurrence':<22} {int(jnp.max(self.k_occurrence)):d}")
+        return "\n".join(rows)
+
+
+def report_from_counts(
+    counts: Int[Array, " m"], *, k: int, num_queries: int, hub_size: float = 2.0, metric=""
+) -> HubnessReport:
+    """All measures of a k-occurrence vector from ``num_queries`` lists of length k."""
+    return HubnessReport(
+        k_skewness=k_skewness(counts),
+        k_skewness_truncnorm=k_skewness_truncnorm(counts),
+        robinhood=robinhood(counts),
+        gini=gini(counts),
+        atkinson=atkinson(counts),
+        antihub_occurrence=antihub_occurrence(counts),
+        hub_occurrence=hub_occurrence(counts, k=k, hub_size=hub_size),
+        groupie_ratio=groupie_ratio(counts),
+        k_occurrence=counts,
+        histogram=histogram_of(counts, num_queries),
+        k=k,
+        hub_size=hub_size,
+        metric=metric,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_queries", "hub_size", "metric"))
+def report_of_counts(counts, *, k, num_queries, hub_size=2.0, metric=""):
+    """:func:`report_from_counts`, compiled: the same bits as :func:`hubness` gives for the same
+    counts (the streamed CLI path uses it)."""
+    return report_from_counts(
+        counts, k=k, num_queries=num_queries, hub_size=hub_size, metric=metric
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("num_points", "k", "hub_size", "metric"))
+def report_of_lists(idx, *, num_points, k, hub_size, metric):
+    """The report of the lists ``idx [q, k]`` over ``num_points`` indexed points, compiled."""
+    (idx,), placement = _mesh.gather(idx)
+    with _mesh.context(placement):
+        counts = counts_of(idx, num_points)
+        report = report_from_counts(
+            counts, k=k, num_queries=idx.shape[0], hub_size=hub_size, metric=metric
+        )
+    return _mesh.scatter(report, placement)
