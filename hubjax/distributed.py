@@ -12,9 +12,10 @@ Whole-array front ends with the signatures of the single-device functions:
   devices: the points are padded with non-finite rows, which are nobody's neighbour.
 
 Algorithm (per device, P devices, shards of n/P points): queries stay local; the reference
-shards travel around a ring with ``lax.ppermute``. At each of the P steps a device searches the
-shard it holds with the single-device engine, keeps its best candidates (exact distances, ties to
-the smaller global index) and merges them into its running lists, then passes the shard on. Hub
+shards travel around a ring with ``lax.ppermute``. At each of the P steps a device sends the
+shard it holds on to the next device and, with nothing waiting for that transfer, searches the
+shard with the single-device search, keeps its best candidates (exact distances, ties to the
+smaller global index) and merges them into its running lists. Hub
 values are then a local scatter-add of global indices followed by one reduce-scatter.
 
 Bytes sent per device and call (float32, d features): the ring passes (P - 1) shards of
@@ -158,14 +159,25 @@ def _ring_knn(x_local, y_local=None, *, k, axis_name, metric, include_self, bloc
 
         perm = [(j, (j + 1) % num_devices) for j in range(num_devices)]
 
-        def step(s, carry):
-            (dist, idx), block = carry
-            block = jax.tree.map(lambda a: lax.ppermute(a, axis_name, perm), block)
-            d, cols = candidates(block, (me - s) % num_devices, False)
-            return _select.merge_smallest_k(dist, idx, d, cols, others), block
+        def send(block):
+            return jax.tree.map(lambda a: lax.ppermute(a, axis_name, perm), block)
 
-        first = candidates(yp, me, in_sample)
-        (dist, idx), _ = lax.fori_loop(1, num_devices, step, (first, yp))
+        def merged(lists, block, s):
+            d, cols = candidates(block, (me - s) % num_devices, False)
+            return _select.merge_smallest_k(*lists, d, cols, others)
+
+        def step(s, carry):
+            # the next shard is sent before this one is searched and nothing here waits for
+            # it, so the transfer can run under the search (XLA's asynchronous collectives)
+            lists, block = carry
+            return merged(lists, block, s), send(block)
+
+        incoming = send(yp)
+        lists = candidates(yp, me, in_sample)
+        if num_devices > 1:
+            lists, last = lax.fori_loop(1, num_devices - 1, step, (lists, incoming))
+            lists = merged(lists, last, num_devices - 1)  # nothing left to send
+        dist, idx = lists
     else:
         dist = jnp.zeros((nl, 0), dtype)
         idx = jnp.zeros((nl, 0), jnp.int32)
