@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from hubjax._src import arguments, counting, numerics, search
+from hubjax._src import arguments, counting, exportable, numerics, search
 from hubjax._src import checks as _checks
 from hubjax._src import mesh as _mesh
 
@@ -57,6 +57,7 @@ ESTIMATED = ("k_skewness", "k_skewness_truncnorm")
 MIN_QUERIES = 30
 
 
+@exportable.register
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=[

@@ -26,7 +26,7 @@ from jaxtyping import Array, Float, Int
 from hubjax import neighbors, occurrence
 from hubjax._src import callables as _callables
 from hubjax._src import checks as _checks
-from hubjax._src import counting, numerics, pairs, search
+from hubjax._src import counting, exportable, numerics, pairs, search
 from hubjax._src import metric as _metric
 
 __all__ = [
@@ -86,6 +86,7 @@ def hub_scores(
     )
 
 
+@exportable.register
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=["acceptance_rate", "batches", "accepted", "filled"],
@@ -368,6 +369,7 @@ def truncate(
     return centre + psi * (w - centre)
 
 
+@exportable.register
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=["points", "radii"],

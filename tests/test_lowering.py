@@ -64,3 +64,50 @@ def test_cpu_program_uses_the_kernel_where_built():
         pytest.skip("the compiled CPU kernel is not built or switched off")
     text = jax.jit(lambda x: hubjax.hub_values(x, k=10)).trace(SPEC).lower().as_text()
     assert "hubjax_" in text
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_every_matrix_product_is_full_float32(platform):
+    """DEFAULT precision is one bf16 pass on TPU and TF32 on GPU: every product of the search,
+    the approximate index and the sample metrics asks for HIGHEST."""
+    calls = {
+        "hub_values": lambda x: hubjax.hub_values(x, k=5),
+        "knn_xy_dot": lambda x: hubjax.knn(x[:100], x, k=5, metric="dot"),
+        "approximate": lambda x: hubjax.knn(x, k=5, approximate=True),
+        "frechet": lambda x: hubjax.metrics.frechet_distance(x[:300], x[300:]),
+        "precision_recall": lambda x: hubjax.metrics.precision_recall(x[:300], x[300:]),
+    }
+    for name, fn in calls.items():
+        text = jax.jit(fn).trace(SPEC).lower(lowering_platforms=(platform,)).as_text()
+        dots = re.findall(r"stablehlo\.dot_general[^\n]*", text)
+        assert dots, name
+        low = [d for d in dots if "precision = [HIGHEST, HIGHEST]" not in d]
+        assert not low, (name, low[0][-160:])
+
+
+def test_reports_survive_export_serialisation(monkeypatch):
+    """``jax.export`` serialises the report pytrees (HubnessReport, SampledHubnessReport,
+    SamplingInfo): exported for GPU/TPU here, and run back on CPU through the portable path
+    (the compiled kernel's custom calls carry no export compatibility guarantee)."""
+    pytest.importorskip("flatbuffers")
+    x = jax.random.normal(jax.random.key(0), (300, 16))
+    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    calls = {
+        "hubness": lambda x: hubjax.hubness(x, k=5),
+        "sampled": lambda x: hubjax.hubness(x, k=5, num_queries=40, key=jax.random.key(1)),
+        "sampler": lambda x: hubjax.sampling.hubness_sample(
+            jax.random.key(2), 4, latent_dim=16, k=5, threshold=5, batch_size=64
+        )[1],
+    }
+    for name, fn in calls.items():
+        for platform in ("cuda", "tpu"):
+            exported = jax.export.export(jax.jit(fn), platforms=(platform,))(spec)
+            back = jax.export.deserialize(exported.serialize())
+            assert back.out_tree == exported.out_tree, name
+    monkeypatch.setenv("HUBJAX_SELECT", "portable")
+    jax.clear_caches()
+    exported = jax.export.export(jax.jit(calls["hubness"]), platforms=("cpu",))(spec)
+    report = jax.export.deserialize(exported.serialize()).call(x)
+    want = hubjax.hubness(x, k=5)
+    assert type(report) is type(want) and (report.k, report.metric) == (want.k, want.metric)
+    assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), report, want))

@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, Int
 
 from hubjax._src import checks as _checks
+from hubjax._src import exportable
 from hubjax._src import mesh as _mesh
 from hubjax._src.counting import counts_of, histogram_of
 from hubjax._src.measures import (
@@ -26,6 +27,7 @@ from hubjax._src.measures import (
 )
 
 
+@exportable.register
 @functools.partial(
     jax.tree_util.register_dataclass,
     data_fields=[
