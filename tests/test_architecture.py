@@ -28,6 +28,7 @@ LAYERS = {
     "hubjax._src.kernels.cpu": 0,
     "hubjax._src.numerics": 0,
     "hubjax._src.counting": 0,
+    "hubjax._src.exportable": 0,
     "hubjax._src.measures": 1,
     "hubjax._src.report": 2,
     "hubjax._src.metric": 1,

@@ -111,3 +111,26 @@ def test_reports_survive_export_serialisation(monkeypatch):
     want = hubjax.hubness(x, k=5)
     assert type(report) is type(want) and (report.k, report.metric) == (want.k, want.metric)
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), report, want))
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_accelerator_sources_give_the_same_bits_on_cpu(platform, monkeypatch):
+    """The sources chosen for GPU and TPU (wide strips; symmetric from 512 features; on TPU the
+    ranking products over the features only), run here: the same bits as the dense reference,
+    every metric, in-sample and query-vs-reference."""
+    from helpers import knn_dense, random_points
+
+    from hubjax._src import search
+
+    chosen = search.choose_source
+    monkeypatch.setattr(search, "choose_source", lambda *args: chosen(*args[:-1], platform))
+    jax.clear_caches()
+    for d in (40, 520):
+        x = jnp.asarray(random_points(403, d, seed=d) + 5.0)
+        for metric in ("sqeuclidean", "euclidean", "cosine", "dot"):
+            for y in (None, x[::3]):
+                got = hubjax.knn(x, y, k=9, metric=metric)
+                want = knn_dense(x, y, k=9, metric=metric)
+                assert jnp.array_equal(got[1], want[1]), (d, metric, y is None)
+                assert jnp.array_equal(got[0], want[0]), (d, metric, y is None)
+    jax.clear_caches()

@@ -11,8 +11,9 @@ Every front end (``knn``, ``hub_values``, ``hubness``, the reductions, the sampl
 2. a candidate source (:mod:`hubjax._src.sources`) finds ``k + SLACK`` candidates per row,
    chosen **per platform the program is lowered for** (:func:`choose_source` under
    ``lax.platform_dependent``), never from the tracing host's backend: the CPU program uses the
-   tiled source with the compiled kernels where they are built, accelerators the strip (or,
-   from 512 features, the symmetric) source with wider strips;
+   tiled source with the compiled kernels where they are built, GPUs and TPUs the strip (or,
+   from 512 features, the symmetric) source with wider strips, on TPU with the ranking
+   products over the features only (its matrix unit pads the contraction to 128);
 3. the finisher (:mod:`hubjax._src.finisher`) refines, certifies and re-checks them;
 4. the in-sample self convention and the sentinels for non-finite rows are applied and the
    metric's scale undone (:func:`sentinels`).
@@ -35,7 +36,7 @@ from hubjax._src.metric import Metric
 
 # Bytes of ranking values one strip may hold: CPU strips stay small; accelerators have the
 # memory and the parallelism for much wider ones.
-STRIP_BYTES = {"cpu": 64 << 20, "accelerator": 512 << 20}
+STRIP_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20, "tpu": 512 << 20}
 # In-sample search uses the symmetric source from this many features on where the selection is
 # XLA's: below it the extra selection work outweighs the halved matrix products (measured on a
 # 2-core CPU; benchmarks/). With the compiled CPU selection the tiled source is the in-sample
@@ -44,7 +45,8 @@ STRIP_BYTES = {"cpu": 64 << 20, "accelerator": 512 << 20}
 SYMMETRIC_MIN_FEATURES = 512
 _SYMMETRIC_MAX_BLOCK = 2048
 _TILE_BLOCK = 1536
-PLATFORMS = ("cpu", "accelerator")
+# The platforms sources are chosen for: "gpu" is every platform without a branch of its own.
+PLATFORMS = ("cpu", "tpu", "gpu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +81,8 @@ def strip_rows(
     num_features: int = 0,
     platform: str = "cpu",
 ) -> int:
-    """Rows per strip on ``platform`` (``"cpu"`` or ``"accelerator"``): a strip's ranking
-    values plus its query operands (``rows x (m + d)``) hold at most :data:`STRIP_BYTES`."""
+    """Rows per strip on ``platform`` (one of :data:`PLATFORMS`): a strip's ranking values plus
+    its query operands (``rows x (m + d)``) hold at most :data:`STRIP_BYTES`."""
     width = numerics.round_up(num_candidates, COLUMN_ALIGN) + num_features
     rows = max(8, min(4096, STRIP_BYTES[platform] // (itemsize * width)) // 8 * 8)
     return min(rows, numerics.round_up(num_queries, 8))
@@ -99,9 +101,11 @@ def tile_block(n: int) -> int:
 
 
 def choose_source(n: int, m: int, dim: int, others: int, in_sample: bool, options, platform):
-    """The candidate source for a program lowered for ``platform`` (``"cpu"`` or
-    ``"accelerator"``): a function of the shapes, the options and what that platform offers
-    (the compiled CPU kernels where they are built), never of the tracing host's backend."""
+    """The candidate source for a program lowered for ``platform`` (one of :data:`PLATFORMS`):
+    a function of the shapes, the options and what that platform offers (the compiled CPU
+    kernels where they are built; on TPU, ranking products over the features only, since its
+    matrix unit pads the contraction to a multiple of 128), never of the tracing host's
+    backend."""
     kernel = platform == "cpu" and cpu.enabled()
     fused = platform == "cpu" and cpu.fused()
     block_size, forced = options.block_size, options.source
@@ -114,11 +118,11 @@ def choose_source(n: int, m: int, dim: int, others: int, in_sample: bool, option
             block = block_size or symmetric_block(n, platform=platform)
             plan = sources.symmetric_plan(n, others, block, fast_select=kernel)
             if plan is not None:
-                plan = dataclasses.replace(plan, group=options.group)
+                plan = dataclasses.replace(plan, group=options.group, split=platform == "tpu")
     if plan is not None:
         return plan
     rows = block_size or strip_rows(n, m, num_features=dim, platform=platform)
-    return sources.Strip(rows, fused=fused, group=options.group)
+    return sources.Strip(rows, fused=fused, group=options.group, split=platform == "tpu")
 
 
 def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None):
@@ -137,12 +141,12 @@ def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None)
         return finisher.refine_lists(xp, yp, candidates, others, metric, own=in_sample)
 
     chosen = {p: choose_source(n, m, dim, others, in_sample, options, p) for p in PLATFORMS}
-    if chosen["cpu"] == chosen["accelerator"]:
-        dist, idx, ok = run(chosen["cpu"])
+    default = chosen.pop("gpu")
+    branches = {p: functools.partial(run, s) for p, s in chosen.items() if s != default}
+    if branches:
+        dist, idx, ok = lax.platform_dependent(**branches, default=functools.partial(run, default))
     else:
-        dist, idx, ok = lax.platform_dependent(
-            cpu=lambda: run(chosen["cpu"]), default=lambda: run(chosen["accelerator"])
-        )
+        dist, idx, ok = run(default)
     if keep >= m:
         return dist, idx  # every reference was a candidate: nothing to re-check
     own = jnp.arange(n, dtype=jnp.int32) if in_sample else None

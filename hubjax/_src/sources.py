@@ -52,6 +52,7 @@ class Strip:
     rows: int
     fused: bool = False
     group: int | None = None
+    split: bool = False  # ranking products over the features only (numerics.ranking_tile)
 
     def candidates(self, xp, yp, metric, shift, *, keep) -> Candidates:
         n = xp.features.shape[0]
@@ -72,7 +73,7 @@ class Strip:
             def portable(q, r):
                 def one(start):
                     q_rows = lax.dynamic_slice_in_dim(q, start, rows)
-                    return _strip_candidates(q_rows, r, keep, self.group)
+                    return _strip_candidates(q_rows, r, keep, self.group, self.split)
 
                 return numerics.over_row_blocks(one, n, rows)
 
@@ -83,19 +84,19 @@ class Strip:
 
         def one_strip(start):
             query = metric.ranking_operands(numerics.rows(xp, start, rows), "query", shift)
-            values, cols = _strip_candidates(query.operands, ref_ops, keep, self.group)
+            values, cols = _strip_candidates(query.operands, ref_ops, keep, self.group, self.split)
             return values, cols, metric.ranking_error(query.norms, largest, dim)
 
         values, cols, bound = numerics.over_row_blocks(one_strip, n, rows)
         return Candidates(values, cols, bound, rows)
 
 
-def _strip_candidates(query_ops, ref_ops, keep, group):
+def _strip_candidates(query_ops, ref_ops, keep, group, split=False):
     """The ``keep`` best ranking candidates ``(values, columns) [rows, keep]`` of one strip of
     query operands against the padded reference operands ``[width, d + 2]``."""
     width = ref_ops.shape[0]
     return select.update_rows(
-        numerics.ranking_tile(query_ops, ref_ops),
+        numerics.ranking_tile(query_ops, ref_ops, split=split),
         jnp.zeros(1, jnp.int32),
         *select.sentinel_lists(query_ops.shape[0], keep, width),
         seg_width=width,
@@ -141,6 +142,7 @@ class Symmetric:
     num_blocks: int
     block: int
     group: int | None = None
+    split: bool = False  # ranking products over the features only (numerics.ranking_tile)
 
     def candidates(self, xp, yp, metric, shift, *, keep) -> Candidates:
         num_blocks, block, group = self.num_blocks, self.block, self.group
@@ -153,7 +155,7 @@ class Symmetric:
             ascending = jnp.sort(ring)
             cols = reference[ascending].reshape((h + 1) * block, -1)
             query = metric.query_from_reference(reference[i])  # no second copy
-            strip = numerics.ranking_tile(query, cols)  # [block, (h + 1) * block]
+            strip = numerics.ranking_tile(query, cols, split=self.split)  # [block, (h+1) block]
             old_values, old_cols = state[0][ring], state[1][ring]  # [h + 1, block, keep]
             # rows of block i: candidates from all h + 1 blocks, in ascending column order
             row_values, row_cols = select.update_rows(
