@@ -40,6 +40,15 @@ def as_points(x, name: str) -> jax.Array:
         )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"{name} is empty: shape {tuple(x.shape)}.")
+    if isinstance(x, np.ndarray):
+        # converted on the host and transferred: jnp.asarray and astype would each compile a
+        # small program per shape on the first call
+        if not jnp.issubdtype(dtype, jnp.floating):
+            target = jnp.result_type(float)
+        else:
+            target = jax.dtypes.canonicalize_dtype(dtype)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused as non-finite
+            return jax.device_put(x.astype(target, copy=False))
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
@@ -91,7 +100,13 @@ def check_finite(x, name: str, *, skippable: bool = True) -> None:
     """
     if not is_concrete(x):
         return
-    bad = np.asarray(_nonfinite_rows(x))
+    if _on_host(x):  # NumPy, or a CPU array read in place: no compiled program
+        host = np.asarray(x)
+        if host.dtype.itemsize < 4:  # bfloat16/float16: widened exactly
+            host = host.astype(np.float32)
+        bad = ~np.isfinite(host).all(axis=1)
+    else:
+        bad = np.asarray(_nonfinite_rows(x))
     if bad.any():
         rows = np.flatnonzero(bad)
         shown = ", ".join(map(str, rows[:5])) + (", ..." if rows.size > 5 else "")
@@ -112,3 +127,13 @@ def _nonfinite_rows(x):
     """Rows of ``x [n, d]`` holding NaN or inf ``[n]``: one compiled program per shape (the
     eager ``isfinite``, ``all`` and ``~`` would compile three)."""
     return ~jnp.all(jnp.isfinite(x), axis=1)
+
+
+def _on_host(x) -> bool:
+    """Whether ``x`` can be read as a NumPy array without a device transfer."""
+    if isinstance(x, np.ndarray):
+        return True
+    try:
+        return all(d.platform == "cpu" for d in x.devices()) and len(x.devices()) == 1
+    except Exception:
+        return False

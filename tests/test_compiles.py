@@ -1,0 +1,78 @@
+"""How many programs the common calls compile: one per public call where a single search is
+the work (eager checks read NumPy and CPU arrays in place, conversions happen on the host), and
+none on a repeat with the same shapes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import jax
+import numpy as np
+import pytest
+
+import hubjax
+from hubjax._src.kernels import cpu
+
+
+@contextlib.contextmanager
+def compiled():
+    """Collects the names of the programs compiled inside the block."""
+    names = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            message = record.getMessage()
+            if message.startswith("Compiling "):
+                names.append(message.split()[1])
+
+    logger = logging.getLogger("jax")
+    handler = Handler(level=logging.DEBUG)
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles(True):
+            yield names
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _kernel_probed():
+    cpu.available()  # the kernel's one-time self-test compiles a program of its own
+
+
+def test_knn_compiles_one_program_and_repeats_none():
+    x = np.random.default_rng(0).standard_normal((437, 13)).astype(np.float32)
+    with compiled() as first:
+        hubjax.knn(x, k=7)
+    assert first == ["jit(knn)"], first
+    with compiled() as again:
+        hubjax.knn(x + 1, k=7)
+        hubjax.knn(x.astype(np.float64), k=7)  # canonicalised to float32 on the host
+        hubjax.knn(x.astype(np.int32), k=7)  # cast on the host
+    assert again == [], again
+    with compiled() as other:
+        hubjax.knn(x[:-1], k=7)
+    assert other == ["jit(knn)"], other
+
+
+def test_hubness_and_hub_values_compile_the_search_and_the_counting():
+    x = np.random.default_rng(1).standard_normal((391, 11)).astype(np.float32)
+    with compiled() as names:
+        hubjax.hubness(x, k=6)
+    assert sorted(names) == ["jit(knn)", "jit(report_of_lists)"], names
+    with compiled() as names:
+        hubjax.hub_values(x, k=6)
+    assert names == ["jit(counts_of)"], names  # the search is the one hubness compiled
+
+
+def test_non_finite_input_is_still_refused_without_compiling():
+    x = np.random.default_rng(2).standard_normal((100, 5))
+    x[3, 1] = np.nan
+    x[7, 4] = 1e300  # finite in float64, beyond float32's range
+    with compiled() as names, pytest.raises(ValueError, match=r"2 row\(s\): 3, 7"):
+        hubjax.knn(x, k=3)
+    assert names == []
