@@ -13,35 +13,27 @@ from jaxtyping import Array, Int
 
 from hubjax._src import checks as _checks
 from hubjax._src import exportable
+from hubjax._src import measures as _measures
 from hubjax._src import mesh as _mesh
 from hubjax._src.counting import counts_of, histogram_of
-from hubjax._src.measures import (
-    antihub_occurrence,
-    atkinson,
-    gini,
-    groupie_ratio,
-    hub_occurrence,
-    k_skewness,
-    k_skewness_truncnorm,
-    robinhood,
+
+# The scalar measures a report holds, in the order it prints them.
+MEASURES = (
+    "k_skewness",
+    "k_skewness_truncnorm",
+    "robinhood",
+    "gini",
+    "atkinson",
+    "antihub_occurrence",
+    "hub_occurrence",
+    "groupie_ratio",
 )
 
 
 @exportable.register
 @functools.partial(
     jax.tree_util.register_dataclass,
-    data_fields=[
-        "k_skewness",
-        "k_skewness_truncnorm",
-        "robinhood",
-        "gini",
-        "atkinson",
-        "antihub_occurrence",
-        "hub_occurrence",
-        "groupie_ratio",
-        "k_occurrence",
-        "histogram",
-    ],
+    data_fields=[*MEASURES, "k_occurrence", "histogram"],
     meta_fields=["k", "hub_size", "metric"],
 )
 @dataclasses.dataclass(frozen=True)
@@ -67,16 +59,7 @@ class HubnessReport:
     hub_size: float
     metric: str
 
-    MEASURES = (
-        "k_skewness",
-        "k_skewness_truncnorm",
-        "robinhood",
-        "gini",
-        "atkinson",
-        "antihub_occurrence",
-        "hub_occurrence",
-        "groupie_ratio",
-    )
+    MEASURES = MEASURES
 
     def measures(self) -> dict[str, float]:
         """The scalar measures as Python floats (needs concrete, unbatched values)."""
@@ -95,14 +78,14 @@ def report_from_counts(
 ) -> HubnessReport:
     """All measures of a k-occurrence vector from ``num_queries`` lists of length k."""
     return HubnessReport(
-        k_skewness=k_skewness(counts),
-        k_skewness_truncnorm=k_skewness_truncnorm(counts),
-        robinhood=robinhood(counts),
-        gini=gini(counts),
-        atkinson=atkinson(counts),
-        antihub_occurrence=antihub_occurrence(counts),
-        hub_occurrence=hub_occurrence(counts, k=k, hub_size=hub_size),
-        groupie_ratio=groupie_ratio(counts),
+        k_skewness=_measures.k_skewness(counts),
+        k_skewness_truncnorm=_measures.k_skewness_truncnorm(counts),
+        robinhood=_measures.robinhood(counts),
+        gini=_measures.gini(counts),
+        atkinson=_measures.atkinson(counts),
+        antihub_occurrence=_measures.antihub_occurrence(counts),
+        hub_occurrence=_measures.hub_occurrence(counts, k=k, hub_size=hub_size),
+        groupie_ratio=_measures.groupie_ratio(counts),
         k_occurrence=counts,
         histogram=histogram_of(counts, num_queries),
         k=k,
