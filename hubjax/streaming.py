@@ -81,7 +81,7 @@ class NpyFile:
         return view
 
 
-def _statistics(f: NpyFile, rows: int, metric: str):
+def _statistics(f: NpyFile, rows: int, metric):
     """First pass: finiteness, and for wide data the column means and the float32 rescaling
     (:func:`hubjax._src.float32.to_float32`'s, computed block by block)."""
     n, d = f.shape

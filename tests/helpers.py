@@ -5,6 +5,8 @@ import numpy as np
 import reference
 
 import hubjax
+from hubjax._src import metric as _metric
+from hubjax._src import search
 
 
 def random_points(n, d, seed=0, dtype=np.float32):
@@ -106,9 +108,6 @@ def engine_knn(
 ):
     """The jitted exact search with a forced candidate source (``engine``): "auto", "strip",
     "symmetric" or "tiled"."""
-    from hubjax._src import metric as _metric
-    from hubjax._src import search
-
     options = search.Options(
         k,
         _metric.resolve(metric),
@@ -122,7 +121,4 @@ def engine_knn(
 
 def knn_dense(x, y=None, *, k, metric="sqeuclidean", include_self=False):
     """The clear reference of the exact search (every per-pair distance, then a sort)."""
-    from hubjax._src import metric as _metric
-    from hubjax._src import search
-
     return search.knn_dense(x, y, k=k, metric=_metric.resolve(metric), include_self=include_self)

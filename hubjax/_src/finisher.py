@@ -193,11 +193,10 @@ def recheck(xp, yp, dist, idx, ok, k, metric, *, own=None, query_rows=None, ref_
     return dist, idx
 
 
-def finish(xp, yp, candidates: Candidates, k, metric, *, in_sample: bool):
-    """Exact top-k ``(distances [n, k], indices [n, k])`` (internal scale) of every ``xp`` row
-    from a source's candidates: refine, certify, re-check. ``in_sample``: ``yp is xp`` and each
-    row's own point is excluded. Rows of non-finite queries come back as they are."""
-    dist, idx, ok = refine_lists(xp, yp, candidates, k, metric, own=in_sample)
+def recheck_uncertified(xp, yp, dist, idx, ok, k, metric, *, in_sample: bool):
+    """The last step after :func:`refine_lists`: :func:`recheck` of the rows not ``ok``, unless
+    every reference was a candidate of every row. ``in_sample``: ``yp is xp`` and each row's own
+    point is excluded. Returns ``(distances [n, k], indices [n, k])`` (internal scale)."""
     if k + SLACK + int(in_sample) >= yp.features.shape[0]:
         return dist, idx  # every reference was a candidate: nothing to re-check
     own = jnp.arange(xp.features.shape[0], dtype=jnp.int32) if in_sample else None

@@ -17,7 +17,6 @@ from hubjax._src import checks as _checks
 from hubjax._src import finisher, numerics, pairs
 from hubjax._src import select as _select
 
-_SLACK = finisher.SLACK
 _NPROBE = 8
 
 
@@ -270,7 +269,7 @@ def search_rows(x, y, k, metric, settings, with_self, query_ids=None):
     from_ref = y is None  # in-sample: a chunk's query operands come from its rows of ref_sorted
     if not from_ref:
         q_ops = metric.ranking_operands(xp, "query", shift).operands
-    keep = min(k + _SLACK + int(in_sample), m)  # in-sample lists hold the point itself too
+    keep = min(k + finisher.SLACK + int(in_sample), m)  # in-sample lists hold the point itself too
     lane = jnp.arange(chunk, dtype=jnp.int32)
     col_lane = jnp.arange(cols, dtype=jnp.int32)
     # row of y_sorted holding each reference point (in-sample: each query's own row too)

@@ -147,10 +147,7 @@ def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None)
         dist, idx, ok = lax.platform_dependent(**branches, default=functools.partial(run, default))
     else:
         dist, idx, ok = run(default)
-    if keep >= m:
-        return dist, idx  # every reference was a candidate: nothing to re-check
-    own = jnp.arange(n, dtype=jnp.int32) if in_sample else None
-    return finisher.recheck(xp, yp, dist, idx, ok, others, metric, own=own)
+    return finisher.recheck_uncertified(xp, yp, dist, idx, ok, others, metric, in_sample=in_sample)
 
 
 def search(x, y, options: Options):

@@ -2,7 +2,7 @@
 with the smallest matrix-product ranking (:meth:`Metric.ranking_operands
 <hubjax._src.metric.Metric.ranking_operands>`), found by the exact two-stage selection
 (:mod:`hubjax._src.select`). None of them knows about certificates: each returns
-:class:`~hubjax._src.finisher.Candidates` and :func:`hubjax._src.finisher.finish` makes them
+:class:`~hubjax._src.finisher.Candidates` and :mod:`hubjax._src.finisher` makes them
 exact, so the result is bitwise the same whichever source ran.
 
 * :class:`Strip` -- queries ``rows`` at a time against all references. Memory
@@ -112,12 +112,11 @@ def _in_sample_bound(xp, norms, metric):
 
 
 def _blocked_reference(xp, metric, shift, num_blocks, block):
-    """The padded reference operands in blocks ``[num_blocks, block, d + 2]`` and each point's
-    ranking error bound ``[n]``."""
+    """The padded reference operands in blocks ``[num_blocks, block, d + 2]`` and the points'
+    (shifted) norms ``[n]``."""
     r = metric.ranking_operands(xp, "reference", shift)
     reference = numerics.pad_reference(r.operands, num_blocks * block)
-    reference = reference.reshape(num_blocks, block, -1)
-    return reference, _in_sample_bound(xp, r.norms, metric)
+    return reference.reshape(num_blocks, block, -1), r.norms
 
 
 def _empty_lists(num_blocks, block, keep, dtype):
@@ -147,7 +146,8 @@ class Symmetric:
     def candidates(self, xp, yp, metric, shift, *, keep) -> Candidates:
         num_blocks, block, group = self.num_blocks, self.block, self.group
         h = (num_blocks - 1) // 2
-        reference, bound = _blocked_reference(xp, metric, shift, num_blocks, block)
+        reference, norms = _blocked_reference(xp, metric, shift, num_blocks, block)
+        bound = _in_sample_bound(xp, norms, metric)
         state = _empty_lists(num_blocks, block, keep, reference.dtype)
 
         def step(state, i):
@@ -242,19 +242,16 @@ class Tiled:
 
     def candidates(self, xp, yp, metric, shift, *, keep) -> Candidates:
         num_blocks, block, tiles = self.num_blocks, self.block, self.tiles
-        if not self.fused or xp.features.dtype != jnp.float32:
-            reference, bound = _blocked_reference(xp, metric, shift, num_blocks, block)
-            state = _empty_lists(num_blocks, block, keep, reference.dtype)
-            values, cols = _scanned_lists(reference, state, metric=metric, tiles=tiles)
-            return _flat(values, cols, bound, block)
 
         def scanned(features, shift, penalty):
             del features, penalty  # xp's (not materialised on the fused path)
-            r = metric.ranking_operands(xp, "reference", shift)
-            reference = numerics.pad_reference(r.operands, num_blocks * block)
-            reference = reference.reshape(num_blocks, block, -1)
+            reference, norms = _blocked_reference(xp, metric, shift, num_blocks, block)
             state = _empty_lists(num_blocks, block, keep, reference.dtype)
-            return (*_scanned_lists(reference, state, metric=metric, tiles=tiles), r.norms)
+            return (*_scanned_lists(reference, state, metric=metric, tiles=tiles), norms)
+
+        if not self.fused or xp.features.dtype != jnp.float32:
+            values, cols, norms = scanned(xp.features, shift, xp.penalty)
+            return _flat(values, cols, _in_sample_bound(xp, norms, metric), block)
 
         fused = functools.partial(
             _fused_lists, num_blocks=num_blocks, block=block, keep=keep, shifted=metric.shifted
