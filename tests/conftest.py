@@ -8,15 +8,23 @@
   disk instead of compiled again. The folder is created by the process that starts the run and
   deleted when it ends, so nothing carries over between runs; a ``JAX_COMPILATION_CACHE_DIR``
   set by the caller is used as it is and kept.
+* One seed for the sampled parameter grids (``helpers.sample``), drawn by the process that
+  starts the run so every xdist worker collects the same cases, and printed in the header:
+  ``HUBJAX_GRID_SEED=<seed>`` reruns the same cases, ``HUBJAX_GRID_SEED=full`` every case.
 """
 
 import os
+import random
 import shutil
 import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
+
+# Each run checks a different seeded share of the large grids, so over runs every case is
+# checked; a failure names its seed (header) and reproduces with it.
+os.environ.setdefault("HUBJAX_GRID_SEED", str(random.SystemRandom().randrange(10**6)))
 
 _OWN_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
@@ -36,6 +44,19 @@ jax.config.update("jax_numpy_dtype_promotion", "strict")
 import gc  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def _seed_line():
+    seed = os.environ["HUBJAX_GRID_SEED"]
+    return f"hubjax grid seed: {seed} (rerun these cases with HUBJAX_GRID_SEED={seed})"
+
+
+def pytest_report_header(config):
+    return _seed_line()
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(_seed_line())  # ``-q`` hides the header; this line stays
 
 
 def pytest_unconfigure(config):

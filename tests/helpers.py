@@ -1,4 +1,6 @@
 import importlib
+import os
+import random
 import types
 
 import numpy as np
@@ -7,6 +9,34 @@ import reference
 import hubjax
 from hubjax._src import metric as _metric
 from hubjax._src import search
+
+GRID_SEED = os.environ.get("HUBJAX_GRID_SEED", "0")
+
+
+def sample(cases, keep, *, key):
+    """A seeded share of a parameter grid: ``keep`` of ``cases``, in their order.
+
+    Large grids (every metric x engine x block size x data shape) cost one compilation per
+    case, most of the suite's time. Each run checks ``keep`` of them, chosen by the run's seed
+    (``tests/conftest.py`` draws it, the header prints it) and ``key`` (the test's name), so
+    successive runs cover the whole grid and a failure reproduces with
+    ``HUBJAX_GRID_SEED=<seed>``; ``HUBJAX_GRID_SEED=full`` runs every case.
+    """
+    cases = list(cases)
+    if GRID_SEED == "full" or keep >= len(cases):
+        return cases
+    chosen = random.Random(f"{GRID_SEED}/{key}").sample(range(len(cases)), keep)
+    return [cases[i] for i in sorted(chosen)]
+
+
+#: For ``hypothesis.seed``: property tests draw their examples from the run's seed too.
+HYPOTHESIS_SEED = int(GRID_SEED) if GRID_SEED.isdigit() else 0
+
+
+def examples(sampled, full):
+    """``max_examples`` for a property test: ``sampled`` per run, ``full`` with
+    ``HUBJAX_GRID_SEED=full``."""
+    return full if GRID_SEED == "full" else sampled
 
 
 def random_points(n, d, seed=0, dtype=np.float32):

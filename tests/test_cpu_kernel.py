@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import engine_knn, knn_dense
-from hypothesis import given, settings
+from helpers import HYPOTHESIS_SEED, engine_knn, examples, knn_dense, sample
+from hypothesis import given, seed, settings
 from hypothesis import strategies as st
 
 import hubjax
@@ -81,7 +81,8 @@ def _values(rng, shape, kind):
 
 
 @needs_kernel
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(6, 12), deadline=None)
+@seed(HYPOTHESIS_SEED)
 @given(
     seed=st.integers(0, 2**31 - 1),
     rows=st.integers(1, 37),
@@ -117,7 +118,8 @@ def test_rows_kernel_equals_portable_and_reference(seed, rows, segs, seg_width, 
 
 
 @needs_kernel
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(6, 12), deadline=None)
+@seed(HYPOTHESIS_SEED)
 @given(
     seed=st.integers(0, 2**31 - 1),
     segs=st.integers(1, 4),
@@ -211,20 +213,24 @@ def _data(kind, n, d, seed=0):
 @needs_kernel
 @pytest.mark.parametrize(
     ("kind", "metric", "engine", "block_size", "k"),
-    [
-        ("normal", "sqeuclidean", "symmetric", 96, 10),
-        ("ties", "euclidean", "symmetric", 160, 5),
-        ("offset", "sqeuclidean", "symmetric", 128, 7),
-        ("relu", "cosine", "symmetric", 96, 3),
-        ("normal", "sqeuclidean", "tiled", 96, 10),
-        ("ties", "euclidean", "tiled", 160, 5),
-        ("offset", "sqeuclidean", "tiled", 240, 30),
-        ("relu", "cosine", "tiled", 96, 3),
-        ("ties", "dot", "tiled", 128, 12),
-        ("ties", "sqeuclidean", "strip", 100, 40),
-        ("offset", "euclidean", "strip", 257, 100),
-        ("normal", "dot", "strip", 64, 9),
-    ],
+    sample(
+        [
+            ("normal", "sqeuclidean", "symmetric", 96, 10),
+            ("ties", "euclidean", "symmetric", 160, 5),
+            ("offset", "sqeuclidean", "symmetric", 128, 7),
+            ("relu", "cosine", "symmetric", 96, 3),
+            ("normal", "sqeuclidean", "tiled", 96, 10),
+            ("ties", "euclidean", "tiled", 160, 5),
+            ("offset", "sqeuclidean", "tiled", 240, 30),
+            ("relu", "cosine", "tiled", 96, 3),
+            ("ties", "dot", "tiled", 128, 12),
+            ("ties", "sqeuclidean", "strip", 100, 40),
+            ("offset", "euclidean", "strip", 257, 100),
+            ("normal", "dot", "strip", 64, 9),
+        ],
+        3,
+        key="engines_with_and_without_kernel",
+    ),
 )
 def test_engines_identical_with_and_without_the_kernel(
     monkeypatch, kind, metric, engine, block_size, k
@@ -264,7 +270,8 @@ def test_query_reference_vmap_and_distributed_identical(monkeypatch):
 
 
 @needs_kernel
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(6, 12), deadline=None)
+@seed(HYPOTHESIS_SEED)
 @given(
     seed=st.integers(0, 2**31 - 1),
     tiles=st.integers(1, 3),
@@ -323,8 +330,18 @@ def test_pairs_kernel_equals_portable_and_reference(seed, tiles, rows, cols, k, 
 
 
 @needs_kernel
-@pytest.mark.parametrize("kind", ["normal", "ties", "offset", "relu"])
-@pytest.mark.parametrize("k", [1, 9, 16, 17, 33, 59, 100, 128, 129])
+@pytest.mark.parametrize(
+    ("kind", "k"),
+    sample(
+        [
+            (kind, k)
+            for kind in ("normal", "ties", "offset", "relu")
+            for k in (1, 9, 16, 17, 33, 59, 100, 128, 129)
+        ],
+        8,
+        key="long_rows",
+    ),
+)
 def test_kernels_on_long_rows_into_lists_not_yet_full(kind, k):
     """Long rows merged into lists that are empty or part full: the case where the kernels
     first bound each row's k-th value in one vectorised pass (lane minima) and offer only the
@@ -393,7 +410,8 @@ def test_pair_schedule_covers_each_block_pair_once(num_blocks, tiles):
 
 
 @needs_kernel
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(8, 15), deadline=None)
+@seed(HYPOTHESIS_SEED)
 @given(
     seed=st.integers(0, 2**31 - 1),
     rows=st.integers(1, 30),
@@ -449,10 +467,12 @@ def test_pair_tile_through_the_kernel_equals_the_portable_tile_on_wide_rows(monk
     x[3] = 0.0
     y[5, 7] = np.nan
 
-    def run():
-        xp = resolve(metric).prepare(jnp.asarray(x), jnp.float32)
-        yp = resolve(metric).prepare(jnp.asarray(y), jnp.float32)
-        return jax.jit(lambda a, b: pairs.pair_tile(a, b, resolve(metric)))(xp, yp)
+    def tile(a, b):
+        m = resolve(metric)
+        return pairs.pair_tile(m.prepare(a, jnp.float32), m.prepare(b, jnp.float32), m)
+
+    def run():  # one program: eager preparation would compile each of its operations
+        return jax.jit(tile)(x, y)
 
     kernel, portable = _both_paths(monkeypatch, run)
     np.testing.assert_array_equal(kernel, portable)

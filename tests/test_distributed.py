@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import random_points, tie_points
+from helpers import random_points, sample, tie_points
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -21,9 +21,19 @@ def assert_same(a, b):
     np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
 
 
-@pytest.mark.parametrize("data", ["random", "ties"])
-@pytest.mark.parametrize("include_self", [False, True])
-@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
+@pytest.mark.parametrize(
+    ("data", "include_self", "metric"),
+    sample(
+        [
+            (data, include_self, metric)
+            for data in ("random", "ties")
+            for include_self in (False, True)
+            for metric in ("sqeuclidean", "cosine")
+        ],
+        3,
+        key="distributed_in_sample",
+    ),
+)
 def test_in_sample_equals_single_device(data, include_self, metric):
     x = random_points(203, 12, seed=1) if data == "random" else tie_points(203, 3, seed=1)
     got = distributed.knn(x, k=6, metric=metric, include_self=include_self)
@@ -72,6 +82,8 @@ def test_approximate_equals_single_device_approximate(include_self):
         distributed.hub_values(x, k=6, include_self=include_self, approximate=settings),
         hubjax.hub_values(x, k=6, include_self=include_self, approximate=settings),
     )
+    if include_self:
+        return  # the rest does not depend on it
     q = x[::7] + 0.5
     assert_same(
         distributed.knn(q, x, k=4, approximate=settings),

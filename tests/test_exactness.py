@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import engine_knn, knn_dense, random_points
-from hypothesis import HealthCheck, given, settings
+from helpers import HYPOTHESIS_SEED, engine_knn, examples, knn_dense, random_points, sample
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from jax.sharding import Mesh
 
@@ -177,7 +177,8 @@ def test_bitwise_identical_across_blocks_engines_and_devices(metric):
         block_size=240,
         engine="strip",
     )
-    for engine, block_size in (("strip", 7), ("strip", 100), ("symmetric", 96), ("symmetric", 64)):
+    configs = (("strip", 7), ("strip", 100), ("symmetric", 96), ("symmetric", 64))
+    for engine, block_size in sample(configs, 2, key=f"bitwise/{metric}"):
         got = engine_knn(
             jnp.asarray(x),
             None,
@@ -189,7 +190,7 @@ def test_bitwise_identical_across_blocks_engines_and_devices(metric):
         )
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(base[1]))
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(base[0]))
-    for devices in (1, 3, 8):
+    for devices in sample((1, 3, 8), 1, key=f"bitwise-devices/{metric}"):
         mesh = Mesh(np.asarray(jax.devices()[:devices]), ("p",))
         got = distributed.knn(x, k=12, metric=metric, mesh=mesh)
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(base[1]))
@@ -287,11 +288,11 @@ def point_sets(draw):
 
 
 @settings(
-    max_examples=30,
+    max_examples=examples(12, 30),
     deadline=None,
-    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+@seed(HYPOTHESIS_SEED)
 @given(x=point_sets(), metric=st.sampled_from(METRICS), data=st.data())
 def test_property_matches_float64_reference(x, metric, data):
     n = x.shape[0]
@@ -308,7 +309,8 @@ def test_property_matches_float64_reference(x, metric, data):
     np.testing.assert_array_equal(np.asarray(dist), np.asarray(dense[0]))
 
 
-@settings(max_examples=12, deadline=None, derandomize=True)
+@settings(max_examples=examples(6, 12), deadline=None)
+@seed(HYPOTHESIS_SEED)
 @given(x=point_sets(), data=st.data())
 def test_property_nan_rows_do_not_change_the_others(x, data):
     n = x.shape[0]

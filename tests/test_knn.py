@@ -1,3 +1,5 @@
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ from helpers import (
     engine_knn,
     knn_dense,
     random_points,
+    sample,
     tie_points,
 )
 
@@ -20,8 +23,10 @@ METRICS = ["sqeuclidean", "euclidean", "cosine", "dot"]
 EXACT_ON_GRID = ["sqeuclidean", "euclidean", "dot"]  # integer data: exact float32 arithmetic
 
 
-@pytest.mark.parametrize("metric", METRICS)
-@pytest.mark.parametrize("include_self", [False, True])
+@pytest.mark.parametrize(
+    ("metric", "include_self"),
+    sample(itertools.product(METRICS, (False, True)), 4, key="in_sample_random"),
+)
 def test_in_sample_random(metric, include_self):
     x = random_points(203, 12, seed=3)
     got = hubjax.knn(x, k=7, metric=metric, include_self=include_self, block_size=64)
@@ -36,9 +41,10 @@ def test_query_vs_reference_random(metric):
     assert_knn_close(got, x, y, reference.knn(x, y, k=10, metric=metric), metric)
 
 
-@pytest.mark.parametrize("metric", EXACT_ON_GRID)
-@pytest.mark.parametrize("include_self", [False, True])
-@pytest.mark.parametrize("block_size", [1, 24, 1000])
+@pytest.mark.parametrize(
+    ("metric", "include_self", "block_size"),
+    sample(itertools.product(EXACT_ON_GRID, (False, True), (1, 24, 1000)), 7, key="ties_exact"),
+)
 def test_ties_and_duplicates_exact(metric, include_self, block_size):
     x = tie_points(150, 3, seed=6)  # 27 distinct grid points: every point has duplicates
     got = hubjax.knn(x, k=9, metric=metric, include_self=include_self, block_size=block_size)
@@ -102,14 +108,17 @@ def _engine(x, k, engine, block_size, group=None, include_self=False, metric="sq
 def test_strip_engine_equals_dense_path_across_blocks_and_k(k):
     x = tie_points(100, 4, seed=10, levels=4)
     dense = knn_dense(jnp.asarray(x), k=k)
-    for block_size, group in ((7, None), (32, 1), (100, 8), (100, None)):
+    configs = ((7, None), (32, 1), (100, 8), (100, None))
+    for block_size, group in sample(configs, 2, key=f"strip_dense/{k}"):
         got = _engine(x, k, "strip", block_size, group)
         np.testing.assert_array_equal(got[1], dense[1])
         np.testing.assert_array_equal(got[0], dense[0])
 
 
-@pytest.mark.parametrize("k", [1, 10, 15])
-@pytest.mark.parametrize("metric", ["sqeuclidean", "dot"])
+@pytest.mark.parametrize(
+    ("k", "metric"),
+    sample(itertools.product((1, 10, 15), ("sqeuclidean", "dot")), 3, key="symmetric_ties"),
+)
 def test_symmetric_engine_equals_dense_path_on_ties(k, metric):
     x = tie_points(457, 3, seed=12, levels=4)  # 457: no block size divides it
     dense = knn_dense(jnp.asarray(x), k=k, metric=metric)
@@ -120,8 +129,10 @@ def test_symmetric_engine_equals_dense_path_on_ties(k, metric):
         np.testing.assert_array_equal(got[0], dense[0])
 
 
-@pytest.mark.parametrize("metric", ["sqeuclidean", "euclidean", "cosine", "dot"])
-@pytest.mark.parametrize("include_self", [False, True])
+@pytest.mark.parametrize(
+    ("metric", "include_self"),
+    sample(itertools.product(METRICS, (False, True)), 3, key="symmetric_strip"),
+)
 def test_symmetric_engine_equals_strip_engine_random(metric, include_self):
     x = random_points(700, 24, seed=13)
     strip = _engine(x, 10, "strip", 128, include_self=include_self, metric=metric)

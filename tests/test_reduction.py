@@ -1,8 +1,10 @@
+import itertools
+
 import jax
 import numpy as np
 import pytest
 import reference
-from helpers import load_dexter, random_points, tie_points
+from helpers import load_dexter, random_points, sample, tie_points
 from scipy import stats as stats_
 
 import hubjax
@@ -107,8 +109,10 @@ VARIANTS = [(m, None) for m in METHODS if m not in reduction.MUTUAL_PROXIMITY] +
 ]
 
 
-@pytest.mark.parametrize(("method", "stats"), VARIANTS)
-@pytest.mark.parametrize("in_sample", [True, False])
+@pytest.mark.parametrize(
+    ("method", "stats", "in_sample"),
+    sample([(*v, in_sample) for v in VARIANTS for in_sample in (True, False)], 8, key="formulas"),
+)
 def test_methods_match_numpy_formulas(method, stats, in_sample):
     x = random_points(60, 12, seed=1).astype(np.float64)
     y = None if in_sample else random_points(80, 12, seed=2).astype(np.float64)
@@ -121,8 +125,14 @@ def test_methods_match_numpy_formulas(method, stats, in_sample):
     assert_reduced_close(got, ref, 2e-4)
 
 
-@pytest.mark.parametrize("metric", ["cosine", "dot", "sqeuclidean"])
-@pytest.mark.parametrize("method", reduction.MUTUAL_PROXIMITY)
+@pytest.mark.parametrize(
+    ("method", "metric"),
+    sample(
+        itertools.product(reduction.MUTUAL_PROXIMITY, ("cosine", "dot", "sqeuclidean")),
+        3,
+        key="mp_metrics",
+    ),
+)
 def test_mutual_proximity_over_all_points_other_metrics(method, metric):
     x = random_points(50, 10, seed=7).astype(np.float64) + 3.0  # uncentred
     got = hubjax.reduction.knn(x, k=4, method=method, candidates=12, metric=metric)
@@ -177,7 +187,7 @@ def test_in_sample_lists_never_contain_self_even_with_duplicates():
         assert not (np.asarray(idx) == np.arange(60)[:, None]).any(), method
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", sample(METHODS, 3, key="lowers_gaussian"))
 def test_reduction_lowers_skewness_on_gaussian_data(method):
     x = random_points(800, 100, seed=4)
     before = float(hubjax.hubness(x, k=10).k_skewness)
@@ -242,7 +252,10 @@ def test_mutual_proximity_on_few_points_needs_no_local_k():
         reduction.knn(x, k=2, method="nicdm")
 
 
-@pytest.mark.parametrize("method", ["mp_gaussian", "mp_empiric", "nicdm", "local_scaling"])
+@pytest.mark.parametrize(
+    "method",
+    sample(["mp_gaussian", "mp_empiric", "nicdm", "local_scaling"], 2, key="non_finite"),
+)
 def test_non_finite_rows_do_not_disturb_the_finite_ones(method):
     x = random_points(120, 6, seed=4)
     bad = [10, 77]
@@ -266,7 +279,7 @@ def dexter():
 # and 3.33 (euclidean) without reduction; measured after: MP-empiric 0.68, MP-Gaussian 1.16,
 # local scaling 1.65, NICDM 2.08, CSLS 2.13 (cosine); DisSimLocal 2.26, DisSimGlobal 1.05
 # (euclidean).
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", sample(METHODS, 3, key="lowers_dexter"))
 def test_every_method_lowers_dexter_skewness_with_defaults(dexter, method):
     metric = "euclidean" if method.startswith("dis_sim") else "cosine"
     before = float(hubjax.hubness(dexter, k=10, metric=metric).k_skewness)

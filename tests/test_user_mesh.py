@@ -3,7 +3,7 @@
 import jax
 import numpy as np
 import pytest
-from helpers import random_points
+from helpers import random_points, sample
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -24,8 +24,10 @@ def put(a, mesh):
     return jax.device_put(a, NamedSharding(mesh, P("data")))
 
 
-@pytest.mark.parametrize("kind", ["explicit", "auto"])
-@pytest.mark.parametrize("under_jit", [False, True])
+MESH_CASES = [(kind, jit) for kind in ("explicit", "auto") for jit in (False, True)]
+
+
+@pytest.mark.parametrize(("kind", "under_jit"), sample(MESH_CASES, 2, key="single_device_api"))
 def test_single_device_api_on_user_mesh(kind, under_jit):
     mesh = user_mesh(kind)
     xs, ys = put(X, mesh), put(Y[:120], mesh)
@@ -65,8 +67,7 @@ def test_metrics_on_explicit_mesh():
     np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 
-@pytest.mark.parametrize("kind", ["explicit", "auto"])
-@pytest.mark.parametrize("under_jit", [False, True])
+@pytest.mark.parametrize(("kind", "under_jit"), sample(MESH_CASES, 2, key="distributed_api"))
 def test_distributed_on_user_mesh(kind, under_jit):
     mesh = user_mesh(kind)
     xs = put(X, mesh)
