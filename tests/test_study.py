@@ -59,9 +59,13 @@ def test_tiny_mode_runs_and_is_deterministic(study, tmp_path):
     again = json.loads((tmp_path / "sample_quality.json").read_text())
     assert again == json.loads(json.dumps(rows))
     assert "hubness w top 5%" in (tmp_path / "sample_quality.md").read_text()
-    # the same keys give the same rows (one sampler redone)
+
+
+def test_the_same_keys_give_the_same_samples(study):
+    """One sampler of the tiny run redone twice (its own test: the tiny run alone is close to
+    a minute on two cores)."""
     g = study.generator("ring", 0, train=False)
-    ts = settings["thresholds"]["ring_s0"]
+    ts = study.hub_thresholds(g, study.MODES["tiny"].batch)
     plan = study.plans().index(("hubness", "w", 0.05))
     key = study.jax.random.fold_in(study.jax.random.key(1000), plan)
     a, _ = study.sample(g, "hubness", "w", 0.05, key, num=50, batch=500, thresholds=ts)
