@@ -9,7 +9,7 @@
   deleted when it ends, so nothing carries over between runs; a ``JAX_COMPILATION_CACHE_DIR``
   set by the caller is used as it is and kept.
 * One seed for the sampled parameter grids (``helpers.sample``), drawn by the process that
-  starts the run so every xdist worker collects the same cases, and printed in the header:
+  starts the run so every xdist worker collects the same cases, and printed in the summary:
   ``HUBJAX_GRID_SEED=<seed>`` reruns the same cases, ``HUBJAX_GRID_SEED=full`` every case.
 """
 
@@ -23,7 +23,7 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 
 # Each run checks a different seeded share of the large grids, so over runs every case is
-# checked; a failure names its seed (header) and reproduces with it.
+# checked; a failure names its seed (summary) and reproduces with it.
 os.environ.setdefault("HUBJAX_GRID_SEED", str(random.SystemRandom().randrange(10**6)))
 
 _OWN_CACHE = None
@@ -46,17 +46,12 @@ import gc  # noqa: E402
 import pytest  # noqa: E402
 
 
-def _seed_line():
-    seed = os.environ["HUBJAX_GRID_SEED"]
-    return f"hubjax grid seed: {seed} (rerun these cases with HUBJAX_GRID_SEED={seed})"
-
-
-def pytest_report_header(config):
-    return _seed_line()
-
-
 def pytest_terminal_summary(terminalreporter):
-    terminalreporter.write_line(_seed_line())  # ``-q`` hides the header; this line stays
+    # the summary, not the header: ``-q`` (the README's command) hides the header
+    seed = os.environ["HUBJAX_GRID_SEED"]
+    terminalreporter.write_line(
+        f"hubjax grid seed: {seed} (rerun these cases with HUBJAX_GRID_SEED={seed})"
+    )
 
 
 def pytest_unconfigure(config):

@@ -18,7 +18,7 @@ def sample(cases, keep, *, key):
 
     Large grids (every metric x engine x block size x data shape) cost one compilation per
     case, most of the suite's time. Each run checks ``keep`` of them, chosen by the run's seed
-    (``tests/conftest.py`` draws it, the header prints it) and ``key`` (the test's name), so
+    (``tests/conftest.py`` draws it, the run's summary prints it) and ``key`` (the test's name), so
     successive runs cover the whole grid and a failure reproduces with
     ``HUBJAX_GRID_SEED=<seed>``; ``HUBJAX_GRID_SEED=full`` runs every case.
     """

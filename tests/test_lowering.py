@@ -14,8 +14,12 @@ import re
 import jax
 import jax.numpy as jnp
 import pytest
+from helpers import knn_dense, random_points, sample
 
 import hubjax
+from hubjax._src import numerics, search
+from hubjax._src.kernels import cpu
+from hubjax._src.metric import COSINE, SQEUCLIDEAN
 
 SPEC = jax.ShapeDtypeStruct((600, 40), jnp.float32)
 
@@ -58,8 +62,6 @@ def test_public_entry_points_lower_for_accelerators(platform):
 def test_cpu_program_uses_the_kernel_where_built():
     """The same call lowered for CPU takes the CPU branch (the compiled kernel where it is
     built), so the platform choice is real, not a constant."""
-    from hubjax._src.kernels import cpu
-
     if not cpu.enabled():
         pytest.skip("the compiled CPU kernel is not built or switched off")
     text = jax.jit(lambda x: hubjax.hub_values(x, k=10)).trace(SPEC).lower().as_text()
@@ -117,10 +119,6 @@ def test_reports_survive_export_serialisation(monkeypatch):
 def test_accelerator_sources_give_the_same_bits_on_cpu(platform, monkeypatch):
     """The sources chosen for GPU and TPU (wide strips; symmetric from 512 features; on TPU the
     ranking products over the features only), run here: the same bits as the dense reference."""
-    from helpers import knn_dense, random_points, sample
-
-    from hubjax._src import search
-
     chosen = search.choose_source
     monkeypatch.setattr(search, "choose_source", lambda *args: chosen(*args[:-1], platform))
     jax.clear_caches()
@@ -146,11 +144,6 @@ def test_split_ranking_equals_the_one_product():
     """The TPU form of a ranking tile (products over the features, offsets added after) is the
     same d + 2 term sum as the single product, up to its order: the ranking picks the same
     candidates and the padding rows still rank last (+inf)."""
-    from helpers import random_points
-
-    from hubjax._src import numerics
-    from hubjax._src.metric import COSINE, SQEUCLIDEAN
-
     x = jnp.asarray(random_points(70, 33, seed=4) + 3.0)
     for metric in (SQEUCLIDEAN, COSINE):
         p = metric.prepare(x, jnp.float32)

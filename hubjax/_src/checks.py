@@ -133,7 +133,7 @@ def _on_host(x) -> bool:
     """Whether ``x`` can be read as a NumPy array without a device transfer."""
     if isinstance(x, np.ndarray):
         return True
-    try:
-        return all(d.platform == "cpu" for d in x.devices()) and len(x.devices()) == 1
-    except Exception:
+    if not isinstance(x, jax.Array):
         return False
+    devices = x.devices()
+    return len(devices) == 1 and next(iter(devices)).platform == "cpu"
