@@ -4,39 +4,12 @@ none on a repeat with the same shapes."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-
-import jax
 import numpy as np
 import pytest
 
 import hubjax
+from benchmarks.compiles import compiled
 from hubjax._src.kernels import cpu
-
-
-@contextlib.contextmanager
-def compiled():
-    """Collects the names of the programs compiled inside the block."""
-    names = []
-
-    class Handler(logging.Handler):
-        def emit(self, record):
-            message = record.getMessage()
-            if message.startswith("Compiling "):
-                names.append(message.split()[1])
-
-    logger = logging.getLogger("jax")
-    handler = Handler(level=logging.DEBUG)
-    logger.addHandler(handler)
-    old_level = logger.level
-    logger.setLevel(logging.DEBUG)
-    try:
-        with jax.log_compiles(True):
-            yield names
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 @pytest.fixture(scope="module", autouse=True)
