@@ -50,9 +50,11 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
 import jax
 import jax.numpy as jnp
 
-from hubjax import measures, neighbors, occurrence, reduction
+from hubjax import measures, neighbors, reduction
+from hubjax._src import buckets as _buckets
 from hubjax._src import graphs as _graphs
 from hubjax._src import metric as _metric
+from hubjax._src import report as _report
 
 __all__ = ["Hubness", "HubnessReduction", "DisSimLocal", "resolve_reduction"]
 
@@ -343,6 +345,7 @@ class Hubness(BaseEstimator):
                 idx = np.concatenate([np.arange(m)[:, None], idx], axis=1)
             return idx, m
         train = self.X_indexed_
+        m = train.shape[0]
         if in_sample:
             if k > train.shape[0] - 1 + bool(self.include_self):
                 raise ValueError(
@@ -363,18 +366,21 @@ class Hubness(BaseEstimator):
                     "a smaller k."
                 )
             args = (X, train)
-        idx, m = measures.neighbour_lists(
-            *args,
+        # padded to row-count buckets: cross-validation folds share compiled programs
+        num_queries = args[0].shape[0]
+        padded = [a if a is None else _buckets.pad(a, "X") for a in args]
+        idx, _ = measures.neighbour_lists(
+            *padded,
             k=k,
             metric=self.metric_,
             include_self=in_sample and bool(self.include_self),
             block_size=None,
-            check_finite=True,
+            check_finite=False,
             reduction=self.method_,
             candidates=self.candidates,
             reduction_params=self.method_params_,
         )
-        return np.asarray(idx), m
+        return np.asarray(idx)[:num_queries], m
 
     def score(self, X=None, y=None):
         """Hubness of the indexed points in-sample (``X=None``) or of queries ``X`` against them.
@@ -393,15 +399,8 @@ class Hubness(BaseEstimator):
         start = time.perf_counter()
         idx, m = self._lists(X)
         k = _check_k(self.k)
-        counts = np.asarray(occurrence.k_occurrence(jnp.asarray(idx, jnp.int32), m))
-        report = measures.report_of_counts(
-            jnp.asarray(counts),
-            k=k,
-            num_queries=idx.shape[0],
-            hub_size=float(self.hub_size),
-            metric=self.metric_,
-        )
-        values = report.measures()
+        counts = _k_occurrence(idx, m)
+        values = _measures64(counts, k, self.hub_size)
         if self.store_k_occurrence:
             self.k_occurrence_ = counts
         if self.store_k_neighbors:
@@ -427,6 +426,29 @@ class Hubness(BaseEstimator):
         if len(out) == 1 and self.return_value in out:
             return out[self.return_value]
         return out
+
+
+def _k_occurrence(idx, m):
+    """How often each of the m indexed points occurs in the lists ``idx`` (int64 ``[m]``)."""
+    flat = np.asarray(idx).reshape(-1)
+    return np.bincount(flat[flat >= 0], minlength=m).astype(np.int64)
+
+
+def _measures64(counts, k, hub_size) -> dict[str, float]:
+    """Every measure of the integer k-occurrence ``counts`` in float64 (scikit-hubness
+    computes in float64, and its tests compare to 10 decimals): the library's own measure
+    functions, one compiled program per number of indexed points."""
+    with _x64(np.float64):
+        values = jax.device_get(
+            _report.measures_of_counts(counts, np.float64(k), np.float64(hub_size))
+        )
+    return {name: float(values[name]) for name in _MEASURES}
+
+
+def _empty_rows(a, fill):
+    """``a [n, c]`` padded with rows of ``fill`` to the row-count bucket of n."""
+    n = a.shape[0]
+    return np.concatenate([a, np.full((_buckets.size(n) - n, a.shape[1]), fill, a.dtype)])
 
 
 @functools.partial(jax.jit, static_argnames=("method", "local_k"))
@@ -560,20 +582,23 @@ class HubnessReduction(TransformerMixin, BaseEstimator):
         self._check_width(query, "X")
         own = np.where(own_mask, rows.idx, -1)
         dtype = rows.dtype
+        n = own.shape[0]
         with _x64(dtype):
-            # converted on the host: a device-side cast compiles a program per shape
+            # converted on the host (a device-side cast compiles a program per shape) and padded
+            # to row-count buckets with empty rows, which no real row references: folds of a
+            # cross-validation share one program
             s = _secondary_graph(
-                np.asarray(query.dist, dtype),
-                np.asarray(query.idx, np.int32),
-                np.asarray(self.train_.dist, dtype),
-                np.asarray(self.train_.idx, np.int32),
-                np.asarray(own, np.int32),
+                _empty_rows(np.asarray(query.dist, dtype), np.inf),
+                _empty_rows(np.asarray(query.idx, np.int32), -1),
+                _empty_rows(np.asarray(self.train_.dist, dtype), np.inf),
+                _empty_rows(np.asarray(self.train_.idx, np.int32), -1),
+                _empty_rows(np.asarray(own, np.int32), -1),
                 np.int32(self.n_indexed_),
                 np.asarray(self.scale_, dtype),
                 method=self.method,
                 local_k=self.local_k_,
             )
-            s = np.asarray(s, dtype)
+            s = np.asarray(s, dtype)[:n]
         # infinite values (a zero local scale) as the largest float: scikit-learn refuses inf
         s = np.minimum(s, np.finfo(dtype).max)
         values = np.concatenate([s, np.zeros(own.shape, dtype)], axis=1)
@@ -629,8 +654,11 @@ class DisSimLocal(TransformerMixin, BaseEstimator):
                 f"n_samples = {n}."
             )
         with _x64(X.dtype):
-            _, idx = neighbors.knn(X, k=local_k, metric="sqeuclidean")
-            centroids = X[np.asarray(idx)].mean(1)
+            # padded to a row-count bucket (see Hubness): folds share the compiled search
+            _, idx = neighbors.knn(
+                _buckets.pad(X, "X"), k=local_k, metric="sqeuclidean", check_finite=False
+            )
+            centroids = X[np.asarray(idx)[:n]].mean(1)
         self.X_indexed_ = X
         self.centroid_dist_ = ((X - centroids) ** 2).sum(1).astype(X.dtype)
         self.shift_ = self.centroid_dist_.max()
@@ -646,9 +674,16 @@ class DisSimLocal(TransformerMixin, BaseEstimator):
         train = self.X_indexed_
         k = min(_check_k(self.n_neighbors, "n_neighbors"), train.shape[0])
         dtype = np.result_type(X.dtype, train.dtype)
+        num_queries = X.shape[0]
         with _x64(dtype):
-            dq, iq = neighbors.knn(X.astype(dtype), train.astype(dtype), k=k, metric="sqeuclidean")
-        dq, iq = np.asarray(dq, dtype), np.asarray(iq)
+            dq, iq = neighbors.knn(
+                _buckets.pad(X.astype(dtype), "X"),
+                _buckets.pad(train.astype(dtype), "the fitted X"),
+                k=k,
+                metric="sqeuclidean",
+                check_finite=False,
+            )
+        dq, iq = np.asarray(dq, dtype)[:num_queries], np.asarray(iq)[:num_queries]
         values = dq - self.centroid_dist_[iq] + self.shift_
         values = np.maximum(values, 0)
         if not self.squared:

@@ -1,6 +1,7 @@
 """Plain NumPy float64 references for the tests. Deliberately simple and slow."""
 
 import numpy as np
+from scipy import stats
 
 
 def distances(x, y, metric):
@@ -55,3 +56,22 @@ def knn(x, y=None, *, k, metric="sqeuclidean", include_self=False):
 
 def k_occurrence(idx, m):
     return np.bincount(np.asarray(idx).ravel(), minlength=m)
+
+
+def measures(o, k, hub_size=2.0):
+    """Every hubness measure of the counts ``o`` in float64, as scikit-hubness defines them."""
+    o = np.asarray(o, np.float64)
+    m = len(o)
+    mean, std = o.mean(), o.std(ddof=1)
+    trunc = stats.truncnorm((0 - mean) / std, (np.iinfo(np.int64).max - mean) / std).moment(3)
+    pairwise = np.abs(o[:, None] - o[None, :]).sum()
+    return {
+        "k_skewness": stats.skew(o),
+        "k_skewness_truncnorm": trunc,
+        "robinhood": 0.5 * np.abs(o - mean).sum() / o.sum(),
+        "gini": pairwise / (2 * m * o.sum()),
+        "atkinson": 1 - np.mean(o**0.5) ** 2 / mean,
+        "antihub_occurrence": np.mean(o == 0),
+        "hub_occurrence": o[o >= hub_size * k].sum() / o.sum(),
+        "groupie_ratio": o.max() / o.sum(),
+    }

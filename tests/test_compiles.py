@@ -68,3 +68,30 @@ def test_graph_reduction_compiles_one_program_per_graph_shape():
     with compiled() as names:
         reducer.transform(graph * 2.0)
     assert names == [], names
+
+
+def test_estimators_compile_once_per_row_count_bucket():
+    """Cross-validation folds hand the estimators new row counts (here 150 and 151 indexed
+    points, 37 and 38 queries: one bucket each); the search compiles once per bucket, not per
+    fold, and the float64 measures once per number of indexed points."""
+    from sklearn.neighbors import KNeighborsTransformer
+
+    from hubjax.sklearn import DisSimLocal, Hubness, HubnessReduction
+
+    x = np.random.default_rng(4).standard_normal((189, 7))
+    with compiled() as names:
+        for m in (150, 151):
+            Hubness(k=5).fit(x[:m]).score(x[m:])
+    assert sorted(names) == ["jit(knn)", *["jit(measures_of_counts)"] * 2], names
+    with compiled() as names:
+        for m in (150, 151):
+            DisSimLocal(n_neighbors=9, local_k=3).fit(x[:m]).transform(x[m:])
+    # the in-sample centroids' search, and the queries' search (its bucket is the same)
+    assert sorted(names) == ["jit(knn)", "jit(knn)"], names
+    with compiled() as names:
+        for m in (150, 151):
+            graphs = KNeighborsTransformer(n_neighbors=10, mode="distance").fit(x[:m])
+            HubnessReduction(method="mp_empiric").fit(graphs.transform(x[:m])).transform(
+                graphs.transform(x[m:])
+            )
+    assert names == ["jit(_secondary_graph)"], names

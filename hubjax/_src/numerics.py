@@ -63,6 +63,27 @@ def tree_sum(a: jax.Array) -> jax.Array:
     return a[..., 0]
 
 
+# Chunk width of :func:`point_sum`: a power of two, so each chunk's tree sum pads nothing.
+_POINT_CHUNK = 128
+
+
+def point_sum(a: jax.Array) -> jax.Array:
+    """Sum over the last axis (an axis of points) whose bits do not change when zeros are
+    appended to it, as long as its length stays within the same power of two.
+
+    Row-count buckets (:mod:`hubjax._src.buckets`) pad point sets with rows that contribute
+    zeros and stay within that power; statistics over all points use this sum so the padded
+    call gives the unpadded bits. The axis is cut into chunks of 128 (zero-filled), each
+    summed by :func:`tree_sum`; the chunk totals, zero-filled to a power of two, likewise.
+    """
+    n = a.shape[-1]
+    chunks = max(-(-n // _POINT_CHUNK), 1)
+    width = 1 << (chunks - 1).bit_length()  # chunks rounded up to a power of two
+    lead = a.shape[:-1]
+    a = jnp.concatenate([a, jnp.zeros((*lead, width * _POINT_CHUNK - n), a.dtype)], axis=-1)
+    return tree_sum(tree_sum(a.reshape(*lead, width, _POINT_CHUNK)))
+
+
 def settle(a: jax.Array) -> jax.Array:
     """``a`` itself, rounded where it stands (NaN becomes 0; callers never have NaN here).
 

@@ -84,11 +84,11 @@ def row_moments(ops: Operands, *, reference_side: bool, in_sample: bool):
         ok = ops.ref_finite[None, :] & jnp.isfinite(d)
         if exclude_self:
             ok &= cols[None, :] != (start + jnp.arange(qb.shape[0], dtype=jnp.int32))[:, None]
-        # fixed-order sums: the same bits however the reference axis is partitioned
+        # fixed-order sums that padding points (zeros here) leave bitwise unchanged
         count = jnp.maximum(jnp.sum(ok, axis=1, dtype=jnp.int32), 1).astype(d.dtype)
-        mean = numerics.tree_sum(jnp.where(ok, d, 0)) / count
+        mean = numerics.point_sum(jnp.where(ok, d, 0)) / count
         dev = jnp.where(ok, d - mean[:, None], 0)
-        return mean, jnp.sqrt(numerics.tree_sum(dev * dev) / count)
+        return mean, jnp.sqrt(numerics.point_sum(dev * dev) / count)
 
     return _blocked(block, n, _rows_per_block(n, m), q)
 

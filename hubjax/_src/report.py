@@ -73,19 +73,35 @@ class HubnessReport:
         return "\n".join(rows)
 
 
+def measure_values(counts: Int[Array, " m"], *, k, hub_size) -> dict[str, jax.Array]:
+    """Every scalar measure of a k-occurrence vector, by name (the report's fields, in
+    :data:`MEASURES` order). ``k`` and ``hub_size`` may be traced."""
+    return {
+        "k_skewness": _measures.k_skewness(counts),
+        "k_skewness_truncnorm": _measures.k_skewness_truncnorm(counts),
+        "robinhood": _measures.robinhood(counts),
+        "gini": _measures.gini(counts),
+        "atkinson": _measures.atkinson(counts),
+        "antihub_occurrence": _measures.antihub_occurrence(counts),
+        "hub_occurrence": _measures.hub_occurrence(counts, k=k, hub_size=hub_size),
+        "groupie_ratio": _measures.groupie_ratio(counts),
+    }
+
+
+@jax.jit
+def measures_of_counts(counts, k, hub_size):
+    """:func:`measure_values` compiled with ``k`` and ``hub_size`` traced (both floats): one
+    program per shape and dtype of ``counts``. Host callers pass int64 counts under x64 for float64
+    measures (the scikit-learn estimators, which match scikit-hubness to 10 decimals)."""
+    return measure_values(counts, k=k, hub_size=hub_size)
+
+
 def report_from_counts(
     counts: Int[Array, " m"], *, k: int, num_queries: int, hub_size: float = 2.0, metric=""
 ) -> HubnessReport:
     """All measures of a k-occurrence vector from ``num_queries`` lists of length k."""
     return HubnessReport(
-        k_skewness=_measures.k_skewness(counts),
-        k_skewness_truncnorm=_measures.k_skewness_truncnorm(counts),
-        robinhood=_measures.robinhood(counts),
-        gini=_measures.gini(counts),
-        atkinson=_measures.atkinson(counts),
-        antihub_occurrence=_measures.antihub_occurrence(counts),
-        hub_occurrence=_measures.hub_occurrence(counts, k=k, hub_size=hub_size),
-        groupie_ratio=_measures.groupie_ratio(counts),
+        **measure_values(counts, k=k, hub_size=hub_size),
         k_occurrence=counts,
         histogram=histogram_of(counts, num_queries),
         k=k,
