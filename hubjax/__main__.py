@@ -1,13 +1,19 @@
-"""Command line: ``hubjax demo ...`` (the default) and ``hubjax analyze PATH ...``.
+"""Command line: ``hubjax analyze PATH ...`` and ``hubjax demo ...``.
 
-``hubjax`` alone runs the demo; ``hubjax --help`` lists the commands, ``hubjax --version``
-prints the version. Bad option values are reported in one line on stderr (exit status 2).
+``hubjax`` alone and ``hubjax --help`` print the usage, ``hubjax --version`` the version. The
+parser, the option checks and the data-file reader need no JAX (:mod:`hubjax._src.command`), so
+usage, bad options and unreadable files are answered at once; JAX is imported only to compute.
+Bad option values are reported in one line on stderr (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from hubjax import __version__
+from hubjax._src import command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,36 +24,48 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hubjax import __version__, cli
-
     parser = _Parser(
         prog="hubjax",
         description="Hubness of point sets: k-occurrence, hubness measures and reduction.",
+        epilog="Run 'hubjax COMMAND --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"hubjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser("demo", help="hubness as the dimension grows (generated data)")
+    command.add_parser(sub)
+    demo = sub.add_parser(
+        "demo",
+        help="hubness as the dimension grows (generated data, about a minute)",
+        description="k-occurrence skewness, largest hub and anti-hubs of Gaussian data as the "
+        "dimension grows, averaged over several samples per dimension.",
+    )
     demo.add_argument("--n", type=int, default=2000, help="points per set (default 2000)")
     demo.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
-    demo.add_argument("--plot", metavar="FILE", help="also draw the histograms to FILE (.png)")
-    cli.add_parser(sub)
+    demo.add_argument("--plot", metavar="FILE", help="also draw the curves to FILE (.png)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    top_level = {"-h", "--help", "--version"}
-    if not argv or (argv[0].startswith("-") and argv[0] not in top_level):
-        argv = ["demo", *argv]  # `hubjax --n 500` is the demo with options
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     if args.command == "analyze":
-        from hubjax import cli
+        try:
+            prepared = command.prepare(args)
+        except command.UsageError as err:
+            print(f"hubjax analyze: error: {err}", file=sys.stderr)
+            return 2
+        # XLA:CPU logs an error line per tuning flag of the host each time it loads a program
+        # from the compilation cache, although it was compiled on this very machine
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from hubjax import cli  # JAX is imported here, once the input is known to be good
 
-        return cli.run(args)
-    if args.command == "demo":
-        from hubjax import demo as demo_module
+        return cli.run(args, prepared)
+    from hubjax import demo as demo_module
 
-        demo_module.run(n=args.n, k=args.k, plot_path=args.plot)
+    demo_module.run(n=args.n, k=args.k, plot_path=args.plot)
     return 0
 
 

@@ -59,6 +59,7 @@ from hubjax._src import arguments, ivf, search
 from hubjax._src import checks as _checks
 from hubjax._src import mesh as _mesh
 from hubjax._src import metric as _metric
+from hubjax._src import names as _names
 from hubjax._src import proximity as _proximity
 
 __all__ = [
@@ -72,15 +73,7 @@ __all__ = [
     "check_method",
 ]
 
-METHODS = (
-    "mp_empiric",
-    "mp_gaussian",
-    "local_scaling",
-    "nicdm",
-    "dis_sim_local",
-    "dis_sim_global",
-    "csls",
-)
+METHODS = _names.REDUCTIONS
 _DEFAULT_LOCAL_K = {"csls": 10}
 USES_LOCAL_K = ("local_scaling", "nicdm", "dis_sim_local", "csls")
 MUTUAL_PROXIMITY = ("mp_empiric", "mp_gaussian")

@@ -81,8 +81,8 @@ def test_csv_with_header_and_npz(tmp_path, capsys):
         ("txt", [], "unsupported file type"),
         ("garbage_npy", [], "cannot read"),
         ("strings_npy", [], "not numeric"),
-        ("nan_npy", [], "non-finite"),
-        ("text_csv", [], "non-numeric value"),
+        ("nan_npy", [], "non-finite values (NaN or inf) in 1 row(s): 5 (rows numbered from 1)"),
+        ("text_csv", [], "line 2, column 2: 'x' is not a number (delimiter comma"),
         ("ragged_csv", [], "different numbers of columns"),
         ("empty_csv", [], "empty"),
         ("ok_npy", ["--k", 40], "too large"),
@@ -96,7 +96,7 @@ def test_csv_with_header_and_npz(tmp_path, capsys):
 def test_bad_input_is_one_line_on_stderr(tmp_path, capsys, make, args, message):
     path = tmp_path / "missing.npy"
     if make == "txt":
-        path = tmp_path / "p.txt"
+        path = tmp_path / "p.dat"
         path.write_text("1,2\n")
     elif make == "garbage_npy":
         path.write_bytes(b"not an npy file at all")
@@ -159,7 +159,9 @@ def test_csv_empty_cell_is_an_error_not_a_header(tmp_path, capsys):
     path = tmp_path / "gap.csv"
     path.write_text("1.0,,3.0\n4,5,6\n7,8,9\n1,1,1\n")
     code, _out, err = run(capsys, path, "--k", 1)
-    assert code == 2 and "line 1: empty value" in err and len(err.strip().splitlines()) == 1
+    assert (
+        code == 2 and "line 1, column 2: empty value" in err and len(err.strip().splitlines()) == 1
+    )
 
 
 def test_float64_offset_data_is_centred_before_the_cast(tmp_path, capsys):
@@ -261,3 +263,168 @@ def test_version_and_top_level_help(capsys):
         entry.main(["--help"])
     out = capsys.readouterr().out
     assert "analyze" in out and "demo" in out
+
+
+# --- start-up without JAX, text files, reports, the compilation cache ------------------------
+
+_NO_JAX = """
+import sys
+from hubjax.__main__ import main
+code = main(sys.argv[1:])
+assert "jax" not in sys.modules, "imported jax"
+print("exit", code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        ([], "usage: hubjax"),
+        (["analyze", "--help"], "--drop-columns"),
+        (["analyze", "MISSING.npy"], "no such file"),
+        (["analyze", "BAD.csv"], "line 2, column 1"),
+        (["analyze", "MISSING.npy", "--hub-size", "nan"], "--hub-size"),
+        (["analyze", "OK.npy", "--plot", "NOFOLDER/p.png"], "does not exist"),
+        (["analyze", "OK.npy", "--plot", "p.xyz"], "unsupported image type"),
+    ],
+)
+def test_usage_and_input_errors_answer_without_importing_jax(tmp_path, args, expect):
+    """``hubjax --help``, a bad option, a bad file or plot path: answered before JAX is
+    imported (2.7 s on a 2-core CPU before; a fraction of a second now)."""
+    (tmp_path / "BAD.csv").write_text("1,2\nx,3\n")
+    np.save(tmp_path / "OK.npy", random_points(20, 3))
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_JAX, *args], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert expect in out.stdout + out.stderr, out
+    assert out.returncode in (0, 2) and "imported jax" not in out.stderr, out.stderr
+    if args and args[-1] != "--help":
+        assert "exit 2" in out.stdout and len(out.stderr.strip().splitlines()) == 1, out
+
+
+def test_unwritable_plot_path_fails_before_the_work(data, capsys, tmp_path):
+    _, path = data
+    code, out, err = run(capsys, path, "--plot", tmp_path / "no" / "such" / "folder.png")
+    assert code == 2 and out == "" and "does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "options"),
+    [
+        ('"{0}","{1}","{2}"', []),  # quoted numbers
+        ("{0};{1};{2}", []),  # semicolons, detected
+        ("{0}  {1}   {2}", []),  # runs of spaces
+        ("{0}\t{1}\t{2}", ["--delimiter", "tab"]),
+        ("{0}|{1}|{2}", ["--delimiter", "|"]),
+        ("{0},{1},{2},cat", ["--drop-columns", "4"]),  # a label column, by number
+        ("{0},{1},{2},cat", ["--drop-columns", "label"]),  # by header name
+        ("id{3},{0},{1},{2}", ["--columns", "a,b,c"]),  # kept columns, by name
+    ],
+)
+def test_delimited_text_files(tmp_path, capsys, text, options):
+    x = np.round(random_points(30, 3, seed=11), 4).astype(np.float64)
+    header = {"label": "a,b,c,label", "a,b,c": "id,a,b,c"}.get(options[-1] if options else "")
+    lines = [text.format(*row, i) for i, row in enumerate(x)]
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join(([header] if header else []) + lines) + "\n")
+    code, out, err = run(capsys, path, "--k", 4, "--json", *options)
+    assert code == 0, err
+    expected = hubjax.hub_values(x.astype(np.float32), k=4)
+    np.testing.assert_array_equal(json.loads(out)["k_occurrence"], expected)
+
+
+@pytest.mark.parametrize(
+    ("content", "options", "message"),
+    [
+        ("a,b,label\n1,2,x\n3,4,y\n", [], "column 3 ('label'): 'x' is not a number"),
+        ("1;2\n3;4\n", ["--delimiter", ","], "delimiter comma"),
+        ("1,2\n3,4\n", ["--columns", "7"], "--columns: no column '7'"),
+        ("1,2\n3,4\n", ["--drop-columns", "1,2"], "leaves no column"),
+        ("1,2\n3,4\n", ["--delimiter", "ab"], "--delimiter must be one character"),
+        ("1,2\n3,4\n", ["--columns", "1", "--drop-columns", "2"], "not both"),
+    ],
+)
+def test_text_file_errors_name_the_delimiter_and_columns(
+    tmp_path, capsys, content, options, message
+):
+    path = tmp_path / "p.csv"
+    path.write_text(content)
+    code, out, err = run(capsys, path, *options)
+    assert code == 2 and out == "" and message in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_npz_with_several_arrays_needs_a_key_and_the_report_names_it(tmp_path, capsys):
+    path = tmp_path / "two.npz"
+    np.savez(path, labels=np.arange(30.0), points=random_points(30, 4))
+    code, out, err = run(capsys, path)
+    assert code == 2 and "several arrays ['labels', 'points']; choose one with --key" in err
+    code, out, err = run(capsys, path, "--key", "points", "--k", 3)
+    assert code == 0 and out.splitlines()[0].startswith(f"{path}[points]: 30 points")
+    code, out, err = run(capsys, path, "--key", "points", "--k", 3, "--json")
+    assert json.loads(out)["key"] == "points"
+    code, out, err = run(capsys, tmp_path / "x.npy", "--key", "points")
+    assert code == 2 and "--key names an array inside a .npz file" in err
+
+
+def test_json_measures_have_float32_digits_and_hubs_name_rows_from_one(data, capsys):
+    x, path = data
+    code, out, err = run(capsys, path, "--k", 7, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    report = hubjax.hubness(x, k=7)
+    for name, value in report.measures().items():
+        got = result["measures"][name]
+        assert np.float32(got) == np.float32(value)  # the same float32
+        assert len(repr(got)) <= 12, got  # its shortest digits, not a widened double
+    top = result["top_hubs"][0]
+    assert top["row"] == top["index"] + 1
+    _, out, _ = run(capsys, path, "--k", 7)
+    assert f"row {top['row']} ({top['k_occurrence']})" in out
+
+
+def test_files_of_nearby_sizes_share_one_compiled_search(tmp_path, capsys):
+    """Row-count buckets: 57 and 60 points are padded to 64; the second file compiles no
+    search (its report program, which depends on the count, is small)."""
+    from benchmarks.compiles import compiled
+
+    for n in (57, 60):
+        np.save(tmp_path / f"p{n}.npy", random_points(n, 6, seed=n))
+    with compiled() as names:
+        assert run(capsys, tmp_path / "p57.npy", "--k", 5)[0] == 0
+    assert "jit(knn)" in names
+    with compiled() as names:
+        _, out, _ = run(capsys, tmp_path / "p60.npy", "--k", 5, "--json")
+    assert "jit(knn)" not in names, names
+    expected = hubjax.hub_values(random_points(60, 6, seed=60), k=5)
+    np.testing.assert_array_equal(json.loads(out)["k_occurrence"], expected)
+
+
+def test_compilation_cache_folder_reuse_and_off_switch(tmp_path):
+    """A repeated run loads its programs from the cache folder (HUBJAX_CACHE_DIR, else
+    XDG_CACHE_HOME/hubjax/jax); HUBJAX_CACHE_DIR=off writes nothing. A folder the caller set
+    for JAX (as this test suite does) is kept: see ``use_compilation_cache``."""
+    import os
+
+    np.save(tmp_path / "p.npy", random_points(40, 5))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.pop("HUBJAX_CACHE_DIR", None)
+    argv = [sys.executable, "-m", "hubjax", "analyze", "p.npy", "--k", "3", "--json"]
+
+    def analyze(**extra):
+        out = subprocess.run(
+            argv, capture_output=True, text=True, cwd=tmp_path, env={**env, **extra}
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stderr == "", out.stderr  # no log lines when programs load from the cache
+        return json.loads(out.stdout)
+
+    xdg = tmp_path / "xdg"
+    first = analyze(XDG_CACHE_HOME=str(xdg))
+    cached = sorted(p.name for p in (xdg / "hubjax" / "jax").iterdir())
+    assert any(name.startswith("jit_knn") for name in cached), cached
+    assert analyze(XDG_CACHE_HOME=str(xdg)) == first
+    assert sorted(p.name for p in (xdg / "hubjax" / "jax").iterdir()) == cached  # all loaded
+    off = tmp_path / "off"
+    assert analyze(XDG_CACHE_HOME=str(off), HUBJAX_CACHE_DIR="off") == first
+    assert not off.exists()

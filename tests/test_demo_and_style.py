@@ -20,7 +20,7 @@ def test_dimension_sweep_shows_hubness_growing():
 
 def test_demo_command_writes_table_and_plot(tmp_path, capsys):
     png = tmp_path / "demo.png"
-    assert cli.main(["--n", "150", "--k", "3", "--plot", str(png)]) == 0
+    assert cli.main(["demo", "--n", "150", "--k", "3", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert "skewness" in out and "1024" in out
     assert png.stat().st_size > 1000

@@ -36,10 +36,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from hubjax._src import checks, numerics
+from hubjax._src import checks, names, numerics
 from hubjax._src.numerics import Prepared, Ranking
 
-NAMES = ("sqeuclidean", "euclidean", "cosine", "dot")
+NAMES = names.METRICS
 
 
 class Metric:
