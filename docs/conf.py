@@ -16,7 +16,10 @@ version = release
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode"]
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-autodoc_typehints = "description"
+# Signatures without type hints and one Args list per function: the docstrings give every
+# shape ("[n, d]"); jaxtyping's hints render as ``Float[jaxlib._jax.Array, 'n d']`` and, with
+# "description", as a second Parameters list.
+autodoc_typehints = "none"
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 exclude_patterns = ["_build"]

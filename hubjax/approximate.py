@@ -37,7 +37,16 @@ reaches recall targets at a fraction of a sort's cost there, and is a full sort 
 hubjax does not use it, since it cannot be measured on the machines hubjax is tested on.
 """
 
-from hubjax._src.approximate import knn, sampled_recall
+from hubjax._src.approximate import Tuned, knn, sampled_recall, tune
 from hubjax._src.ivf import IVF, as_settings, kmeans, recall
 
-__all__ = ["IVF", "knn", "recall", "sampled_recall", "as_settings", "kmeans"]
+__all__ = [
+    "IVF",
+    "Tuned",
+    "knn",
+    "recall",
+    "sampled_recall",
+    "as_settings",
+    "kmeans",
+    "tune",
+]

@@ -77,7 +77,13 @@ def analyze(args, data: np.ndarray | None = None) -> dict:
             )
     if args.k < 1:
         raise UsageError("--k must be at least 1")
-    settings = _ivf_settings(args)
+    asked = _ivf_settings(args)
+    settings, note = asked, None
+    if asked is not None and args.nprobe is None and args.reduction is None:
+        with Progress(f"choosing the approximate search's probes for {n} points"):
+            settings, note = _choose_probes(x, args, asked)
+        if note:
+            print(f"hubjax analyze: note: {note}", file=sys.stderr)
     with Progress(f"k-NN and hubness of {n} points x {d} features"):
         try:
             # measures.hubness in its two steps, so that the recall check reuses the lists
@@ -114,24 +120,59 @@ def analyze(args, data: np.ndarray | None = None) -> dict:
         except (ValueError, TypeError) as err:
             raise UsageError(str(err).splitlines()[0]) from None
     result = _result(args, report, n, d)
-    if settings is not None:
+    if asked is not None:
+        least = approximate.TARGET_RECALL if args.min_recall is None else args.min_recall
         result["approximate"] = {
-            "nlist": settings.lists(n),
-            "nprobe": settings.probes(n),
-            "ratio": settings.ratio,
+            "used": settings is not None,
+            "note": note,
+            "nlist": None if settings is None else settings.lists(n),
+            "nprobe": None if settings is None else settings.probes(n),
+            "ratio": None if settings is None else settings.ratio,
             "recall_sampled": recall,
-            "min_recall": args.min_recall,
-            "recall_ok": None
-            if args.min_recall is None or recall is None
-            else bool(recall >= args.min_recall),
+            "min_recall": least,
+            "recall_ok": None if recall is None else bool(recall >= least),
         }
         if result["approximate"]["recall_ok"] is False:
             print(
                 f"hubjax analyze: warning: measured recall {recall:.3f} is below "
-                f"--min-recall {args.min_recall}; raise --nprobe",
+                f"{'--min-recall ' if args.min_recall is not None else ''}{least}; raise "
+                "--nprobe, or leave it out to have it chosen",
                 file=sys.stderr,
             )
     return result
+
+
+# Below this many points ``--approximate`` searches exactly: a one-off exact search is faster
+# than choosing the probes and building an index. 2-core AMD EPYC (AVX-512), first calls,
+# clustered points: 100 000 x 32, exact 3.6 s against 5.9 s to choose the probes plus 4.0 s to
+# search (0.5 s warm against the exact 2.2 s: a library user who searches again gains);
+# 200 000 x 64, exact 16.8-20.4 s against 7.9-8.4 s
+# (benchmarks/results/approximate-2026-12-02.md) plus about 6 s.
+APPROXIMATE_MIN_POINTS = 200_000
+
+
+def _choose_probes(x, args, settings):
+    """``(settings or None, note)``: :func:`hubjax.approximate.tune`'s choice of ``nprobe``
+    for ``--approximate`` without ``--nprobe``; None (with the reason) where the exact search
+    is the better choice."""
+    n = x.shape[0]
+    if n < APPROXIMATE_MIN_POINTS:
+        return None, (
+            f"--approximate: {n} points are searched exactly (below {APPROXIMATE_MIN_POINTS} "
+            "points an exact search is faster than building an index)"
+        )
+    target = approximate.TARGET_RECALL if args.min_recall is None else args.min_recall
+    tuned = approximate.tune(
+        x, k=args.k, metric=args.metric, target_recall=target, settings=settings
+    )
+    if tuned.settings is None:
+        tried = ", ".join(f"{p} lists: {r:.3f}" for p, _, r in tuned.trials)
+        return None, (
+            f"--approximate: recall@{args.k} {target} needs more than "
+            f"{approximate.MAX_PROBED:.0%} of the {settings.lists(n)} lists ({tried}); "
+            "searched exactly, which is then about as fast"
+        )
+    return tuned.settings, None
 
 
 def _ivf_settings(args):
@@ -218,10 +259,13 @@ def format_report(r: dict) -> str:
     if r.get("approximate"):
         a = r["approximate"]
         rec = "n/a" if a["recall_sampled"] is None else f"{a['recall_sampled']:.3f}"
-        lines.append(
-            f"approximate (IVF, {a['nlist']} lists, up to {a['nprobe']} probed): recall@k {rec} "
-            "on 1000 sampled queries"
-        )
+        if a["used"]:
+            lines.append(
+                f"approximate (IVF, {a['nlist']} lists, up to {a['nprobe']} probed): recall@k "
+                f"{rec} on 1000 sampled queries"
+            )
+        else:
+            lines.append("exact search (--approximate would not pay here; see the note)")
     lines += [
         "",
     ]
@@ -237,7 +281,11 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(r: dict, path: str) -> None:
+def figure(r: dict):
+    """The ``--plot`` figure of a report: every non-zero count of the k-occurrence histogram as
+    a marker on a stem (visible however wide the axis: a bar one unit wide on an axis of ~1000
+    units is less than a pixel), counts from 0 so the anti-hubs show, log-scaled numbers of
+    points, the top hubs marked; and the top hubs' k-occurrence."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -246,14 +294,34 @@ def plot(r: dict, path: str) -> None:
     hist = np.asarray(r["histogram"])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     nonzero = np.flatnonzero(hist)
-    ax1.bar(nonzero, hist[nonzero], width=1.0)
-    ax1.set(yscale="log", xlabel=f"k-occurrence (k = {r['k']})", ylabel="points (log)")
-    ax1.set_title("k-occurrence histogram")
+    ax1.vlines(nonzero, 0.8, hist[nonzero], color="C0", linewidth=1)
+    ax1.plot(nonzero, hist[nonzero], "o", color="C0", markersize=3, label="points with count O")
+    hubs = [h["k_occurrence"] for h in r["top_hubs"]]
+    if hubs:
+        ax1.plot(hubs, np.ones(len(hubs)), "v", color="C3", markersize=6, label="top hubs")
+    threshold = r["hub_size"] * r["k"]
+    ax1.axvline(threshold, color="grey", linestyle=":", label=f"hub threshold {threshold:g}")
+    ax1.set(yscale="log", xlabel=f"k-occurrence O (k = {r['k']})", ylabel="points (log)")
+    ax1.set_xlim(-0.02 * max(hist.size, 2), hist.size)
+    ax1.set_ylim(bottom=0.5)
+    ax1.set_title(f"k-occurrence histogram ({r['n_antihubs']} anti-hubs at O = 0)")
+    ax1.legend(fontsize=8)
     top = r["top_hubs"]
-    ax2.bar([str(h["index"]) for h in top], [h["k_occurrence"] for h in top])
-    ax2.set(xlabel="point index", ylabel="k-occurrence", title=f"top {len(top)} hubs")
-    fig.suptitle(f"{Path(r['path']).name}: skewness {r['measures']['k_skewness']:.2f}")
+    ax2.bar([f"row {h['row']}" for h in top], [h["k_occurrence"] for h in top])
+    ax2.set(xlabel="row (from 1)", ylabel="k-occurrence", title=f"top {len(top)} hubs")
+    ax2.tick_params(axis="x", labelrotation=45)
+    skew = r["measures"]["k_skewness"]
+    shown = "undefined" if skew is None or not np.isfinite(skew) else f"{skew:.2f}"
+    fig.suptitle(f"{Path(r['path']).name}: k-skewness {shown}")
     fig.tight_layout()
+    return fig
+
+
+def plot(r: dict, path: str) -> None:
+    """Writes :func:`figure` to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(r)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -320,7 +388,7 @@ def run(args, prepared: command.Prepared | None = None) -> int:
                 plot(result, str(written))
             except ImportError:
                 print(
-                    "hubjax analyze: --plot needs matplotlib: pip install 'hubjax[plot]' "
+                    "hubjax analyze: --plot needs matplotlib: pip install matplotlib "
                     "(report below, no plot written)",
                     file=sys.stderr,
                 )

@@ -43,11 +43,13 @@ import statistics
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from hubjax._src import arguments, counting, exportable, numerics, search
 from hubjax._src import checks as _checks
 from hubjax._src import mesh as _mesh
+from hubjax._src import report as _report
 
 __all__ = ["SampledHubnessReport", "sampled_hubness"]
 
@@ -107,17 +109,46 @@ class SampledHubnessReport:
         """``(low, high)`` of one measure as Python floats (needs concrete values)."""
         return float(self.ci_low[name]), float(self.ci_high[name])
 
+    # The estimated measures under the attribute names :class:`hubjax.HubnessReport` uses, so
+    # code written for the exact report reads the estimate (``report.k_skewness``).
+    @property
+    def k_skewness(self) -> jax.Array:
+        """The estimate of ``measures["k_skewness"]``."""
+        return self.measures["k_skewness"]
+
+    @property
+    def k_skewness_truncnorm(self) -> jax.Array:
+        """The estimate of ``measures["k_skewness_truncnorm"]``."""
+        return self.measures["k_skewness_truncnorm"]
+
+    def __getattr__(self, name):
+        if name in _report.MEASURES:  # an exact report's measure that has no estimate
+            raise AttributeError(
+                f"{name} cannot be estimated from sampled queries; a SampledHubnessReport "
+                f"estimates {', '.join(ESTIMATED)}. Call hubjax.hubness(x, k=...) without "
+                "num_queries for every measure."
+            )
+        raise AttributeError(f"'SampledHubnessReport' object has no attribute {name!r}")
+
     def __str__(self) -> str:
         rows = [
             f"SampledHubnessReport(k={self.k}, metric={self.metric!r}, "
             f"{self.num_queries} of {self.num_points} queries, "
             f"{100 * self.confidence:.0f} % bootstrap intervals)"
         ]
-        if _checks.is_concrete(self.m2) and jnp.ndim(self.m2) == 0:
+        if not _checks.is_concrete(self.m2):
+            return rows[0]
+        batch = jnp.shape(self.m2)
+        for i in np.ndindex(*batch):  # one block per set of a vmapped report
+            if batch:
+                rows.append(f"  set {', '.join(map(str, i))}:")
             for name in ESTIMATED:
-                lo, hi = self.interval(name)
-                rows.append(f"  {name:<22} {float(self.measures[name]): .4f}  [{lo:.4f}, {hi:.4f}]")
+                value, lo, hi = (float(np.asarray(d[name])[i]) for d in self._triple())
+                rows.append(f"  {name:<22} {value: .4f}  [{lo:.4f}, {hi:.4f}]")
         return "\n".join(rows)
+
+    def _triple(self):
+        return self.measures, self.ci_low, self.ci_high
 
 
 def _moments(p1, p2, p3, *, n: int, pairs, triples, s, k: int):

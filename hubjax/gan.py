@@ -47,7 +47,10 @@ try:
     import optax
     from flax import nnx
 except ImportError:  # pragma: no cover - exercised only without the extra
-    raise ImportError("hubjax.gan needs flax and optax: pip install 'hubjax[gan]'") from None
+    raise ImportError(
+        "hubjax.gan needs flax and optax: pip install flax optax (or, in the hubjax repository, "
+        "pip install '.[gan]')"
+    ) from None
 
 
 class MLP(nnx.Module):

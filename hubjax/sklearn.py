@@ -45,7 +45,10 @@ try:
     from sklearn.base import BaseEstimator, TransformerMixin
     from sklearn.utils.validation import check_array, check_is_fitted, check_random_state
 except ImportError:  # pragma: no cover - exercised only without scikit-learn
-    raise ImportError("hubjax.sklearn needs scikit-learn: pip install 'hubjax[sklearn]'") from None
+    raise ImportError(
+        "hubjax.sklearn needs scikit-learn: pip install scikit-learn (or, in the hubjax "
+        "repository, pip install '.[sklearn]')"
+    ) from None
 
 import jax
 import jax.numpy as jnp

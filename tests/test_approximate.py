@@ -171,3 +171,39 @@ def test_cli_reports_recall_and_never_hides_a_shortfall(tmp_path, capsys):
     assert code == 2 and "--nprobe needs --approximate" in capsys.readouterr().err
     code = entry.main(["analyze", str(path), "--approximate", "--ratio", "abc"])
     assert code == 2 and "--ratio must be a number or 'none'" in capsys.readouterr().err
+
+
+def test_cli_searches_exactly_where_an_index_cannot_pay(tmp_path, capsys):
+    """Without --nprobe, --approximate chooses: below APPROXIMATE_MIN_POINTS points (or when the
+    recall target needs more than a quarter of the lists) it searches exactly and says so."""
+    x = mixture(3000, 16, seed=5)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    code = entry.main(["analyze", str(path), "--approximate", "--k", "5", "--json"])
+    out = capsys.readouterr()
+    assert code == 0
+    result = json.loads(out.out)
+    assert result["approximate"]["used"] is False and "searched exactly" in out.err
+    np.testing.assert_array_equal(result["k_occurrence"], hubjax.hub_values(x, k=5))
+    code = entry.main(["analyze", str(path), "--approximate", "--k", "5"])
+    assert "exact search (--approximate would not pay here" in capsys.readouterr().out
+
+
+def test_tune_probes_until_the_recall_target_or_advises_the_exact_search():
+    x = mixture(4000, 16, seed=6)
+    lists = IVF(nlist=32)  # a quarter is 8 probes: the default, tried with and without ratio
+    tuned = approximate.tune(x, k=10, settings=lists, target_recall=0.9, num_queries=300)
+    assert tuned.settings is not None and tuned.settings.nlist == 32
+    last = tuned.trials[-1]
+    assert tuned.recall >= 0.9 and last == (8, tuned.settings.ratio, tuned.recall)
+    # unclustered data (same shapes: the same programs): the target needs more lists
+    g = np.random.default_rng(7).normal(size=(4000, 16)).astype(np.float32)
+    hard = approximate.tune(g, k=10, settings=lists, target_recall=0.9, num_queries=300)
+    assert hard.settings is None
+    assert [(p, ratio) for p, ratio, _ in hard.trials] == [(8, 0.15), (8, None)]
+    assert all(r < 0.9 for _, _, r in hard.trials)
+    # too few lists for an index: nothing is tried
+    quick = approximate.tune(g, k=10)
+    assert quick.settings is None and quick.trials == () and np.isnan(quick.recall)
+    with pytest.raises(ValueError, match="target_recall"):
+        approximate.tune(g, k=10, target_recall=1.5)

@@ -31,6 +31,8 @@ LAYERS = {
     "hubjax._src.exportable": 0,
     "hubjax._src.measures": 1,
     "hubjax._src.buckets": 1,
+    "hubjax._src.names": 0,
+    "hubjax._src.command": 1,
     "hubjax._src.report": 2,
     "hubjax._src.metric": 1,
     "hubjax._src.select": 1,

@@ -8,6 +8,7 @@ from helpers import random_points
 
 import hubjax
 from hubjax import __main__ as entry
+from hubjax import cli
 
 
 def run(capsys, *args):
@@ -428,3 +429,26 @@ def test_compilation_cache_folder_reuse_and_off_switch(tmp_path):
     off = tmp_path / "off"
     assert analyze(XDG_CACHE_HOME=str(off), HUBJAX_CACHE_DIR="off") == first
     assert not off.exists()
+
+
+def test_the_histogram_plot_draws_every_count_and_marks_the_top_hubs():
+    """A hub at 888 on an axis of ~900 units: one-unit bars were thinner than a pixel and the
+    tail vanished; every non-zero count is now a marker on a stem, O = 0 included."""
+    hist = np.zeros(900, int)
+    hist[[0, 1, 2, 10, 888]] = [310, 400, 280, 9, 1]
+    result = {
+        "path": "x.npy",
+        "k": 10,
+        "hub_size": 2.0,
+        "n_antihubs": 310,
+        "histogram": hist.tolist(),
+        "measures": {"k_skewness": float("nan")},
+        "top_hubs": [{"index": 41, "row": 42, "k_occurrence": 888}],
+    }
+    fig = cli.figure(result)
+    ax = fig.axes[0]
+    drawn = np.concatenate([np.asarray(line.get_xdata(), float) for line in ax.get_lines()])
+    assert {0, 1, 2, 10, 888} <= set(drawn.tolist())
+    assert ax.get_xlim()[0] < 0 < 888 < ax.get_xlim()[1]  # O = 0 and the largest hub in view
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["row 42"]
+    assert "undefined" in fig._suptitle.get_text()

@@ -2,8 +2,11 @@
 Sphinx build itself runs once, in ``test_heavy_integration.py``)."""
 
 import importlib
+from pathlib import Path
 
 from helpers import PUBLIC_MODULES, public_names
+
+from hubjax.__main__ import build_parser
 
 
 def test_every_public_module_declares_all():
@@ -24,3 +27,17 @@ def test_documented_objects_have_docstrings():
         module, _, attr = name.rpartition(".")
         value = getattr(importlib.import_module(module), attr)
         assert (value.__doc__ or "").strip(), name
+
+
+def test_the_command_line_reference_lists_every_option():
+    """``docs/cli.rst`` names every option of every command, so the reference cannot fall
+    behind the parser."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "cli.rst").read_text()
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in commands.items():
+        assert f"hubjax {name}" in page, name
+        for action in sub._actions:
+            for flag in action.option_strings:
+                if flag.startswith("--") and flag != "--help":
+                    assert f"``{flag}" in page or f"[{flag}" in page, (name, flag)

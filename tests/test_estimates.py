@@ -181,3 +181,26 @@ def test_bca_intervals_cover_near_nominal_across_data_shapes(make, n, d, share):
     assert not np.isnan(point).any()
     coverage = np.mean((low <= exact) & (exact <= high))
     assert coverage >= 0.93, coverage
+
+
+def test_sampled_report_answers_to_the_exact_reports_attribute_names():
+    x = np.random.default_rng(3).normal(size=(2, 200, 8)).astype(np.float32)
+    report = hubjax.hubness(x[0], k=5, num_queries=40, key=jax.random.key(0))
+    assert report.k_skewness is report.measures["k_skewness"]
+    assert report.k_skewness_truncnorm is report.measures["k_skewness_truncnorm"]
+    with pytest.raises(AttributeError, match="gini cannot be estimated from sampled queries"):
+        _ = report.gini
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        _ = report.nonsense
+    batched = jax.vmap(lambda a: hubjax.hubness(a, k=5, num_queries=40, key=jax.random.key(0)))(x)
+    text = str(batched)
+    assert "set 1:" in text and f"{float(batched.k_skewness[1]): .4f}" in text
+
+
+def test_a_vmapped_exact_report_prints_its_values():
+    x = np.random.default_rng(4).normal(size=(3, 60, 8)).astype(np.float32)
+    reports = jax.vmap(lambda a: hubjax.hubness(a, k=5))(x)
+    text = str(reports)
+    for i in range(3):
+        assert f"{float(reports.gini[i]):.4f}" in text
+    assert len(text.splitlines()) == 2 + len(hubjax.HubnessReport.MEASURES) + 1

@@ -55,10 +55,26 @@ class IVF:
     seed: int = 0
 
     def lists(self, m: int) -> int:
+        """The number of inverted lists the index of ``m`` reference points uses: ``nlist``,
+        or ``round(sqrt(m) / 4)`` (at least 1) when it is None.
+
+        Example:
+          >>> from hubjax.approximate import IVF
+          >>> IVF().lists(20_000), IVF(nlist=50).lists(20_000)
+          (35, 50)
+        """
         nlist = self.nlist if self.nlist is not None else max(1, round(math.sqrt(m) / 4))
         return int(nlist)
 
     def probes(self, m: int) -> int:
+        """The most lists a query probes among the :meth:`lists` of ``m`` reference points:
+        ``nprobe``, or the default (at most every list) when it is None.
+
+        Example:
+          >>> from hubjax.approximate import IVF
+          >>> IVF(nlist=4).probes(1000), IVF(nprobe=3).probes(1000)
+          (4, 3)
+        """
         return min(_NPROBE, self.lists(m)) if self.nprobe is None else int(self.nprobe)
 
     def validate(self, m: int) -> IVF:

@@ -67,9 +67,20 @@ class HubnessReport:
 
     def __str__(self) -> str:
         rows = [f"HubnessReport(k={self.k}, metric={self.metric!r}, hub_size={self.hub_size})"]
-        if np.ndim(self.k_skewness) == 0 and _checks.is_concrete(self.k_skewness):
+        if not _checks.is_concrete(self.k_skewness):
+            return rows[0]
+        if np.ndim(self.k_skewness) == 0:
             rows += [f"  {name:<22} {value: .4f}" for name, value in self.measures().items()]
             rows.append(f"  {'max k-occurrence':<22} {int(jnp.max(self.k_occurrence)):d}")
+            return "\n".join(rows)
+        # a vmapped report: one column per set (leading axes flattened)
+        sets = list(np.ndindex(*np.shape(self.k_skewness)))
+        rows.append(f"  {'set':<22}" + "".join(f" {', '.join(map(str, i)):>9}" for i in sets))
+        for name in self.MEASURES:
+            values = np.asarray(getattr(self, name))
+            rows.append(f"  {name:<22}" + "".join(f" {float(values[i]):>9.4f}" for i in sets))
+        top = np.asarray(self.k_occurrence).max(axis=-1)
+        rows.append(f"  {'max k-occurrence':<22}" + "".join(f" {int(top[i]):>9d}" for i in sets))
         return "\n".join(rows)
 
 
