@@ -52,24 +52,25 @@ def main():
     print(f"Accuracy (vanilla kNN): {acc_standard.mean():.3f}")
     print(f"Accuracy (kNN with hubness reduction): {acc_mp.mean():.3f}")
 
-    # hubness of the reduced graph: a graph needs metric="precomputed"
-    graph_hub = Hubness(k=10, return_value="all", metric="precomputed")
-    mp_scores = graph_hub.fit(mp_graph).score()
-    print(
-        f"k-skewness after MP: {mp_scores.get('k_skewness'):.3f} "
-        f"(reduction of {scores.get('k_skewness') - mp_scores.get('k_skewness'):.3f})"
-    )
-    print(
-        f"Robinhood after MP:  {mp_scores.get('robinhood'):.3f} "
-        f"(reduction of {scores.get('robinhood') - mp_scores.get('robinhood'):.3f})"
-    )
-
     # mutual proximity as published: each point's statistics over all points
     full = Hubness(k=10, metric="cosine", hubness="mp_gaussian", return_value="all")
     full_scores = full.fit(X).score()
     print(
-        f"k-skewness after MP over all points: {full_scores['k_skewness']:.3f}, "
-        f"Robinhood {full_scores['robinhood']:.3f}"
+        f"k-skewness after MP: {full_scores['k_skewness']:.3f} "
+        f"(reduction of {scores['k_skewness'] - full_scores['k_skewness']:.3f})"
+    )
+    print(
+        f"Robinhood after MP:  {full_scores['robinhood']:.3f} "
+        f"(reduction of {scores['robinhood'] - full_scores['robinhood']:.3f})"
+    )
+
+    # the graph variant: statistics from each point's 50 graph neighbours only, which on dexter
+    # raise hubness (docs/migration.rst explains why); a graph needs metric="precomputed"
+    graph_hub = Hubness(k=10, return_value="all", metric="precomputed")
+    mp_scores = graph_hub.fit(mp_graph).score()
+    print(
+        f"k-skewness after MP on the 50-NN graph (candidates' statistics only): "
+        f"{mp_scores['k_skewness']:.3f}"
     )
     return {
         "k_skewness": k_skew,

@@ -622,10 +622,23 @@ class DisSimLocal(TransformerMixin, BaseEstimator):
     term, which is constant along a row: every row ranks exactly as DisSimLocal. Like
     ``KNeighborsTransformer``, a query that is an indexed point finds itself at distance 0.
 
+    **scikit-hubness's form** ``DisSimLocal(k=5).fit_transform(graph, vectors=X)``: with
+    ``vectors=`` the ``X`` of ``fit`` and ``transform`` are squared-Euclidean k-NN graphs (as
+    ``KNeighborsTransformer`` makes them, ``graph.data **= 2``) and ``vectors`` the points of
+    their rows. The centroids come from each indexed point's nearest ``local_k`` graph
+    entries, and each stored entry is re-weighted as above (the graph's neighbours, not a new
+    search). A ``local_k`` larger than a row's entries is reduced with a warning; distances
+    that are not the vectors' squared Euclidean distances give a warning (DisSimLocal is not
+    defined for them).
+
     Args:
-      n_neighbors: entries per row of the output graph (the candidates re-ranked).
+      n_neighbors: entries per row of the output graph (the candidates re-ranked; vector
+        input).
       local_k: size of the neighbourhoods whose centroids are taken.
       squared: return the (shifted) squared values; False returns their square roots.
+      k, return_squared_distances: scikit-hubness's names of ``local_k`` and ``squared``; they
+        win when given. ``k`` that is not an int raises ``TypeError``, an int below 1
+        ``ValueError``, as there.
 
     Example:
       >>> import numpy as np
@@ -638,18 +651,83 @@ class DisSimLocal(TransformerMixin, BaseEstimator):
       ...                      KNeighborsClassifier(n_neighbors=5, metric="precomputed"))
       >>> pipe.fit(X, labels).predict(X[:3]).shape
       (3,)
+      >>> from sklearn.neighbors import NearestNeighbors
+      >>> graph = NearestNeighbors(n_neighbors=10).fit(X).kneighbors_graph(mode="distance")
+      >>> graph.data **= 2
+      >>> DisSimLocal(k=5).fit_transform(graph, vectors=X).shape
+      (200, 200)
     """
 
-    def __init__(self, n_neighbors=50, local_k=5, squared=True):
+    def __init__(
+        self, n_neighbors=50, local_k=5, squared=True, k=None, return_squared_distances=None
+    ):
         self.n_neighbors = n_neighbors
         self.local_k = local_k
         self.squared = squared
+        self.k = k
+        self.return_squared_distances = return_squared_distances
 
-    def fit(self, X, y=None):
-        """Stores the indexed vectors ``X [n_indexed, n_features]`` and their centroids."""
+    def _local_k(self) -> int:
+        if self.k is None:
+            return _check_k(self.local_k, "local_k")
+        if isinstance(self.k, (bool, np.bool_)) or not isinstance(self.k, (int, np.integer)):
+            raise TypeError(f"k (local_k) must be an int >= 1, got {self.k!r}.")
+        if self.k < 1:
+            raise ValueError(f"k (local_k) must be >= 1, got {self.k}.")
+        return int(self.k)
+
+    def _squared(self) -> bool:
+        if self.return_squared_distances is None:
+            return bool(self.squared)
+        return bool(self.return_squared_distances)
+
+    def fit_transform(self, X, y=None, vectors=None):
+        """``fit(X, vectors=vectors).transform(X, vectors=vectors)``."""
+        return self.fit(X, vectors=vectors).transform(X, vectors=vectors)
+
+    def _fit_graph(self, X, vectors):
+        rows = _graphs.rows(X, name="X", min_rows=2)
+        n, m = rows.shape
+        if n != m:
+            raise ValueError(
+                f"fit needs the square graph of the indexed points [n_indexed, n_indexed], got "
+                f"shape {rows.shape}."
+            )
+        points = _vectors(vectors, n)
+        train = _graphs.drop(rows, rows.idx == np.arange(n)[:, None])
+        local_k = _clipped(self._local_k(), train, "X")
+        _warn_unless_squared(train, points, points)
+        centroids = points[train.idx[:, :local_k]].mean(1)
+        self.X_indexed_ = points
+        self.centroid_dist_ = ((points - centroids) ** 2).sum(1).astype(points.dtype)
+        self.shift_ = self.centroid_dist_.max()
+        self.local_k_ = local_k
+        self.graph_input_ = True
+        self.n_features_in_ = m
+        return self
+
+    def _transform_graph(self, X, vectors):
+        rows = _graphs.rows(X, name="X")
+        if rows.shape[1] != self.X_indexed_.shape[0]:
+            raise ValueError(_features_message(rows.shape[1], self, graph=True))
+        points = _vectors(vectors, rows.shape[0])
+        _clipped(self._local_k(), rows, "X")  # the warning scikit-hubness gives here too
+        _warn_unless_squared(rows, points, self.X_indexed_)
+        safe = np.where(rows.idx >= 0, rows.idx, 0)
+        values = np.maximum(rows.dist - self.centroid_dist_[safe] + self.shift_, 0)
+        if not self._squared():
+            values = np.sqrt(values)
+        values, idx = _graphs.sort_rows(values, rows.idx, rows.dist)
+        return _graphs.to_csr(values, idx, rows.shape, rows.dtype)
+
+    def fit(self, X, y=None, vectors=None):
+        """Stores the indexed vectors ``X [n_indexed, n_features]`` and their centroids (or,
+        with ``vectors``, the graph ``X [n_indexed, n_indexed]`` of the points ``vectors``)."""
+        if vectors is not None:
+            return self._fit_graph(X, vectors)
         X = check_array(X, dtype=[np.float32, np.float64], ensure_min_samples=2)
         n = X.shape[0]
-        local_k = _check_k(self.local_k, "local_k")
+        local_k = self._local_k()
         _check_k(self.n_neighbors, "n_neighbors")
         if local_k > n - 1:
             raise ValueError(
@@ -665,12 +743,28 @@ class DisSimLocal(TransformerMixin, BaseEstimator):
         self.X_indexed_ = X
         self.centroid_dist_ = ((X - centroids) ** 2).sum(1).astype(X.dtype)
         self.shift_ = self.centroid_dist_.max()
+        self.local_k_ = local_k
+        self.graph_input_ = False
         self.n_features_in_ = X.shape[1]
         return self
 
-    def transform(self, X):
-        """The DisSimLocal graph ``[n_queries, n_indexed]`` (CSR, rows sorted by value)."""
+    def transform(self, X, vectors=None):
+        """The DisSimLocal graph ``[n_queries, n_indexed]`` (CSR, rows sorted by value) of the
+        query vectors ``X`` (or, when fitted on a graph, of the query graph ``X`` with the
+        query points ``vectors``)."""
         check_is_fitted(self, "X_indexed_")
+        if self.graph_input_:
+            if vectors is None:
+                raise ValueError(
+                    "DisSimLocal was fitted on a graph: transform needs the queries' vectors too, "
+                    "transform(graph, vectors=X_query)."
+                )
+            return self._transform_graph(X, vectors)
+        if vectors is not None:
+            raise ValueError(
+                "DisSimLocal was fitted on vectors: transform(X) takes query vectors; fit(graph, "
+                "vectors=X) for graph input."
+            )
         X = check_array(X, dtype=[np.float32, np.float64])
         if X.shape[1] != self.n_features_in_:
             raise ValueError(_features_message(X.shape[1], self))
@@ -689,9 +783,50 @@ class DisSimLocal(TransformerMixin, BaseEstimator):
         dq, iq = np.asarray(dq, dtype)[:num_queries], np.asarray(iq)[:num_queries]
         values = dq - self.centroid_dist_[iq] + self.shift_
         values = np.maximum(values, 0)
-        if not self.squared:
+        if not self._squared():
             values = np.sqrt(values)
         if np.isnan(values).any():  # pragma: no cover - inputs are checked finite
             warnings.warn("DisSimLocal produced NaN values.", stacklevel=2)
         values, iq = _graphs.sort_rows(values, iq, dq)
         return _graphs.to_csr(values, iq, (X.shape[0], train.shape[0]), dtype)
+
+
+def _vectors(vectors, n):
+    points = check_array(vectors, dtype=[np.float32, np.float64], input_name="vectors")
+    if points.shape[0] != n:
+        raise ValueError(
+            f"vectors has {points.shape[0]} rows but the graph X has {n}: one vector per row."
+        )
+    return points
+
+
+def _clipped(local_k, rows, what):
+    """``local_k``, reduced with a warning to the fewest entries a row of ``rows`` holds."""
+    width = int((rows.idx >= 0).sum(1).min())
+    if local_k > width:
+        warnings.warn(
+            f"k (local_k) = {local_k} is larger than the {width} neighbours a row of {what} "
+            f"holds; reducing to k={width}.",
+            stacklevel=3,
+        )
+        return width
+    return local_k
+
+
+def _warn_unless_squared(rows, queries, indexed):
+    """Warns when a graph's stored distances are not the squared Euclidean distances of its
+    points (checked on up to 2 000 entries)."""
+    qi, slot = np.nonzero(rows.idx >= 0)
+    pick = np.linspace(0, qi.size - 1, min(qi.size, 2000)).astype(int)
+    qi, yi = qi[pick], rows.idx[qi[pick], slot[pick]]
+    stored = rows.dist[qi, slot[pick]].astype(np.float64)
+    diff = queries[qi].astype(np.float64) - indexed[yi].astype(np.float64)
+    squared = (diff * diff).sum(1)
+    scale = max(float(squared.max(initial=0.0)), np.finfo(np.float64).tiny)
+    if not np.allclose(stored, squared, rtol=1e-3, atol=1e-5 * scale):
+        warnings.warn(
+            "DisSimLocal is not defined for other than squared Euclidean distances: the graph's "
+            "distances are not the squared Euclidean distances of the vectors (Euclidean ones "
+            "need graph.data **= 2).",
+            stacklevel=3,
+        )

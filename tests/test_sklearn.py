@@ -2,6 +2,8 @@
 (parameters, graph input, each reduction's values, error cases), plus scikit-learn's
 ``check_estimator``. Written for hubjax; references are plain NumPy."""
 
+import warnings
+
 import numpy as np
 import pytest
 import reference
@@ -418,8 +420,9 @@ def test_dis_sim_local_pipeline_reduces_hubness():
     assert reduced < plain - 0.3
 
 
-def test_migration_guide_numbers():
-    """docs/migration.rst quotes what examples/scikit_hubness_readme.py prints."""
+def test_migration_guide_numbers(capsys):
+    """docs/migration.rst quotes what examples/scikit_hubness_readme.py prints; its headline
+    reduction is the published mutual proximity's (positive), not the 50-NN graph's."""
     import importlib.util
     import pathlib
 
@@ -436,3 +439,92 @@ def test_migration_guide_numbers():
         "k_skewness_mp_all": 1.159,
     }
     assert got == pytest.approx(quoted, abs=2e-3)
+    printed = capsys.readouterr().out
+    assert "k-skewness after MP: 1.159 (reduction of 2.818)" in printed
+    assert "reduction of -" not in printed
+
+
+# --- DisSimLocal in scikit-hubness's form: graph plus vectors ---------------------------------
+
+
+def _squared_graph(x, n_neighbors, metric="sqeuclidean"):
+    return (
+        NearestNeighbors(n_neighbors=n_neighbors, metric=metric)
+        .fit(x)
+        .kneighbors_graph(mode="distance")
+    )
+
+
+@pytest.mark.parametrize("squared", [True, False])
+def test_dis_sim_local_graph_and_vectors_ranks_like_the_formula(squared):
+    x = random_points(120, 12, seed=21).astype(np.float64) + 3.0
+    graph = _squared_graph(x, 15)
+    out = DisSimLocal(k=5, return_squared_distances=squared).fit_transform(graph, vectors=x)
+    # the published formula on the graph's own entries, centroids from the graph's lists
+    d2 = reference.distances(x, x, "sqeuclidean")
+    idx = np.asarray(graph.indices).reshape(120, 15)
+    cent = x[idx[:, :5]].mean(1)
+    cy = ((x - cent) ** 2).sum(1)
+    cq = ((x - cent) ** 2).sum(1)  # in-sample: a query's centroid is its own
+    formula = d2[np.arange(120)[:, None], idx] - cq[:, None] - cy[idx]
+    order = np.lexsort((idx, formula), axis=1)
+    got = np.asarray(out.indices).reshape(120, 15)
+    np.testing.assert_array_equal(got, np.take_along_axis(idx, order, 1))
+    values = np.asarray(out.data).reshape(120, 15)
+    assert (values >= 0).all()
+    shifted = np.take_along_axis(formula, order, 1) + cq[:, None]  # less the query's own term
+    want = shifted + cy.max()
+    np.testing.assert_allclose(values if squared else values**2, want, rtol=1e-9, atol=1e-9)
+    assert out.shape == (120, 120) and out.dtype == np.float64
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine", "cityblock"])
+def test_dis_sim_local_warns_on_non_squared_euclidean_graphs(metric):
+    x = np.random.default_rng(22).random((30, 10))
+    graph = _squared_graph(x, 5, metric)
+    reducer = DisSimLocal(k=2)
+    if metric == "sqeuclidean":
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            reducer.fit_transform(graph, vectors=x)
+    else:
+        with pytest.warns(UserWarning, match="not defined for other"):
+            reducer.fit_transform(graph, vectors=x)
+
+
+@pytest.mark.parametrize(
+    ("k", "error"), [("invalid", TypeError), (1.5, TypeError), (-1, ValueError), (0, ValueError)]
+)
+def test_dis_sim_local_k_errors_as_scikit_hubness(k, error):
+    x = random_points(10, 4, seed=23)
+    with pytest.raises(error, match="k"):
+        DisSimLocal(k=k).fit(_squared_graph(x, 5), vectors=x)
+
+
+@pytest.mark.parametrize("k", [9, 10, 11])
+def test_dis_sim_local_too_large_k_is_reduced_with_a_warning(k):
+    x = random_points(10, 4, seed=24)
+    graph = _squared_graph(x, 9)
+    reducer = DisSimLocal(k=k)
+    if k <= 9:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            reducer.fit(graph, vectors=x).transform(graph, vectors=x)
+    else:
+        with pytest.warns(UserWarning, match="reducing to k=9"):
+            reducer.fit(graph, vectors=x)
+        assert reducer.local_k_ == 9
+        with pytest.warns(UserWarning, match="reducing to k=9"):
+            reducer.transform(graph, vectors=x)
+
+
+def test_dis_sim_local_graph_mode_errors_name_what_is_missing():
+    x = random_points(20, 4, seed=25)
+    graph = _squared_graph(x, 5)
+    fitted = DisSimLocal(k=3).fit(graph, vectors=x)
+    with pytest.raises(ValueError, match="transform needs the queries' vectors"):
+        fitted.transform(graph)
+    with pytest.raises(ValueError, match="vectors has 19 rows but the graph X has 20"):
+        DisSimLocal(k=3).fit(graph, vectors=x[:19])
+    with pytest.raises(ValueError, match="fitted on vectors"):
+        DisSimLocal(local_k=3, n_neighbors=5).fit(x).transform(x, vectors=x)
