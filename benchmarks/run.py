@@ -41,7 +41,9 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+# the page whose <!-- bench:... --> section the run rewrites
+README = ROOT / "docs" / "performance.md"
 
 # name, kind, n queries, m indexed (None: in-sample), d, k, repeats, peers
 WORKLOADS = [
@@ -445,7 +447,7 @@ def main(argv=None) -> int:
         cmd = [sys.executable, "-m", "benchmarks.run", "--worker", spec[0]]
         if args.repeats:
             cmd += ["--repeats", str(args.repeats)]
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=README.parent)
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if res.returncode:
             print(f"{spec[0]} failed:\n{res.stderr[-2000:]}", file=sys.stderr)
             continue

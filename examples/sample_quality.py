@@ -39,9 +39,10 @@ seeds with a 95 % Student-t interval.
 
 Quick mode (the README's command 1) uses the shipped checkpoints, 1000 samples and batches of
 5000 and writes ``examples/results/quick/``; full mode retrains, uses 2000 samples and writes
-``examples/results/sample_quality.{json,md}``, the figures and the README section; tiny mode
-(100 samples, batches of 500, seeds 0 and 1) writes ``examples/results/tiny/``.
-``--rewrite`` rebuilds the markdown, figures and README section from the shipped JSON.
+``examples/results/sample_quality.{json,md}``, the figures and the study section of
+``docs/sampling.md``; tiny mode (100 samples, batches of 500, seeds 0 and 1) writes
+``examples/results/tiny/``.
+``--rewrite`` rebuilds the markdown, figures and that section from the shipped JSON.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from hubjax import gan, metrics, sampling
 HERE = Path(__file__).resolve().parent
 CHECKPOINTS = HERE / "checkpoints"
 RESULTS = HERE / "results"
-README = HERE.parent / "README.md"
+README = HERE.parent / "docs" / "sampling.md"  # the study section lives there
 DATASETS = ("ring", "digits")
 LATENT_DIM = 32
 K = 5
@@ -531,7 +532,7 @@ def update_readme(section: str, path: Path = README) -> None:
         flags=re.S,
     )
     if new == text and section not in text:
-        raise RuntimeError("README has no <!-- study:start --> ... <!-- study:end --> section")
+        raise RuntimeError(f"{path} has no <!-- study:start --> ... <!-- study:end --> section")
     path.write_text(new)
 
 
@@ -551,7 +552,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--rewrite",
         action="store_true",
-        help="rebuild the markdown, figures and README section from the shipped JSON (no run)",
+        help="rebuild the markdown, figures and docs/sampling.md section from the shipped JSON",
     )
     args = parser.parse_args(argv)
     mode = MODES["full" if args.full or args.rewrite else "tiny" if args.tiny else "quick"]

@@ -92,7 +92,7 @@ def test_readme_section_is_generated_from_the_shipped_results(study):
     rows = json.loads((RESULTS / "sample_quality.json").read_text())
     settings = json.loads((RESULTS / "sample_quality_settings.json").read_text())
     section = study.readme_section(rows, settings, study.to_markdown(rows, settings))
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "sampling.md").read_text()
     assert "<!-- study:start -->\n" + section + "<!-- study:end -->" in text
 
 
