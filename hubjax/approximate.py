@@ -37,6 +37,9 @@ reaches recall targets at a fraction of a sort's cost there, and is a full sort 
 hubjax does not use it, since it cannot be measured on the machines hubjax is tested on.
 """
 
+# tune's limits, read by the command line (attributes of this module, not in __all__)
+from hubjax._src.approximate import MAX_PROBED as MAX_PROBED
+from hubjax._src.approximate import TARGET_RECALL as TARGET_RECALL
 from hubjax._src.approximate import Tuned, knn, sampled_recall, tune
 from hubjax._src.ivf import IVF, as_settings, kmeans, recall
 
