@@ -20,6 +20,7 @@ napoleon_numpy_docstring = False
 # shape ("[n, d]"); jaxtyping's hints render as ``Float[jaxlib._jax.Array, 'n d']`` and, with
 # "description", as a second Parameters list.
 autodoc_typehints = "none"
+napoleon_attr_annotations = False  # the same for attributes (``jax.jaxlib._jax.Array``)
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 exclude_patterns = ["_build"]

@@ -197,6 +197,12 @@ def test_docs_build_without_warnings_and_cover_every_public_name(tmp_path):
     html = (tmp_path / "api.html").read_text()
     missing = [name for name in public_names() if f'id="{name}"' not in html]
     assert not missing, missing
+    # one Parameters list per function and no internal type names (jaxtyping's hints rendered
+    # as ``Float[jaxlib._jax.Array, 'n d']`` 73 times, and as a second Parameters list)
+    assert "jaxlib" not in html
+    knn = html[html.index('id="hubjax.knn"') : html.index('id="hubjax.pairwise_distances"')]
+    assert knn.count(">Parameters<") == 1
+    assert (tmp_path / "cli.html").exists()
 
 
 # --- two processes, one mesh -------------------------------------------------------------------
