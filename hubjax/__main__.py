@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--n", type=int, default=2000, help="points per set (default 2000)")
     demo.add_argument("--k", type=int, default=10, help="neighbours (default 10)")
+    demo.add_argument("--samples", type=int, default=3, help="sets per dimension (default 3)")
+    demo.add_argument(
+        "--max-dim",
+        type=int,
+        default=1024,
+        help="largest dimension, from 2 doubling (default 1024)",
+    )
     demo.add_argument("--plot", metavar="FILE", help="also draw the curves to FILE (.png)")
     return parser
 
@@ -65,7 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         return cli.run(args, prepared)
     from hubjax import demo as demo_module
 
-    demo_module.run(n=args.n, k=args.k, plot_path=args.plot)
+    dims = [d for d in demo_module.DIMENSIONS if d <= args.max_dim]
+    if min(args.n, args.k, args.samples) < 1 or args.k >= args.n or not dims:
+        print(
+            "hubjax demo: error: --n, --k and --samples must be at least 1, --k below --n and "
+            "--max-dim at least 2",
+            file=sys.stderr,
+        )
+        return 2
+    demo_module.run(n=args.n, k=args.k, plot_path=args.plot, samples=args.samples, dims=dims)
     return 0
 
 

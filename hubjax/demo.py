@@ -106,8 +106,10 @@ def plot(rows: list[dict], path: str, *, k: int) -> None:
     plt.close(fig)
 
 
-def run(*, n: int, k: int, plot_path: str | None) -> list[dict]:
-    rows = dimension_sweep(n=n, k=k)
+def run(
+    *, n: int, k: int, plot_path: str | None, samples: int = SAMPLES, dims=DIMENSIONS
+) -> list[dict]:
+    rows = dimension_sweep(n=n, k=k, samples=samples, dimensions=tuple(dims))
     print(format_table(rows, n=n, k=k))
     if plot_path:
         plot(rows, plot_path, k=k)

@@ -12,17 +12,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dimension_sweep_shows_hubness_growing():
-    rows = demo.dimension_sweep(n=400, k=5, dimensions=(2, 256))
+    rows = demo.dimension_sweep(n=400, k=5, dimensions=(2, 256), samples=2)
     assert rows[1]["k_skewness"] > rows[0]["k_skewness"] + 0.5
     assert rows[1]["max_k_occurrence"] > rows[0]["max_k_occurrence"]
-    assert all(int(r["counts"].sum()) == 400 * 5 for r in rows)
+    assert rows[1]["antihub_occurrence"] > rows[0]["antihub_occurrence"]
+    assert all(int(r["counts"].sum()) == 400 * 5 and r["samples"] == 2 for r in rows)
+    assert all(r["k_skewness_sd"] > 0 for r in rows)  # two different sets, averaged
 
 
 def test_demo_command_writes_table_and_plot(tmp_path, capsys):
     png = tmp_path / "demo.png"
-    assert cli.main(["demo", "--n", "150", "--k", "3", "--plot", str(png)]) == 0
+    args = ["--n", "150", "--k", "3", "--samples", "2", "--max-dim", "100", "--plot", str(png)]
+    assert cli.main(["demo", *args]) == 0
     out = capsys.readouterr().out
-    assert "skewness" in out and "1024" in out
+    assert "skewness" in out and "mean over 2 sets" in out
+    assert "    64 " in out and "128" not in out  # d = 2 ... 64
+    for bad in (["--samples", "0"], ["--max-dim", "1"], ["--k", "5", "--n", "5"]):
+        assert cli.main(["demo", *bad]) == 2
     assert png.stat().st_size > 1000
 
 
