@@ -296,13 +296,8 @@ class Hubness(BaseEstimator):
         self.metric_ = metric
         self._random = check_random_state(self.random_state)
         if _metric.is_precomputed(metric):
-            rows = _graphs.rows(X, name="X", min_rows=2)
+            rows = _square_graph(X)
             n, m = rows.shape
-            if n != m:
-                raise ValueError(
-                    f"fit needs the square graph of the indexed points [n_indexed, n_indexed], "
-                    f"got shape {rows.shape}."
-                )
             self.graph_ = rows
             self.n_features_in_ = m
         else:
@@ -534,12 +529,8 @@ class HubnessReduction(TransformerMixin, BaseEstimator):
         return self
 
     def _fit_rows(self, rows):
+        _check_square(rows)
         n, m = rows.shape
-        if n != m:
-            raise ValueError(
-                f"fit needs the square graph of the indexed points [n_indexed, n_indexed], got "
-                f"shape {rows.shape}."
-            )
         self.local_k_ = self._settings()
         self.train_ = _graphs.drop(rows, rows.idx == np.arange(n)[:, None])
         self._check_width(self.train_, "the fitted graph")
@@ -686,13 +677,8 @@ class DisSimLocal(TransformerMixin, BaseEstimator):
         return self.fit(X, vectors=vectors).transform(X, vectors=vectors)
 
     def _fit_graph(self, X, vectors):
-        rows = _graphs.rows(X, name="X", min_rows=2)
+        rows = _square_graph(X)
         n, m = rows.shape
-        if n != m:
-            raise ValueError(
-                f"fit needs the square graph of the indexed points [n_indexed, n_indexed], got "
-                f"shape {rows.shape}."
-            )
         points = _vectors(vectors, n)
         train = _graphs.drop(rows, rows.idx == np.arange(n)[:, None])
         local_k = _clipped(self._local_k(), train, "X")
@@ -829,4 +815,19 @@ def _warn_unless_squared(rows, queries, indexed):
             "distances are not the squared Euclidean distances of the vectors (Euclidean ones "
             "need graph.data **= 2).",
             stacklevel=3,
+        )
+
+
+def _square_graph(X):
+    """The validated rows of the indexed points' own graph ``X [n_indexed, n_indexed]``."""
+    rows = _graphs.rows(X, name="X", min_rows=2)
+    _check_square(rows)
+    return rows
+
+
+def _check_square(rows):
+    if rows.shape[0] != rows.shape[1]:
+        raise ValueError(
+            f"fit needs the square graph of the indexed points [n_indexed, n_indexed], got "
+            f"shape {rows.shape}."
         )
