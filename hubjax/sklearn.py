@@ -195,6 +195,8 @@ class Hubness(BaseEstimator):
       include_self: in-sample scoring counts each point as the first of its own k neighbours
         (k - 1 others), as scikit-hubness 0.30 does on vectors; its numbers are then reproduced.
         Not with a reduction.
+      n_jobs: accepted for scikit-hubness's signature and ignored: the search uses every core
+        (XLA's thread pool; ``HUBJAX_THREADS`` caps the CPU kernel's threads).
 
     Example:
       >>> import numpy as np
@@ -227,6 +229,7 @@ class Hubness(BaseEstimator):
         random_state=None,
         verbose=0,
         include_self=False,
+        n_jobs=None,
     ):
         self.k = k
         self.return_value = return_value
@@ -245,6 +248,7 @@ class Hubness(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.include_self = include_self
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

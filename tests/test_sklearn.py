@@ -528,3 +528,9 @@ def test_dis_sim_local_graph_mode_errors_name_what_is_missing():
         DisSimLocal(k=3).fit(graph, vectors=x[:19])
     with pytest.raises(ValueError, match="fitted on vectors"):
         DisSimLocal(local_k=3, n_neighbors=5).fit(x).transform(x, vectors=x)
+
+
+def test_hubness_accepts_scikit_hubness_n_jobs():
+    x = random_points(60, 5, seed=26)
+    assert Hubness(k=5, n_jobs=4).fit(x).score() == Hubness(k=5).fit(x).score()
+    assert Hubness(n_jobs=-1).get_params()["n_jobs"] == -1
