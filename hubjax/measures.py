@@ -9,12 +9,17 @@ in the default float dtype. A constant k-occurrence (zero variance) gives NaN sk
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 from jaxtyping import Array, Float
 
 from hubjax import estimates, neighbors
 from hubjax import reduction as _reduction
+from hubjax._src import arguments, ivf, search
+from hubjax._src import mesh as _mesh
+from hubjax._src.counting import counts_of
 from hubjax._src.measures import (
     antihub_occurrence,
     atkinson,
@@ -119,6 +124,16 @@ def hubness(
             block_size=block_size,
             check_finite=check_finite,
         )
+    if reduction is None and ivf.as_settings(approximate) is None:
+        # the exact search and the report as one compiled program
+        x, y, k, resolved = arguments.validate_knn(x, y, k, metric, include_self, check_finite)
+        options = search.Options(
+            k,
+            resolved,
+            include_self=bool(include_self),
+            block_size=arguments.check_block_size(block_size),
+        )
+        return _exact_report(x, y, options=options, hub_size=float(hub_size), metric=metric)
     idx, num_points = neighbour_lists(
         x,
         y,
@@ -135,6 +150,24 @@ def hubness(
     return report_of_lists(
         idx, num_points=num_points, k=int(k), hub_size=float(hub_size), metric=metric
     )
+
+
+@functools.partial(jax.jit, static_argnames=("options", "hub_size", "metric"))
+def _exact_report(x, y, options, hub_size, metric):
+    """:func:`hubness`'s exact path: the search, the k-occurrence and the report in one program
+    (as two, a first call compiled both), on the user's mesh as :func:`hubjax.knn`."""
+    (x, y), placement = _mesh.gather(x, y)
+    with _mesh.context(placement):
+        _, idx = search.search(x, y, options)
+        num_points = x.shape[0] if y is None else y.shape[0]
+        report = report_from_counts(
+            counts_of(idx, num_points),
+            k=options.k,
+            num_queries=idx.shape[0],
+            hub_size=hub_size,
+            metric=metric,
+        )
+    return _mesh.scatter(report, placement)
 
 
 def neighbour_lists(

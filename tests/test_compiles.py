@@ -32,14 +32,18 @@ def test_knn_compiles_one_program_and_repeats_none():
     assert other == ["jit(knn)"], other
 
 
-def test_hubness_and_hub_values_compile_the_search_and_the_counting():
+def test_hubness_compiles_one_program_search_and_report_together():
     x = np.random.default_rng(1).standard_normal((391, 11)).astype(np.float32)
     with compiled() as names:
         hubjax.hubness(x, k=6)
-    assert sorted(names) == ["jit(knn)", "jit(report_of_lists)"], names
+    assert names == ["jit(_exact_report)"], names
+    with compiled() as names:
+        hubjax.hubness(x * 2, k=6)
+        hubjax.hubness(x.astype(np.float64), k=6)
+    assert names == [], names
     with compiled() as names:
         hubjax.hub_values(x, k=6)
-    assert names == ["jit(counts_of)"], names  # the search is the one hubness compiled
+    assert sorted(names) == ["jit(counts_of)", "jit(knn)"], names
 
 
 def test_non_finite_input_is_still_refused_without_compiling():
