@@ -33,6 +33,20 @@ def test_prdc_match_numpy(shift):
     np.testing.assert_allclose([p, r, d, c], [ref_p, ref_r, ref_d, ref_c], atol=2 / 300)
 
 
+def test_ball_counts_do_not_depend_on_the_block_size():
+    """The default blocks (about 2 MiB of distances) and any explicit size give the same exact
+    counts, so the default can be chosen for speed and memory alone."""
+    real = random_points(301, 6, seed=5)
+    fake = 0.8 * random_points(257, 6, seed=6) + 0.3
+    want = [metrics.precision_recall(real, fake, k=3), metrics.density_coverage(real, fake, k=5)]
+    for block_size in (8, 57, 1024):
+        got = [
+            metrics.precision_recall(real, fake, k=3, block_size=block_size),
+            metrics.density_coverage(real, fake, k=5, block_size=block_size),
+        ]
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
 def test_frechet_matches_scipy():
     real = random_points(500, 10, seed=3)
     fake = random_points(400, 10, seed=4) @ np.diag(np.linspace(0.5, 2, 10)).astype(np.float32)
