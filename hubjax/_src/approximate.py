@@ -79,9 +79,7 @@ def sampled_recall(
     """
     x, _, k, metric = arguments.validate_knn(x, None, k, metric, False, True)
     n = x.shape[0]
-    s = min(checks.check_static_int(num_queries, "num_queries"), n)
-    key = jax.random.key(0) if key is None else key
-    queries = jnp.sort(jax.random.choice(key, n, (s,), replace=False)).astype(jnp.int32)
+    queries = _sample_queries(n, num_queries, key)
     exact = search.sampled_lists(x, queries, k, metric, None)
     if lists is None:
         _, lists = knn(x, k=k, metric=metric, settings=settings)
@@ -151,9 +149,7 @@ def tune(
     m = n if y is None else y.shape[0]
     settings = settings.validate(m)
     nlist = settings.lists(m)
-    s = min(checks.check_static_int(num_queries, "num_queries"), n)
-    key = jax.random.key(0) if key is None else key
-    queries = jnp.sort(jax.random.choice(key, n, (s,), replace=False)).astype(jnp.int32)
+    queries = _sample_queries(n, num_queries, key)
     if y is None:
         exact = search.sampled_lists(x, queries, k, metric, None)
     else:
@@ -188,3 +184,11 @@ def _sampled_lists(x, y, queries, k, metric, settings):
     if y is None:
         return ivf.search_rows(x[queries], x, k, metric, settings, False, query_ids=queries)[1]
     return ivf.search_rows(x[queries], y, k, metric, settings, False)[1]
+
+
+def _sample_queries(n: int, num_queries: int, key) -> jax.Array:
+    """Indices ``[s]`` of ``min(num_queries, n)`` distinct queries drawn from ``key`` (default
+    ``jax.random.key(0)``), ascending: the sample both recall measurements use."""
+    s = min(checks.check_static_int(num_queries, "num_queries"), n)
+    key = jax.random.key(0) if key is None else key
+    return jnp.sort(jax.random.choice(key, n, (s,), replace=False)).astype(jnp.int32)

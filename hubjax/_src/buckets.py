@@ -15,8 +15,6 @@ search cannot tell a user's NaN from a padding row.
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hubjax._src import checks
@@ -44,13 +42,7 @@ def pad(x: np.ndarray, name: str, rows: int | None = None) -> np.ndarray:
       ValueError: ``x`` holds NaN or inf, or values beyond the compute dtype's range (float64
         data beyond float32's range while x64 is off), naming the rows.
     """
-    x = np.asarray(x)
-    if not np.issubdtype(x.dtype, np.floating):
-        target = jnp.result_type(float)
-    else:
-        target = jax.dtypes.canonicalize_dtype(x.dtype)
-    with np.errstate(over="ignore"):  # beyond the target's range: inf, refused below
-        x = x.astype(target, copy=False)
+    x = checks.host_float(np.asarray(x))
     checks.check_finite(x, name, skippable=False)
     n = x.shape[0]
     rows = size(n) if rows is None else rows

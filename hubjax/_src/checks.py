@@ -43,16 +43,23 @@ def as_points(x, name: str) -> jax.Array:
     if isinstance(x, np.ndarray):
         # converted on the host and transferred: jnp.asarray and astype would each compile a
         # small program per shape on the first call
-        if not jnp.issubdtype(dtype, jnp.floating):
-            target = jnp.result_type(float)
-        else:
-            target = jax.dtypes.canonicalize_dtype(dtype)
-        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused as non-finite
-            return jax.device_put(x.astype(target, copy=False))
+        return jax.device_put(host_float(x))
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     return x
+
+
+def host_float(x: np.ndarray) -> np.ndarray:
+    """A NumPy array in the float dtype JAX computes it in (integers and bools: the default
+    float; float64 without x64: float32), cast on the host. Values beyond the target's range
+    become inf, which the finiteness checks refuse."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        target = jnp.result_type(float)
+    else:
+        target = jax.dtypes.canonicalize_dtype(x.dtype)
+    with np.errstate(over="ignore"):
+        return x.astype(target, copy=False)
 
 
 def compute_dtype(*arrays) -> jnp.dtype:
