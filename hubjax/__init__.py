@@ -32,11 +32,27 @@ _FUNCTIONS = {
     "hub_values": "hubjax.occurrence",
     "k_occurrence": "hubjax.occurrence",
 }
-_MODULES = ("approximate", "distributed", "metrics", "reduction", "sampling", "streaming")
+_MODULES = (
+    "approximate",
+    "distributed",
+    "metrics",
+    "reduction",
+    "retrieval",
+    "sampling",
+    "streaming",
+)
 _OPTIONAL = ("gan", "sklearn")  # need optional dependencies; not in __all__
 
 if TYPE_CHECKING:  # what static tools see
-    from hubjax import approximate, distributed, metrics, reduction, sampling, streaming
+    from hubjax import (
+        approximate,
+        distributed,
+        metrics,
+        reduction,
+        retrieval,
+        sampling,
+        streaming,
+    )
     from hubjax.distances import pairwise_distances
     from hubjax.estimates import SampledHubnessReport, sampled_hubness
     from hubjax.measures import (
@@ -90,6 +106,7 @@ __all__ = [
     "metrics",
     "pairwise_distances",
     "reduction",
+    "retrieval",
     "robinhood",
     "sampled_hubness",
     "sampling",

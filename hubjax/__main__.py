@@ -1,4 +1,5 @@
-"""Command line: ``hubjax analyze PATH ...`` and ``hubjax demo ...``.
+"""Command line: ``hubjax analyze PATH ...``, ``hubjax audit QUERIES GALLERY ...`` and
+``hubjax demo ...``.
 
 ``hubjax`` alone and ``hubjax --help`` print the usage, ``hubjax --version`` the version. The
 parser, the option checks and the data-file reader need no JAX (:mod:`hubjax._src.command`), so
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hubjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     command.add_parser(sub)
+    command.add_audit_parser(sub)
     demo = sub.add_parser(
         "demo",
         help="hubness as the dimension grows (generated data, about a minute)",
@@ -70,6 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         from hubjax import cli  # JAX is imported here, once the input is known to be good
 
         return cli.run(args, prepared)
+    if args.command == "audit":
+        try:
+            prepared = command.prepare_audit(args)
+        except command.UsageError as err:
+            print(f"hubjax audit: error: {err}", file=sys.stderr)
+            return 2
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from hubjax import cli
+
+        return cli.run_audit(args, prepared)
     from hubjax import demo as demo_module
 
     dims = [d for d in demo_module.DIMENSIONS if d <= args.max_dim]

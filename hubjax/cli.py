@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hubjax import approximate, measures, streaming
+from hubjax import approximate, measures, retrieval, streaming
 from hubjax._src import buckets, command, float32
 from hubjax._src.command import UsageError
 
@@ -407,6 +407,149 @@ def run(args, prepared: command.Prepared | None = None) -> int:
         print(json.dumps(json_ready(result), allow_nan=False))
     else:
         print(format_report(result))
+        if written is not None:
+            print(f"plot written to {written}")
+    return 2 if failed else 0
+
+
+def audit(args, queries: np.ndarray, gallery: np.ndarray) -> dict:
+    """``hubjax audit``: :func:`hubjax.retrieval.audit` of the loaded files, as a JSON-ready
+    dict."""
+    try:
+        q = float32.to_float32(queries, args.metric)
+        g = float32.to_float32(gallery, args.metric)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    with Progress(f"top-{args.k} of {q.shape[0]} queries among {g.shape[0]} items"):
+        result = retrieval.audit(
+            q, g, k=args.k, metric=args.metric, threshold=args.threshold, hub_size=args.hub_size
+        )
+        result = jax.block_until_ready(result)
+    counts = np.asarray(result.report.k_occurrence)
+    z = np.asarray(result.robust_z)
+    flagged = np.flatnonzero(np.asarray(result.flagged))
+    order = flagged[np.lexsort((flagged, -z[flagged]))]
+    return {
+        "queries": str(args.queries),
+        "gallery": str(args.gallery),
+        "n_queries": int(q.shape[0]),
+        "n_items": int(g.shape[0]),
+        "n_features": int(g.shape[1]),
+        "k": args.k,
+        "metric": args.metric,
+        "threshold": args.threshold,
+        "hub_size": args.hub_size,
+        "measures": {name: _float32(v) for name, v in result.report.measures().items()},
+        "n_flagged": int(flagged.size),
+        "top1_flagged_share": _float32(result.top1_flagged_share),
+        # index: 0-based, as in the array; row: 1-based, as in the file and every message
+        "flagged": [
+            {
+                "index": int(i),
+                "row": int(i) + 1,
+                "k_occurrence": int(counts[i]),
+                "robust_z": _float32(z[i]),
+            }
+            for i in order[: max(args.top, 0)]
+        ],
+        "k_occurrence": counts.tolist(),
+        "robust_z": [_float32(v) for v in z],
+    }
+
+
+def format_audit(r: dict) -> str:
+    lines = [
+        f"{r['gallery']}: {r['n_items']} items x {r['n_features']} features, audited with "
+        f"{r['n_queries']} queries from {r['queries']}",
+        f"k = {r['k']}, metric {r['metric']}, flag above robust z {r['threshold']:g}",
+        "",
+    ]
+    lines += [f"  {name:<22} {value: .4f}" for name, value in r["measures"].items()]
+    lines += [
+        "",
+        f"  flagged items: {r['n_flagged']} of {r['n_items']}; they are the top-1 of "
+        f"{r['top1_flagged_share']:.1%} of the queries",
+    ]
+    for f in r["flagged"]:
+        lines.append(
+            f"    row {f['row']:>8d}  k-occurrence {f['k_occurrence']:>7d}  z {f['robust_z']:9.2f}"
+        )
+    if r["n_flagged"] > len(r["flagged"]):
+        lines.append(f"    ... {r['n_flagged'] - len(r['flagged'])} more (--top)")
+    return "\n".join(lines)
+
+
+def audit_figure(r: dict):
+    """The ``audit --plot`` figure: the items ranked by k-occurrence (log-log, so both the few
+    hubs and the long tail show), the flagged ones marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts, z = np.asarray(r["k_occurrence"]), np.asarray(r["robust_z"], dtype=float)
+    order = np.lexsort((np.arange(counts.size), -counts))
+    rank = np.arange(1, counts.size + 1)
+    flagged = z[order] > r["threshold"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(rank[~flagged], counts[order][~flagged], ".", color="C0", label="items")
+    ax.plot(
+        rank[flagged],
+        counts[order][flagged],
+        "o",
+        color="C3",
+        label=f"flagged: robust z > {r['threshold']:g} ({int(flagged.sum())})",
+    )
+    ax.axhline(
+        r["k"] * r["n_queries"] / max(counts.size, 1),
+        color="grey",
+        linestyle=":",
+        label="mean k-occurrence",
+    )
+    ax.set(xscale="log", yscale="symlog", xlabel="item rank", ylabel=f"k-occurrence (k = {r['k']})")
+    ax.set_ylim(bottom=0)
+    skew = r["measures"]["k_skewness"]
+    shown = "undefined" if skew is None or not np.isfinite(skew) else f"{skew:.2f}"
+    ax.set_title(
+        f"{Path(r['gallery']).name}: k-skewness {shown}; flagged items are the top-1 of "
+        f"{r['top1_flagged_share']:.0%} of queries",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def run_audit(args, prepared: command.PreparedAudit) -> int:
+    """Runs ``hubjax audit`` with parsed ``args`` and the checked files; the exit status."""
+    failed = False
+    written = prepared.plot
+    try:
+        use_compilation_cache()
+        result = audit(args, prepared.queries, prepared.gallery)
+    except UsageError as err:
+        print(f"hubjax audit: error: {err}", file=sys.stderr)
+        return 2
+    if written is not None:
+        try:
+            import matplotlib.pyplot as plt
+
+            fig = audit_figure(result)
+            fig.savefig(str(written), dpi=110)
+            plt.close(fig)
+        except ImportError:
+            print("hubjax audit: --plot needs matplotlib: pip install matplotlib", file=sys.stderr)
+            written = None
+        except (OSError, ValueError) as err:
+            print(
+                f"hubjax audit: error: cannot write plot {written}: {err}".splitlines()[0],
+                file=sys.stderr,
+            )
+            written, failed = None, True
+    if args.json:
+        print(json.dumps(json_ready(result), allow_nan=False))
+    else:
+        print(format_audit(result))
         if written is not None:
             print(f"plot written to {written}")
     return 2 if failed else 0

@@ -104,6 +104,7 @@ PUBLIC_MODULES = (
     "distributed",
     "metrics",
     "reduction",
+    "retrieval",
     "sampling",
     "sklearn",
     "gan",

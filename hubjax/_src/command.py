@@ -117,30 +117,93 @@ def prepare(args) -> Prepared:
       UsageError: naming the option, the path or the line at fault.
     """
     check_options(args)
-    written = None
-    if args.plot:
-        written = plot_path(args.plot, args.path)
-        if written.suffix.lower() not in PLOT_SUFFIXES:
-            raise UsageError(
-                f"--plot {args.plot}: unsupported image type {written.suffix!r}; use one of "
-                f"{', '.join(PLOT_SUFFIXES)}"
-            )
-        folder = written.parent
-        if not folder.is_dir():
-            raise UsageError(f"--plot {args.plot}: folder {folder} does not exist")
-        if not os.access(folder, os.W_OK) or (written.exists() and not os.access(written, os.W_OK)):
-            raise UsageError(f"--plot {args.plot}: {written} is not writable")
+    written = checked_plot(args.plot, args.path) if args.plot else None
     data = None if streams(args) else load_data(args)
     return Prepared(data, written)
 
 
-def plot_path(path: str, data_path: str) -> Path:
-    """Where ``--plot`` writes: a directory gets ``<data name>_hubness.png`` inside it; a name
+def checked_plot(option: str, data_path: str, tag: str = "hubness") -> Path:
+    """The file ``--plot option`` writes (:func:`plot_path`), checked to be writable now, not
+    after the work."""
+    written = plot_path(option, data_path, tag)
+    if written.suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(
+            f"--plot {option}: unsupported image type {written.suffix!r}; use one of "
+            f"{', '.join(PLOT_SUFFIXES)}"
+        )
+    folder = written.parent
+    if not folder.is_dir():
+        raise UsageError(f"--plot {option}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (written.exists() and not os.access(written, os.W_OK)):
+        raise UsageError(f"--plot {option}: {written} is not writable")
+    return written
+
+
+def plot_path(path: str, data_path: str, tag: str = "hubness") -> Path:
+    """Where ``--plot`` writes: a directory gets ``<data name>_<tag>.png`` inside it; a name
     without a suffix gets ``.png``."""
     p = Path(path)
     if p.is_dir():
-        return p / f"{Path(data_path).stem}_hubness.png"
+        return p / f"{Path(data_path).stem}_{tag}.png"
     return p if p.suffix else p.with_suffix(".png")
+
+
+def add_audit_parser(sub) -> argparse.ArgumentParser:
+    """Adds the ``audit`` command (:func:`hubjax.retrieval.audit`) to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "audit",
+        help="hubs of a retrieval gallery under a set of queries",
+        description="Which gallery items are retrieved for far more queries than the others: "
+        "the gallery's k-occurrence under the queries' top-k (exact search by similarity), "
+        "its hubness measures, and the items whose robust z-score exceeds --threshold.",
+    )
+    p.add_argument("queries", help="query embeddings (.npy, .npz or text; rows are points)")
+    p.add_argument("gallery", help="gallery embeddings, the same number of features")
+    p.add_argument("--k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument(
+        "--metric", default="cosine", choices=names.SIMILARITIES, help="similarity (default cosine)"
+    )
+    p.add_argument(
+        "--threshold", type=float, default=3.5, help="flag items with robust z above (default 3.5)"
+    )
+    p.add_argument("--hub-size", type=float, default=2.0, help="hubs: O >= hub_size * k")
+    p.add_argument("--top", type=int, default=10, help="number of flagged items to list")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    p.add_argument("--plot", metavar="FILE", help="k-occurrence and robust z-scores (.png)")
+    return p
+
+
+class PreparedAudit(NamedTuple):
+    """What :func:`prepare_audit` checked and loaded."""
+
+    queries: np.ndarray
+    gallery: np.ndarray
+    plot: Path | None
+
+
+def prepare_audit(args) -> PreparedAudit:
+    """Every check ``audit`` can make without JAX: the options, the plot path, both files.
+
+    Raises:
+      UsageError: naming the option, the path or the line at fault.
+    """
+    for name, least in (("k", 1), ("top", 0)):
+        if getattr(args, name) < least:
+            raise UsageError(f"--{name} must be at least {least}")
+    if not np.isfinite(args.threshold):
+        raise UsageError(f"--threshold must be a finite number, got {args.threshold}")
+    if not (np.isfinite(args.hub_size) and args.hub_size > 0):
+        raise UsageError(f"--hub-size must be a positive finite number, got {args.hub_size}")
+    written = checked_plot(args.plot, args.gallery, "audit") if args.plot else None
+    queries, gallery = load(args.queries), load(args.gallery)
+    if queries.shape[1] != gallery.shape[1]:
+        raise UsageError(
+            f"{args.queries} has {queries.shape[1]} features and {args.gallery} "
+            f"{gallery.shape[1]}; they must match"
+        )
+    if args.k > gallery.shape[0]:
+        raise UsageError(f"--k {args.k} is larger than the gallery's {gallery.shape[0]} items")
+    return PreparedAudit(queries, gallery, written)
 
 
 def check_options(args) -> None:

@@ -56,6 +56,9 @@ class Metric:
     * ``nonnegative``: every distance is >= 0.
     * ``ranked_by``: the metric with the same neighbour order whose distances the k-NN lists
       report more cheaply (``euclidean`` ranks by ``sqeuclidean``).
+    * ``similarity``: the distance is a similarity turned around (``-x.y``, ``1 - cos``), so
+      the rows of :meth:`similarity_rows` score each other by a plain inner product (the query-bank
+      normalisations of :mod:`hubjax._src.banks` need one).
     """
 
     name: str = ""
@@ -63,6 +66,7 @@ class Metric:
     scaled = True
     product = False
     nonnegative = True
+    similarity = False
 
     def __eq__(self, other):
         return type(self) is type(other)
@@ -214,6 +218,16 @@ class Metric:
         """Maps internal distances to reported ones (undoes the scale)."""
         return d if exponent is None else numerics.times_pow2(d, 2 * exponent)
 
+    def similarity_rows(self, x: jax.Array) -> jax.Array:
+        """The rows whose inner products are this metric's similarities (``x`` for ``dot``,
+        each row over its norm for ``cosine``; a zero row stays zero) ``[n, d]``, in the
+        accumulation dtype; rows with NaN/inf become NaN rows. Only for :attr:`similarity`
+        metrics."""
+        if not self.similarity:
+            raise ValueError(f"metric {self.name!r} has no similarity; use 'cosine' or 'dot'.")
+        p = self.prepare(x, checks.compute_dtype(x))
+        return jnp.where(p.penalty[:, None] == 0, p.features, jnp.nan)
+
 
 class SqEuclidean(Metric):
     name = "sqeuclidean"
@@ -250,6 +264,7 @@ class Cosine(Metric):
 
     name = "cosine"
     scaled = False
+    similarity = True
 
     def exponent_of(self, largest):
         return None
@@ -296,6 +311,7 @@ class Dot(Metric):
     name = "dot"
     product = True
     nonnegative = False
+    similarity = True
 
     def certified(self, kth, largest_kept, bound, d):
         return (largest_kept - bound > kth) | (largest_kept == jnp.inf)

@@ -3,6 +3,8 @@ so the command line's parser (``hubjax --help``) lists them without importing JA
 :mod:`hubjax._src.metric` and :mod:`hubjax.reduction` take their tuples from here."""
 
 METRICS = ("sqeuclidean", "euclidean", "cosine", "dot")
+# The metrics with a similarity (hubjax.retrieval).
+SIMILARITIES = ("cosine", "dot")
 
 REDUCTIONS = (
     "mp_empiric",
