@@ -2,10 +2,10 @@
 20 000 features, strong hubness; scikit-hubness's copy in ``tests/data/dexter``). Offline.
 
 Each of 10 seeded splits draws 100 queries, a gallery of 100 documents and a bank of the other
-100; DBNorm's gallery bank is the gallery itself (its items are known when it is indexed). For every method, with
-its defaults, the table gives the label precision at 1 and 10 (the share of retrieved documents
-with the query's label) and the gallery's k-skewness under the queries' top-10, each the mean
-over the splits (and its standard error)::
+100; DBNorm's gallery bank is the gallery itself (its items are known when it is indexed). For
+every method, with its defaults, the table gives the label precision at 1 and 10 (the share of
+retrieved documents with the query's label) and the gallery's k-skewness under the queries'
+top-10, each the mean over the splits (and its standard error)::
 
     python examples/retrieval_dexter.py          # prints the table, writes examples/results/
 
