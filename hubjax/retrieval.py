@@ -137,7 +137,7 @@ def log_sum_exp(
     """``logsumexp over bank rows b of beta * s(b, g)`` for every gallery item g, streamed.
 
     Stable at any ``beta`` (a running maximum per item; ``exp`` of a value above 88 never
-    appears), from ``[rows, m]`` similarity tiles of about 64 MiB at full float32 precision.
+    appears), from similarity tiles of 1024 bank rows by about 4 MiB at full float32 precision.
 
     Args:
       bank: queries of the bank ``[b, d]``.
@@ -209,6 +209,15 @@ def bank_top1(
 ) -> Bool[Array, " m"]:
     """Which gallery items are the most similar item of at least one bank query (QB-Norm's
     activation set; exact search, ties to the smaller index).
+
+    Args:
+      bank: ``[b, d]``.
+      gallery: ``[m, d]``.
+      metric, block_size, check_finite: as in :func:`top_mean` (under ``jit``, a non-finite
+        bank row has no top-1 and a non-finite item is nobody's).
+
+    Returns:
+      bool ``[m]``.
 
     Example:
       >>> import jax.numpy as jnp

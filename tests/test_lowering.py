@@ -53,6 +53,12 @@ def test_public_entry_points_lower_for_accelerators(platform):
         "hubness": lambda x: hubjax.hubness(x, k=5).k_skewness,
         "pairwise": lambda x: hubjax.pairwise_distances(x[:50], metric="dot"),
         "approximate": lambda x: hubjax.knn(x, k=5, approximate=True),
+        "retrieval": lambda x: hubjax.retrieval.search(
+            x[:100],
+            x[100:],
+            hubjax.retrieval.bank_statistics(x[:300], x[100:], method="qb_norm"),
+            k=5,
+        ),
     }
     for name, fn in calls.items():
         text = jax.jit(fn).trace(SPEC).lower(lowering_platforms=(platform,)).as_text()
@@ -88,9 +94,10 @@ def test_every_matrix_product_is_full_float32(platform):
 
 
 def test_reports_survive_export_serialisation(monkeypatch):
-    """``jax.export`` serialises the report pytrees (HubnessReport, SampledHubnessReport,
-    SamplingInfo): exported for GPU/TPU here, and run back on CPU through the portable path
-    (the compiled kernel's custom calls carry no export compatibility guarantee)."""
+    """``jax.export`` serialises the result pytrees (HubnessReport, SampledHubnessReport,
+    SamplingInfo, retrieval's AuditReport and BankStatistics): exported for GPU/TPU here, and
+    run back on CPU through the portable path (the compiled kernel's custom calls carry no export
+    compatibility guarantee)."""
     pytest.importorskip("flatbuffers")
     x = jax.random.normal(jax.random.key(0), (300, 16))
     spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
@@ -100,6 +107,8 @@ def test_reports_survive_export_serialisation(monkeypatch):
         "sampler": lambda x: hubjax.sampling.hubness_sample(
             jax.random.key(2), 4, latent_dim=16, k=5, threshold=5, batch_size=64
         )[1],
+        "audit": lambda x: hubjax.retrieval.audit(x[:100], x[100:], k=5),
+        "bank": lambda x: hubjax.retrieval.bank_statistics(x[:100], x[100:], method="nnn"),
     }
     for name, fn in calls.items():
         for platform in ("cuda", "tpu"):

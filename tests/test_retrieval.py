@@ -223,9 +223,13 @@ def test_block_sizes_and_tiles_do_not_change_the_bits():
 
 
 @pytest.mark.parametrize("shape", ["ties", "relu"])
-def test_fused_bank_top1_equals_the_exact_search(shape):
+def test_fused_bank_top1_equals_the_exact_search(shape, monkeypatch):
     """QB-Norm's bank top-1 items come from the log-sum-exp's tiles, certified and re-checked by
-    the finisher: the same set as the exact k = 1 search, exact ties and duplicates included."""
+    the finisher: the same set as the exact k = 1 search, exact ties and duplicates included.
+    Tiles of 8 bank rows x 10 gallery columns: 4 whole column chunks and one of 1 (fewer than
+    the 9 candidates kept), 11 whole row blocks and one of 2."""
+    monkeypatch.setattr(banks, "TILE_BYTES", 8 * 4 * 10)
+    jax.clear_caches()
     if shape == "ties":
         bank, gallery = tie_points(90, 5, seed=1), tie_points(41, 5, seed=2)
         gallery[7] = gallery[2]
@@ -235,10 +239,13 @@ def test_fused_bank_top1_equals_the_exact_search(shape):
         )
     bank[4] = np.nan
     dot = retrieval._similarity_metric("dot")
-    _, active = banks.log_sum_exp(bank, gallery, BETA, metric=dot, rows=8, top1=True)
+    lse, active = banks.log_sum_exp(bank, gallery, BETA, metric=dot, rows=8, top1=True)
     want = retrieval.bank_top1(bank, gallery, metric="dot", check_finite=False)
-    np.testing.assert_array_equal(np.asarray(active), np.asarray(want))
     s = similarities(np.delete(bank, 4, axis=0), gallery, "dot")
+    np.testing.assert_allclose(
+        np.asarray(lse), lse_reference(np.delete(bank, 4, axis=0), gallery, BETA, "dot"), rtol=1e-5
+    )
+    np.testing.assert_array_equal(np.asarray(active), np.asarray(want))
     reference = np.zeros(41, bool)
     reference[np.argmax(s, axis=1)] = True  # first maximum: ties to the smaller index
     np.testing.assert_array_equal(np.asarray(active), reference)

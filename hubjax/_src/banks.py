@@ -17,8 +17,9 @@ The bank statistics are reductions over the bank for each gallery column:
 
 * :func:`log_sum_exp`: ``logsumexp_b beta * s(b, g)``, streamed over bank blocks with a running
   maximum (never ``exp(beta * s)`` unshifted, which overflows float32 once ``beta * s`` passes
-  88), from ``[rows, m]`` similarity tiles at full float32 precision. A float sum over the bank:
-  its last bits depend on the block (fixed per shape here, so repeat calls agree bitwise).
+  88), from bank-by-gallery similarity tiles of a few MiB at full float32 precision. A float
+  sum over the bank: its last bits depend on the tiles (fixed per shape here, so repeat calls
+  agree bitwise).
 * :func:`top_mean`: the mean of each item's k largest bank similarities, from the exact search
   of the gallery among the bank.
 * :func:`bank_top1`: the items that are some bank query's top-1, from the exact search of the
@@ -41,8 +42,10 @@ from hubjax._src import counting, finisher, numerics, report, select
 from hubjax._src import metric as _metric
 from hubjax._src import search as _search
 
-# Bytes of one [rows, m] similarity tile of the log-sum-exp pass.
-TILE_BYTES = 64 << 20
+# The log-sum-exp pass's similarity tiles: bank rows by gallery columns of about 4 MiB, in the
+# cache for the passes after the product (the engine's tiled source uses tiles of this size).
+TILE_ROWS = 1024
+TILE_BYTES = 4 << 20
 # The scale of the median absolute deviation (and of the mean absolute deviation, its
 # fallback when more than half the counts are equal) that makes a robust z-score of normal
 # data have unit variance (Iglewicz and Hoaglin, 1993).
@@ -50,10 +53,14 @@ MAD_SCALE = 0.6745
 MEAN_AD_SCALE = 0.7979
 
 
-def bank_rows(num_bank: int, num_gallery: int, itemsize: int = 4) -> int:
-    """Bank rows per similarity tile: ``[rows, m]`` within :data:`TILE_BYTES`."""
-    rows = TILE_BYTES // (itemsize * max(num_gallery, 1))
-    return max(8, min(4096, rows)) if num_bank > 8 else num_bank
+def bank_rows(num_bank: int, num_gallery: int) -> int:
+    """Bank rows per tile of the log-sum-exp pass (:data:`TILE_ROWS`, or all of a smaller bank)."""
+    return max(1, min(TILE_ROWS, num_bank))
+
+
+def tile_columns(rows: int, num_gallery: int, itemsize: int = 4) -> int:
+    """Gallery columns per ``[rows, cols]`` tile: within :data:`TILE_BYTES`."""
+    return max(1, min(num_gallery, TILE_BYTES // (itemsize * rows)))
 
 
 def _tile(a, b):
@@ -64,7 +71,11 @@ def _tile(a, b):
 def log_sum_exp(bank, gallery, beta, *, metric, rows, top1=False):
     """``[m]``: ``logsumexp over finite bank rows b of beta * s(b, g)`` for each gallery row
     (``-inf`` where no bank row is finite, ``+inf`` for a non-finite gallery row). With
-    ``top1``, ``(lse, is_top1 [m])``: also :func:`bank_top1`, exact, from the same tiles."""
+    ``top1``, ``(lse, is_top1 [m])``: also :func:`bank_top1`, exact, from the same tiles.
+
+    Tiles are ``[rows, cols]`` blocks of bank rows by gallery columns, a few MiB, so the passes
+    over a tile after its product (maximum, exponentials, candidates) read the cache, not memory.
+    """
     b_rows = metric.similarity_rows(bank)
     g_rows = metric.similarity_rows(gallery)
     # Prepared for the dot engine: one exact power-of-two scale, non-finite rows zeroed with an
@@ -75,40 +86,73 @@ def log_sum_exp(bank, gallery, beta, *, metric, rows, top1=False):
     ok_b, ok_g = bp.penalty == 0, gp.penalty == 0
     unscale = 2 * e
     beta = jnp.asarray(beta, dtype)
-    m = g.shape[0]
+    nb, m = b.shape[0], g.shape[0]
     neg = jnp.full((), -jnp.inf, dtype)
     keep = min(1 + finisher.SLACK, m)
+    cols = tile_columns(rows, m)
 
-    def add(carry, start, size):
-        top, total, best = carry
-        blk = lax.dynamic_slice_in_dim(b, start, size)
-        ok = lax.dynamic_slice_in_dim(ok_b, start, size)
-        v = jnp.where(ok_g[None, :], _tile(blk, g), neg)  # scaled similarities
+    def chunk(state, blk, ok, start, size):
+        """One tile: bank block ``blk`` against gallery columns ``start ... start + size``."""
+        top, total, best = state
+        g_c = lax.dynamic_slice_in_dim(g, start, size)
+        ok_c = lax.dynamic_slice_in_dim(ok_g, start, size)
+        v = jnp.where(ok_c[None, :], _tile(blk, g_c), neg)  # scaled similarities
         z = jnp.where(ok[:, None], beta * numerics.times_pow2(v, unscale), neg)
-        new = jnp.maximum(top, jnp.max(z, axis=0))
+        old_top = lax.dynamic_slice_in_dim(top, start, size)
+        old_total = lax.dynamic_slice_in_dim(total, start, size)
+        new = jnp.maximum(old_top, jnp.max(z, axis=0))
         shift = jnp.where(new == -jnp.inf, 0, new)
-        total = total * jnp.exp(top - shift) + jnp.sum(jnp.exp(z - shift[None, :]), axis=0)
+        summed = old_total * jnp.exp(old_top - shift)
+        summed = summed + jnp.sum(jnp.exp(z - shift[None, :]), axis=0)
+        top = lax.dynamic_update_slice_in_dim(top, new, start, 0)
+        total = lax.dynamic_update_slice_in_dim(total, summed, start, 0)
         if best is not None:
             # each bank row's top-1 candidates (the dot ranking, -similarity, smallest first;
             # 0.0 - v turns -0.0 into +0.0), with the finisher's slack for its certificate
-            values, cols = select.smallest_k(0.0 - v, keep)
-            best = (
-                lax.dynamic_update_slice_in_dim(best[0], values, start, 0),
-                lax.dynamic_update_slice_in_dim(best[1], cols.astype(jnp.int32), start, 0),
-            )
-        return new, total, best
+            ranking = 0.0 - v
+            if size >= keep:  # the engine's running-list update (the CPU kernel where built)
+                base = jnp.reshape(start, (1,)).astype(jnp.int32)
+                best = select.update_rows(ranking, base, *best, seg_width=size)
+            else:
+                values, found = select.smallest_k(ranking, size)
+                found = found.astype(jnp.int32) + start
+                best = select.merge_smallest_k(*best, values, found, keep)
+        return top, total, best
 
-    nb = b.shape[0]
-    full, tail = divmod(nb, rows)
+    def block(state, start, size):
+        """Bank rows ``start ... start + size`` against every gallery column."""
+        top, total, best = state
+        blk = lax.dynamic_slice_in_dim(b, start, size)
+        ok = lax.dynamic_slice_in_dim(ok_b, start, size)
+        lists = None
+        if best is not None:
+            empty = m + jnp.arange(keep, dtype=jnp.int32)  # beyond every real column
+            lists = (jnp.full((size, keep), jnp.inf, dtype), jnp.broadcast_to(empty, (size, keep)))
+        inner = (top, total, lists)
+        full, tail = divmod(m, cols)
+        if full:
+            body = lambda j, c: chunk(c, blk, ok, j * cols, cols)  # noqa: E731
+            inner = lax.fori_loop(0, full, body, inner)
+        if tail:
+            inner = chunk(inner, blk, ok, full * cols, tail)
+        top, total, lists = inner
+        if best is not None:
+            best = tuple(
+                lax.dynamic_update_slice_in_dim(a, u, start, 0)
+                for a, u in zip(best, lists, strict=True)
+            )
+        return top, total, best
+
     best = None
     if top1:
         best = (jnp.full((nb, keep), jnp.inf, dtype), jnp.zeros((nb, keep), jnp.int32))
-    carry = (jnp.full((m,), -jnp.inf, dtype), jnp.zeros((m,), dtype), best)
+    state = (jnp.full((m,), -jnp.inf, dtype), jnp.zeros((m,), dtype), best)
+    full, tail = divmod(nb, rows)
     if full:
-        carry = lax.fori_loop(0, full, lambda i, c: add(c, i * rows, rows), carry)
+        state = lax.fori_loop(0, full, lambda i, c: block(c, i * rows, rows), state)
     if tail:
-        carry = add(carry, full * rows, tail)
-    top, total, best = carry
+        state = block(state, full * rows, tail)
+    top, total, best = state
     lse = jnp.where(top == -jnp.inf, top, top + jnp.log(total))
     lse = jnp.where(ok_g, lse, jnp.inf)
     if not top1:
