@@ -7,8 +7,7 @@ strong hubness; scikit-hubness's copy in ``tests/data/dexter``). Offline.
 
 from __future__ import annotations
 
-import pathlib
-
+import dexter  # examples/dexter.py: this folder is on sys.path when the script runs
 import numpy as np
 from sklearn.datasets import load_digits
 
@@ -47,14 +46,8 @@ def table(title, x, labels, metric, k, candidates):
 
 
 def load_dexter():
-    root = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "dexter"
-    x = np.zeros((300, 20_000), np.float32)
-    for row, line in enumerate((root / "dexter_train.data").read_text().splitlines()):
-        for word in line.split():
-            col, val = word.split(":")
-            x[row, int(col) - 1] = float(val)
-    labels = (np.loadtxt(root / "dexter_train.labels") > 0).astype(int)
-    return x, labels
+    x, labels = dexter.load()
+    return x, (labels > 0).astype(int)
 
 
 def main(k: int = 5, candidates: int = 50) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
+import dexter  # examples/dexter.py: this folder is on sys.path when the script runs
 import numpy as np
 
 from hubjax import measures, occurrence, retrieval
@@ -24,17 +25,6 @@ from hubjax import measures, occurrence, retrieval
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPLITS = 10
 K = 10
-
-
-def load():
-    folder = ROOT / "tests" / "data" / "dexter"
-    rows = (folder / "dexter_train.data").read_text().splitlines()
-    x = np.zeros((len(rows), 20_000), np.float32)
-    for i, row in enumerate(rows):
-        for item in row.split():
-            j, value = item.split(":")
-            x[i, int(j) - 1] = float(value)  # 1-based feature ids
-    return x, np.loadtxt(folder / "dexter_train.labels", dtype=int)
 
 
 def evaluate(x, labels, method, seed):
@@ -53,7 +43,7 @@ def evaluate(x, labels, method, seed):
 
 
 def main() -> int:
-    x, labels = load()
+    x, labels = dexter.load()
     methods = [None, *retrieval.METHODS]
     lines = [
         "| normalisation | precision@1 | precision@10 | gallery k-skewness (k = 10) |",

@@ -60,28 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
-    if args.command == "analyze":
+    # the commands that compute: (the checks and file reading without JAX, the runner)
+    computing = {"analyze": (command.prepare, "run"), "audit": (command.prepare_audit, "run_audit")}
+    if args.command in computing:
+        prepare, runner = computing[args.command]
         try:
-            prepared = command.prepare(args)
+            prepared = prepare(args)
         except command.UsageError as err:
-            print(f"hubjax analyze: error: {err}", file=sys.stderr)
+            print(f"hubjax {args.command}: error: {err}", file=sys.stderr)
             return 2
         # XLA:CPU logs an error line per tuning flag of the host each time it loads a program
         # from the compilation cache, although it was compiled on this very machine
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         from hubjax import cli  # JAX is imported here, once the input is known to be good
 
-        return cli.run(args, prepared)
-    if args.command == "audit":
-        try:
-            prepared = command.prepare_audit(args)
-        except command.UsageError as err:
-            print(f"hubjax audit: error: {err}", file=sys.stderr)
-            return 2
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from hubjax import cli
-
-        return cli.run_audit(args, prepared)
+        return getattr(cli, runner)(args, prepared)
     from hubjax import demo as demo_module
 
     dims = [d for d in demo_module.DIMENSIONS if d <= args.max_dim]

@@ -266,12 +266,8 @@ def format_report(r: dict) -> str:
             )
         else:
             lines.append("exact search (--approximate would not pay here; see the note)")
+    lines += measure_lines(r["measures"])
     lines += [
-        "",
-    ]
-    lines += [f"  {name:<22} {value: .4f}" for name, value in r["measures"].items()]
-    lines += [
-        "",
         f"  hubs (O >= {r['hub_size'] * r['k']:g}): {r['n_hubs']}    "
         f"anti-hubs (O = 0): {r['n_antihubs']}    max O: {r['max_k_occurrence']}",
     ]
@@ -279,6 +275,33 @@ def format_report(r: dict) -> str:
         shown = ", ".join(f"row {h['row']} ({h['k_occurrence']})" for h in r["top_hubs"])
         lines.append(f"  top hubs (rows from 1, k-occurrence): {shown}")
     return "\n".join(lines)
+
+
+def measure_lines(values: dict) -> list[str]:
+    """The measures of a report as aligned lines, a blank line before and after."""
+    return ["", *(f"  {name:<22} {value: .4f}" for name, value in values.items()), ""]
+
+
+def save_plot(draw, result: dict, written, command: str) -> tuple:
+    """Writes the figure ``draw(result)`` to ``written``; returns ``(written or None,
+    failed)``. A missing matplotlib or an unwritable file is one line on stderr; the report is
+    printed anyway (the work is not thrown away)."""
+    try:
+        plot(result, str(written), draw)
+    except ImportError:
+        print(
+            f"hubjax {command}: --plot needs matplotlib: pip install matplotlib "
+            "(report below, no plot written)",
+            file=sys.stderr,
+        )
+        return None, False
+    except (OSError, ValueError) as err:
+        print(
+            f"hubjax {command}: error: cannot write plot {written}: {err}".splitlines()[0],
+            file=sys.stderr,
+        )
+        return None, True
+    return written, False
 
 
 def figure(r: dict):
@@ -317,11 +340,11 @@ def figure(r: dict):
     return fig
 
 
-def plot(r: dict, path: str) -> None:
-    """Writes :func:`figure` to ``path``."""
+def plot(r: dict, path: str, draw=None) -> None:
+    """Writes ``draw(r)`` (default :func:`figure`) to ``path``."""
     import matplotlib.pyplot as plt
 
-    fig = figure(r)
+    fig = (draw or figure)(r)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -384,29 +407,20 @@ def run(args, prepared: command.Prepared | None = None) -> int:
         result = analyze(args, prepared.data)
         written = prepared.plot
         if written is not None:
-            try:
-                plot(result, str(written))
-            except ImportError:
-                print(
-                    "hubjax analyze: --plot needs matplotlib: pip install matplotlib "
-                    "(report below, no plot written)",
-                    file=sys.stderr,
-                )
-                written = None
-            except (OSError, ValueError) as err:
-                # the report is still printed below: the work is not thrown away
-                print(
-                    f"hubjax analyze: error: cannot write plot {written}: {err}".splitlines()[0],
-                    file=sys.stderr,
-                )
-                written, failed = None, True
+            written, failed = save_plot(figure, result, written, "analyze")
     except UsageError as err:
         print(f"hubjax analyze: error: {err}", file=sys.stderr)
         return 2
+    return report_out(args, result, format_report, written, failed)
+
+
+def report_out(args, result: dict, formatter, written, failed: bool) -> int:
+    """Prints ``result`` (``--json``, or ``formatter``'s text and where the plot went); returns
+    the exit status (2 when the plot failed)."""
     if args.json:
         print(json.dumps(json_ready(result), allow_nan=False))
     else:
-        print(format_report(result))
+        print(formatter(result))
         if written is not None:
             print(f"plot written to {written}")
     return 2 if failed else 0
@@ -462,11 +476,9 @@ def format_audit(r: dict) -> str:
         f"{r['gallery']}: {r['n_items']} items x {r['n_features']} features, audited with "
         f"{r['n_queries']} queries from {r['queries']}",
         f"k = {r['k']}, metric {r['metric']}, flag above robust z {r['threshold']:g}",
-        "",
     ]
-    lines += [f"  {name:<22} {value: .4f}" for name, value in r["measures"].items()]
+    lines += measure_lines(r["measures"])
     lines += [
-        "",
         f"  flagged items: {r['n_flagged']} of {r['n_items']}; they are the top-1 of "
         f"{r['top1_flagged_share']:.1%} of the queries",
     ]
@@ -531,25 +543,5 @@ def run_audit(args, prepared: command.PreparedAudit) -> int:
         print(f"hubjax audit: error: {err}", file=sys.stderr)
         return 2
     if written is not None:
-        try:
-            import matplotlib.pyplot as plt
-
-            fig = audit_figure(result)
-            fig.savefig(str(written), dpi=110)
-            plt.close(fig)
-        except ImportError:
-            print("hubjax audit: --plot needs matplotlib: pip install matplotlib", file=sys.stderr)
-            written = None
-        except (OSError, ValueError) as err:
-            print(
-                f"hubjax audit: error: cannot write plot {written}: {err}".splitlines()[0],
-                file=sys.stderr,
-            )
-            written, failed = None, True
-    if args.json:
-        print(json.dumps(json_ready(result), allow_nan=False))
-    else:
-        print(format_audit(result))
-        if written is not None:
-            print(f"plot written to {written}")
-    return 2 if failed else 0
+        written, failed = save_plot(audit_figure, result, written, "audit")
+    return report_out(args, result, format_audit, written, failed)

@@ -85,31 +85,20 @@ def assert_knn_close(result, x, y, ref, metric, *, rtol=1e-4, atol=1e-4):
 
 
 def load_dexter():
-    """scikit-hubness's copy of the UCI dexter training set: float32 ``[300, 20000]``, labels."""
+    """scikit-hubness's copy of the UCI dexter training set: float32 ``[300, 20000]``, labels
+    (``examples/dexter.py`` reads it for the examples and the tests)."""
+    import importlib.util
     import pathlib
 
-    root = pathlib.Path(__file__).parent / "data" / "dexter"
-    rows = (root / "dexter_train.data").read_text().splitlines()
-    x = np.zeros((len(rows), 20_000), np.float32)
-    for i, row in enumerate(rows):
-        for item in row.split():
-            j, value = item.split(":")
-            x[i, int(j) - 1] = float(value)  # 1-based feature ids
-    labels = np.loadtxt(root / "dexter_train.labels", dtype=int)
-    return x, labels
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "dexter.py"
+    spec = importlib.util.spec_from_file_location("examples_dexter", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.load()
 
 
-PUBLIC_MODULES = (
-    "approximate",
-    "distributed",
-    "metrics",
-    "reduction",
-    "retrieval",
-    "sampling",
-    "sklearn",
-    "gan",
-    "streaming",
-)
+# every public module, as the package's lazy face declares them (the optional ones need extras)
+PUBLIC_MODULES = (*hubjax._MODULES, *hubjax._OPTIONAL)
 
 
 def public_names():
