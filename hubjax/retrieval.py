@@ -161,7 +161,7 @@ def log_sum_exp(
     """
     bank, gallery, resolved = _pair(bank, gallery, metric, check_finite)
     beta = _positive(beta, "beta")
-    rows = banks.bank_rows(bank.shape[0], gallery.shape[0])
+    rows = banks.bank_rows(bank.shape[0])
     return banks.log_sum_exp(bank, gallery, beta, metric=resolved, rows=rows)
 
 
@@ -293,13 +293,13 @@ def bank_statistics(
             else f"gallery_bank is used by db_norm only, not by {method!r}."
         )
     block = arguments.check_block_size(block_size)
-    m = gallery.shape[0]
-    active = jnp.ones(m, bool)
+    active = jnp.ones(gallery.shape[0], bool)
     if method in ("nnn", "csls"):
         k = min(_DEFAULT_K[method], bank.shape[0]) if k is None else k
-        mean = top_mean(bank, gallery, k=k, metric=resolved, block_size=block, check_finite=False)
+        k = checks.check_k(k, bank.shape[0], f"the bank has {bank.shape[0]} rows")
+        alpha = _finite(alpha, "alpha")
+        mean = banks.top_mean(bank, gallery, k=k, metric=resolved, block_size=block)
         if method == "nnn":
-            alpha = _finite(alpha, "alpha")
             bias = jnp.asarray(alpha, mean.dtype) * mean
         else:
             bias = mean / 2
@@ -307,24 +307,24 @@ def bank_statistics(
     if k is not None:
         raise ValueError(f"k applies to nnn and csls, not to {method!r}.")
     beta = _positive(beta, "beta")
-    rows = banks.bank_rows(bank.shape[0], m)
-    if method == "qb_norm":  # the bank's top-1 items from the log-sum-exp's own tiles
-        lse, active = banks.log_sum_exp(bank, gallery, beta, metric=resolved, rows=rows, top1=True)
-        return BankStatistics(lse / jnp.asarray(beta, lse.dtype), active, method, resolved.name)
-    lse = banks.log_sum_exp(bank, gallery, beta, metric=resolved, rows=rows)
     if method == "db_norm":
         gallery_bank, _, _ = _pair(
             gallery_bank, gallery, resolved, check_finite, ("gallery_bank", "gallery")
         )
         gallery_beta = beta if gallery_beta is None else _positive(gallery_beta, "gallery_beta")
-        second = log_sum_exp(
-            gallery_bank, gallery, beta=gallery_beta, metric=resolved, check_finite=False
+    rows = banks.bank_rows(bank.shape[0])
+    if method == "qb_norm":  # the bank's top-1 items from the log-sum-exp's own tiles
+        lse, active = banks.log_sum_exp(bank, gallery, beta, metric=resolved, rows=rows, top1=True)
+    else:
+        lse = banks.log_sum_exp(bank, gallery, beta, metric=resolved, rows=rows)
+    total, temperature = lse, jnp.asarray(beta, lse.dtype)
+    if method == "db_norm":
+        rows = banks.bank_rows(gallery_bank.shape[0])
+        total = total + banks.log_sum_exp(
+            gallery_bank, gallery, gallery_beta, metric=resolved, rows=rows
         )
-        bias = (lse + second) / (
-            jnp.asarray(beta, lse.dtype) + jnp.asarray(gallery_beta, lse.dtype)
-        )
-        return BankStatistics(bias, active, method, resolved.name)
-    return BankStatistics(lse / jnp.asarray(beta, lse.dtype), active, method, resolved.name)
+        temperature = temperature + jnp.asarray(gallery_beta, lse.dtype)
+    return BankStatistics(total / temperature, active, method, resolved.name)
 
 
 def _finite(value, name):

@@ -53,7 +53,7 @@ MAD_SCALE = 0.6745
 MEAN_AD_SCALE = 0.7979
 
 
-def bank_rows(num_bank: int, num_gallery: int) -> int:
+def bank_rows(num_bank: int) -> int:
     """Bank rows per tile of the log-sum-exp pass (:data:`TILE_ROWS`, or all of a smaller bank)."""
     return max(1, min(TILE_ROWS, num_bank))
 
@@ -124,10 +124,7 @@ def log_sum_exp(bank, gallery, beta, *, metric, rows, top1=False):
         top, total, best = state
         blk = lax.dynamic_slice_in_dim(b, start, size)
         ok = lax.dynamic_slice_in_dim(ok_b, start, size)
-        lists = None
-        if best is not None:
-            empty = m + jnp.arange(keep, dtype=jnp.int32)  # beyond every real column
-            lists = (jnp.full((size, keep), jnp.inf, dtype), jnp.broadcast_to(empty, (size, keep)))
+        lists = None if best is None else select.sentinel_lists(size, keep, m, dtype)
         inner = (top, total, lists)
         full, tail = divmod(m, cols)
         if full:
@@ -172,8 +169,7 @@ def _certified_top1(bp, gp, best, rows):
     )
     candidates = finisher.Candidates(values, cols, bound, min(rows, nb))
     dist, idx, ok = finisher.refine_lists(bp, gp, candidates, 1, _metric.DOT, own=False)
-    if gp.features.shape[0] > values.shape[1]:  # else every item was a candidate
-        dist, idx = finisher.recheck(bp, gp, dist, idx, ok, 1, _metric.DOT)
+    dist, idx = finisher.recheck_uncertified(bp, gp, dist, idx, ok, 1, _metric.DOT, in_sample=False)
     idx = jnp.where((dist == jnp.inf) | (bp.penalty[:, None] != 0), -1, idx)
     return counting.counts_of(idx, gp.features.shape[0]) > 0
 
@@ -203,26 +199,21 @@ def bank_top1(bank, gallery, *, metric, block_size):
     return counting.counts_of(idx, gallery.shape[0]) > 0
 
 
-def augmented_gallery(gallery, bias, metric):
-    """``[m, d + 1]``: the gallery's similarity rows and ``-bias`` (NaN rows stay NaN)."""
-    g = metric.similarity_rows(gallery)
-    return jnp.concatenate([g, -bias.astype(g.dtype)[:, None]], axis=1)
-
-
 @functools.partial(jax.jit, static_argnames=("k", "metric", "block_size", "dynamic"))
 def normalised_search(queries, gallery, bias, active, *, k, metric, block_size, dynamic):
     """``(scores [n, k], indices [n, k])``: the k largest ``s(q, g) - t(q) bias(g)``, largest
     first, ties to the smaller index; ``t(q) = 1``, or with ``dynamic`` (QB-Norm) whether the
     plain top-1 of q is ``active``. Empty slots and non-finite queries: ``(-inf, -1)``."""
-    q = metric.similarity_rows(queries)
-    ones = jnp.ones((q.shape[0], 1), q.dtype)
+    q, g = metric.similarity_rows(queries), metric.similarity_rows(gallery)
+    t = jnp.ones((q.shape[0], 1), q.dtype)
     if dynamic:
-        _, top = _search.search(q, metric.similarity_rows(gallery), _options(1, block_size))
+        _, top = _search.search(q, g, _options(1, block_size))
         top = top[:, 0]
-        ones = jnp.where(top >= 0, active[jnp.maximum(top, 0)], False).astype(q.dtype)[:, None]
-    augmented = jnp.concatenate([q, ones], axis=1)
-    g = augmented_gallery(gallery, bias, metric)
-    dist, idx = _search.search(augmented, g, _options(k, block_size))
+        t = jnp.where(top >= 0, active[jnp.maximum(top, 0)], False).astype(q.dtype)[:, None]
+    # NaN rows stay NaN, so the engine keeps them out as it does any non-finite row
+    augmented_q = jnp.concatenate([q, t], axis=1)
+    augmented_g = jnp.concatenate([g, -bias.astype(g.dtype)[:, None]], axis=1)
+    dist, idx = _search.search(augmented_q, augmented_g, _options(k, block_size))
     return -dist, idx
 
 

@@ -155,11 +155,11 @@ def _scatter_ranks(rank, values, index, k):
     return out_v, out_i
 
 
-def sentinel_lists(b: int, k: int, first: int) -> tuple[jax.Array, jax.Array]:
+def sentinel_lists(b: int, k: int, first: int, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
     """Empty running lists ``[b, k]``: +inf values with distinct indices ``first, first+1, ...``
     (larger than every real index, so any real entry, even +inf, ranks before them)."""
     return (
-        jnp.full((b, k), jnp.inf, jnp.float32),
+        jnp.full((b, k), jnp.inf, dtype),
         jnp.broadcast_to(first + jnp.arange(k, dtype=jnp.int32), (b, k)),
     )
 
