@@ -1,7 +1,19 @@
 """Strict test configuration: runs in every test process before JAX initialises its backend.
 
 * 8 fake CPU devices, so multi-device code is testable on one CPU.
-* Strict dtype promotion: hubjax must never rely on implicit promotion.
+* XLA's backend at optimisation level 0 (``FAST_COMPILE_FLAGS``), unless the caller's
+  ``XLA_FLAGS`` names a level or ``HUBJAX_TEST_XLA=default`` asks for users' configuration.
+  The suite compiles about 4 500 programs and runs most of them once on a few hundred points,
+  so LLVM's optimisation passes were most of its time: the whole suite took 895 s at the
+  default level and 649 s at level 0, on 2 cores. The level changes how fast the machine code
+  is, not what it computes (XLA:CPU uses no fast-math at either level): every pinned digest
+  of ``test_search_digests.py`` (the whole grid) and every bitwise test of the suite hold at
+  both, and that module also checks a share of the digests in a fresh process at the default
+  level, the one users run. Tests that measure memory start their subprocesses at the default
+  level too (``helpers.default_level_env``). XLA's older fusion emitters
+  (``--xla_cpu_use_fusion_emitters=false``) would compile faster still, but they round some
+  transcendental functions differently by one ulp depending on the fusion (the sampler's
+  normal draws then differ from eager ones): not used.
 * One persistent compilation cache per test run (JAX's disk cache), shared by the xdist workers
   and by the subprocesses tests start: many modules compile the same programs (the same search
   at the same shapes), and after a module's caches are cleared (below) a repeat is loaded from
@@ -18,9 +30,14 @@ import random
 import shutil
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+#: What this file adds to ``XLA_FLAGS`` for speed only; ``helpers.default_level_env`` removes it.
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0",)
+_flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+_chosen = any(f.split("=")[0] in _flags for f in FAST_COMPILE_FLAGS)
+if not _chosen and os.environ.get("HUBJAX_TEST_XLA", "fast") != "default":
+    _flags += " " + " ".join(FAST_COMPILE_FLAGS)
+    os.environ["HUBJAX_TEST_ADDED_XLA_FLAGS"] = " ".join(FAST_COMPILE_FLAGS)
+os.environ["XLA_FLAGS"] = _flags.strip()
 
 # Each run checks a different seeded share of the large grids, so over runs every case is
 # checked; a failure names its seed (summary) and reproduces with it.
@@ -68,6 +85,8 @@ def _release_compiled_code():
     caches keep them alive; a few hundred distinct compilations in one process reach the
     kernel's limit of 65 530 mappings (``vm.max_map_count``), and the next compilation then
     crashes inside LLVM. Clearing the caches between modules keeps the suite far below it.
+    (Clearing only above a mapping budget, so later modules could reuse earlier programs, made
+    a whole run no faster: the modules share few shapes, and the caches grew.)
     """
     yield
     jax.clear_caches()

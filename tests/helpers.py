@@ -39,6 +39,20 @@ def examples(sampled, full):
     return full if GRID_SEED == "full" else sampled
 
 
+def default_level_env(**extra) -> dict[str, str]:
+    """The environment for a subprocess that must compile as users' programs do.
+
+    ``tests/conftest.py`` lowers XLA's backend optimisation level for the test processes (it
+    compiles faster); a test that measures memory, or pins results as users compile them,
+    starts its subprocess with this environment instead: the same variables without that
+    flag, plus ``extra``.
+    """
+    env = dict(os.environ, **extra)
+    added = env.pop("HUBJAX_TEST_ADDED_XLA_FLAGS", "").split()
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split() if f not in added)
+    return env
+
+
 def random_points(n, d, seed=0, dtype=np.float32):
     return np.random.default_rng(seed).normal(size=(n, d)).astype(dtype)
 

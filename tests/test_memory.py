@@ -4,6 +4,8 @@ import subprocess
 import sys
 import textwrap
 
+from helpers import default_level_env
+
 # Each script prints how much its process's peak resident set grew over the measured call.
 PREAMBLE = """
 import resource
@@ -23,6 +25,7 @@ def peak_growth(script: str) -> float:
         text=True,
         timeout=300,
         check=True,
+        env=default_level_env(),  # memory as users' programs use it
     )
     return float(out.stdout.strip().splitlines()[-1])
 

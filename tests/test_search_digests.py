@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import hubjax
 from hubjax import distributed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # ``python -m tests.test_search_digests``
-from helpers import sample
+from helpers import default_level_env, sample
 
 DIGESTS = Path(__file__).resolve().parent / "data" / "search_digests.json"
 METRICS = ("sqeuclidean", "euclidean", "cosine", "dot")
@@ -114,6 +115,28 @@ def test_results_bitwise_as_pinned(name):
 def test_every_entry_is_pinned():
     assert sorted(json.loads(DIGESTS.read_text())) == sorted(names())
 
+
+def test_pinned_bits_at_the_default_optimisation_level():
+    """The suite compiles at XLA's backend optimisation level 0 for speed (``conftest.py``);
+    users' programs compile at the default level. A share of the grid, computed in a fresh
+    process at that level, has the pinned digests too."""
+    chosen = sample(names(), 5, key="digests-default-level")
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.test_search_digests", "--print", *chosen],
+        cwd=DIGESTS.parents[2],
+        env=default_level_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    expected = json.loads(DIGESTS.read_text())
+    assert json.loads(out.stdout.splitlines()[-1]) == {n: expected[n] for n in chosen}
+
+
+if __name__ == "__main__" and "--print" in sys.argv:
+    chosen = sys.argv[sys.argv.index("--print") + 1 :]
+    print(json.dumps({n: compute(n) for n in chosen}))
 
 if __name__ == "__main__" and "--write" in sys.argv:
     import os

@@ -1,14 +1,13 @@
 """``.npy`` files read in blocks: counts equal to the in-memory search, bounded memory."""
 
 import json
-import os
 import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
-from helpers import random_points
+from helpers import default_level_env, random_points
 
 import hubjax
 from hubjax import __main__ as entry
@@ -110,7 +109,7 @@ def test_memory_does_not_grow_with_the_part_of_the_file_read(tmp_path):
     # multi-MB buffers in per-thread arenas, so the resident set steps up and down by whole
     # buffers depending on which of XLA's threads allocated them (allocator caching, bounded,
     # not growth with the file; it showed with 8 host devices and the kernel on XLA's pool).
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(256 << 10))
+    env = default_level_env(MALLOC_MMAP_THRESHOLD_=str(256 << 10))
     out = subprocess.run(
         [sys.executable, "-c", PROFILE, str(big), str(1 << 20)],
         capture_output=True,
