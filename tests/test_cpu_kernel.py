@@ -695,24 +695,29 @@ def test_default_in_sample_engine_is_the_tiled_one_and_compiles_once():
 
 @needs_kernel
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 variants")
-def test_every_instruction_set_variant_gives_the_same_neighbours():
-    # HUBJAX_ISA picks the hot loops' instruction set once per process: one process each
+def test_every_instruction_set_variant_gives_the_same_neighbours(tmp_path):
+    # HUBJAX_ISA picks the hot loops' instruction set once per process: one process each, all
+    # checked against the dense references computed once here
+    x = np.random.default_rng(0).integers(0, 3, (700, 12)).astype(np.float32)
+    refs = {}
+    for k in (5, 40):
+        refs[f"r{k}d"], refs[f"r{k}i"] = knn_dense(x, k=k)
+        refs[f"q{k}d"], refs[f"q{k}i"] = knn_dense(x, x[::-1], k=k)
+    np.savez(tmp_path / "refs.npz", x=x, **{n: np.asarray(a) for n, a in refs.items()})
     script = (
         "import sys\n"
         f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
         "import numpy as np, jax.numpy as jnp, helpers\n"
         "from hubjax._src.kernels import _cpu_select\n"
-        "rng = np.random.default_rng(0)\n"
-        "x = rng.integers(0, 3, (700, 12)).astype(np.float32)\n"
+        f"ref = np.load({str(tmp_path / 'refs.npz')!r})\n"
+        "x = ref['x']\n"
         "for k in (5, 40):\n"
         "    t = helpers.engine_knn(x, None, k=k, metric='sqeuclidean', include_self=False,\n"
         "                       block_size=128, engine='tiled')\n"
         "    s = helpers.engine_knn(x, jnp.asarray(x[::-1]), k=k, metric='sqeuclidean',\n"
         "                       include_self=False, block_size=100)\n"
-        "    r = helpers.knn_dense(x, k=k)\n"
-        "    q = helpers.knn_dense(x, x[::-1], k=k)\n"
-        "    assert np.array_equal(t[1], r[1]) and np.array_equal(t[0], r[0])\n"
-        "    assert np.array_equal(s[1], q[1]) and np.array_equal(s[0], q[0])\n"
+        "    assert np.array_equal(t[1], ref[f'r{k}i']) and np.array_equal(t[0], ref[f'r{k}d'])\n"
+        "    assert np.array_equal(s[1], ref[f'q{k}i']) and np.array_equal(s[0], ref[f'q{k}d'])\n"
         "print(_cpu_select.isa())\n"
     )
     import subprocess
