@@ -4,8 +4,8 @@
 * XLA's backend at optimisation level 0 (``FAST_COMPILE_FLAGS``), unless the caller's
   ``XLA_FLAGS`` names a level or ``HUBJAX_TEST_XLA=default`` asks for users' configuration.
   The suite compiles about 4 500 programs and runs most of them once on a few hundred points,
-  so LLVM's optimisation passes were most of its time: the whole suite took 895 s at the
-  default level and 649 s at level 0, on 2 cores. The level changes how fast the machine code
+  so LLVM's optimisation passes were most of its time: the whole suite took 895-909 s at the
+  default level and 649-675 s at level 0, on 2 cores. The level changes how fast the machine code
   is, not what it computes (XLA:CPU uses no fast-math at either level): every pinned digest
   of ``test_search_digests.py`` (the whole grid) and every bitwise test of the suite hold at
   both, and that module also checks a share of the digests in a fresh process at the default
