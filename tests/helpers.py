@@ -1,6 +1,9 @@
 import importlib
+import importlib.util
 import os
+import pathlib
 import random
+import sys
 import types
 
 import numpy as np
@@ -98,17 +101,23 @@ def assert_knn_close(result, x, y, ref, metric, *, rtol=1e-4, atol=1e-4):
     np.testing.assert_array_equal(idx[clear], ref_idx[clear])
 
 
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str) -> types.ModuleType:
+    """``examples/<name>.py`` as a module, registered in ``sys.modules`` under ``name`` (an
+    example's dataclasses look their module up there)."""
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_dexter():
     """scikit-hubness's copy of the UCI dexter training set: float32 ``[300, 20000]``, labels
     (``examples/dexter.py`` reads it for the examples and the tests)."""
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "dexter.py"
-    spec = importlib.util.spec_from_file_location("examples_dexter", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load()
+    return load_example("dexter").load()
 
 
 # every public module, as the package's lazy face declares them (the optional ones need extras)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import reference
 import scipy.sparse as sp
-from helpers import random_points, sample
+from helpers import load_example, random_points, sample
 from scipy.spatial.distance import squareform
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsTransformer, NearestNeighbors
@@ -423,14 +423,7 @@ def test_dis_sim_local_pipeline_reduces_hubness():
 def test_migration_guide_numbers(capsys):
     """docs/migration.rst quotes what examples/scikit_hubness_readme.py prints; its headline
     reduction is the published mutual proximity's (positive), not the 50-NN graph's."""
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).parent.parent / "examples" / "scikit_hubness_readme.py"
-    spec = importlib.util.spec_from_file_location("scikit_hubness_readme", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    got = module.main()
+    got = load_example("scikit_hubness_readme").main()
     quoted = {
         "k_skewness": 3.977,
         "accuracy": 0.793,

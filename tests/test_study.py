@@ -1,13 +1,12 @@
 """The sample-quality study (issue 14): its tiny mode, its shipped results and the README."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "examples" / "results"
@@ -15,13 +14,7 @@ RESULTS = ROOT / "examples" / "results"
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location(
-        "sample_quality", ROOT / "examples" / "sample_quality.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sample_quality"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_example("sample_quality")
 
 
 def check_rows(study, rows, seeds):
