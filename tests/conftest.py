@@ -1,19 +1,20 @@
 """Strict test configuration: runs in every test process before JAX initialises its backend.
 
 * 8 fake CPU devices, so multi-device code is testable on one CPU.
-* XLA's backend at optimisation level 0 (``FAST_COMPILE_FLAGS``), unless the caller's
-  ``XLA_FLAGS`` names a level or ``HUBJAX_TEST_XLA=default`` asks for users' configuration.
-  The suite compiles about 4 500 programs and runs most of them once on a few hundred points,
-  so LLVM's optimisation passes were most of its time: the whole suite took 895-909 s at the
-  default level and 649-675 s at level 0, on 2 cores. The level changes how fast the machine code
-  is, not what it computes (XLA:CPU uses no fast-math at either level): every pinned digest
-  of ``test_search_digests.py`` (the whole grid) and every bitwise test of the suite hold at
-  both, and that module also checks a share of the digests in a fresh process at the default
-  level, the one users run. Tests that measure memory start their subprocesses at the default
-  level too (``helpers.default_level_env``). XLA's older fusion emitters
-  (``--xla_cpu_use_fusion_emitters=false``) would compile faster still, but they round some
-  transcendental functions differently by one ulp depending on the fusion (the sampler's
-  normal draws then differ from eager ones): not used.
+* Fast compilation (``FAST_COMPILE_FLAGS``): XLA's backend at optimisation level 0 and its
+  older, simpler fusion emitters, each unless the caller's ``XLA_FLAGS`` names that flag, the
+  installed XLA does not know it (a throwaway process is asked once per run), or
+  ``HUBJAX_TEST_XLA=default`` asks for users' configuration. The suite compiles about 4 500
+  programs and runs most of them once on a few hundred points, so compilation, LLVM's passes
+  above all, was most of its time (whole suite on 2 cores: 895-909 s with users' flags,
+  649-675 s at level 0, 443 s with both). The flags change how fast the machine
+  code is, not what hubjax computes (XLA:CPU uses no fast-math under either): every pinned
+  digest of ``test_search_digests.py`` (the whole grid) and every bitwise test of the suite
+  hold under both, and that module also checks a share of the digests in a fresh process with
+  users' flags. Tests that measure memory start their subprocesses with users' flags too
+  (``helpers.default_level_env``). One thing differs by an ulp: ``jax.random.normal``'s
+  ``erfinv`` is rounded per fusion, so a sampler's draws inside its program match eager draws
+  to a few ulps, not bitwise, under either configuration; ``helpers.assert_same_draws`` says so.
 * One persistent compilation cache per test run (JAX's disk cache) for the subprocesses tests
   start, which compile the same programs again and again; the test processes do not use it
   (below). The folder is created by the process that starts the run and deleted when it ends,
@@ -27,15 +28,37 @@
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 
 #: What this file adds to ``XLA_FLAGS`` for speed only; ``helpers.default_level_env`` removes it.
-FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0",)
+FAST_COMPILE_FLAGS = (
+    "--xla_backend_optimization_level=0",
+    "--xla_cpu_use_fusion_emitters=false",
+)
+
+
+def _xla_knows(flag: str) -> bool:
+    # An unknown name in XLA_FLAGS aborts the process that starts a backend, and XLA renames
+    # or retires flags between releases: ask a throwaway process (about 1 s, once per run:
+    # the xdist workers inherit the decision through XLA_FLAGS).
+    env = dict(os.environ, XLA_FLAGS=flag, JAX_PLATFORMS="cpu")
+    probe = [sys.executable, "-c", "import jax; jax.devices()"]
+    return subprocess.run(probe, env=env, capture_output=True, timeout=300).returncode == 0
+
+
 _flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-_chosen = any(f.split("=")[0] in _flags for f in FAST_COMPILE_FLAGS)
-if not _chosen and os.environ.get("HUBJAX_TEST_XLA", "fast") != "default":
-    _flags += " " + " ".join(FAST_COMPILE_FLAGS)
-    os.environ["HUBJAX_TEST_ADDED_XLA_FLAGS"] = " ".join(FAST_COMPILE_FLAGS)
+if os.environ.get("HUBJAX_TEST_XLA", "fast") != "default":
+    _added = [
+        f
+        for f in FAST_COMPILE_FLAGS
+        if f.split("=")[0] not in _flags and (f in FAST_COMPILE_FLAGS[:1] or _xla_knows(f))
+    ]
+    if _added:
+        _flags += " " + " ".join(_added)
+        _before = os.environ.get("HUBJAX_TEST_ADDED_XLA_FLAGS", "").split()
+        os.environ["HUBJAX_TEST_ADDED_XLA_FLAGS"] = " ".join(_before + _added)
 os.environ["XLA_FLAGS"] = _flags.strip()
 
 # Each run checks a different seeded share of the large grids, so over runs every case is

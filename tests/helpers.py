@@ -104,6 +104,20 @@ def assert_knn_close(result, x, y, ref, metric, *, rtol=1e-4, atol=1e-4):
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
+def assert_same_draws(actual, expected):
+    """Normal draws made inside a compiled program against the same draws made eagerly.
+
+    ``jax.random.normal`` maps uniform bits through ``erfinv``; XLA may round that by an ulp
+    or two differently inside a larger fused program than in an eager call (it depends on the
+    fusion, the XLA flags and the CPU). The same key and shape give the same draws to within
+    a few ulps, which still tells every draw apart, so the rows a sampler kept, their number
+    and their order are checked exactly, the values to 4 ulps of float32.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=4 * np.finfo(np.float32).eps, atol=1e-7)
+
+
 def load_example(name: str) -> types.ModuleType:
     """``examples/<name>.py`` as a module, registered in ``sys.modules`` under ``name`` (an
     example's dataclasses look their module up there)."""
