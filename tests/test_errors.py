@@ -150,3 +150,19 @@ def test_measures_are_exact_on_constant_counts_at_large_m():
     assert float(hubjax.atkinson(counts)) == 0.0
     with pytest.raises(ValueError, match="non-negative"):
         hubjax.k_skewness(np.array([3, -1, 2]))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_host_check_finds_every_bad_row_across_its_chunks(monkeypatch, dtype):
+    """The NumPy check reads a few rows at a time (no boolean copy of the whole input): rows
+    at chunk edges and in the last, partial chunk are found, in every float dtype."""
+    from hubjax._src import checks
+
+    x = random_points(103, 5).astype(dtype)
+    bad = [0, 9, 10, 11, 57, 102]
+    x[bad[:3], 1] = np.nan
+    x[bad[3:], 4] = -np.inf
+    monkeypatch.setattr(checks, "_HOST_CHECK_BYTES", 10 * 5 * x.itemsize)  # 10 rows a step
+    with pytest.raises(ValueError, match=r"in 6 row\(s\): 0, 9, 10, 11, 57, \.\.\."):
+        checks.check_finite(x, "x")
+    checks.check_finite(np.delete(x, bad, axis=0), "x")  # the rest passes
