@@ -42,7 +42,11 @@ setup(
                 "-fvisibility=hidden",
                 "-Wno-psabi",
             ],
-            depends=["hubjax/_src/kernels/_cpu_select_kernels.inc"],
+            depends=[
+                "hubjax/_src/kernels/_cpu_select_kernels.inc",
+                "hubjax/_src/kernels/_avx512_emulation.h",
+                "hubjax/_src/kernels/_avx512_emulation_end.h",
+            ],
             optional=True,
         )
     ]

@@ -10,6 +10,7 @@ import functools
 import importlib.util
 import os
 import platform
+import subprocess
 import sys
 
 import jax
@@ -507,6 +508,11 @@ def test_pair_sums_kernel_bitwise_equal_to_xla(metric, kind):
     np.testing.assert_array_equal(got[1], np.asarray(portable(xj[::-1], yj, cj)))
 
 
+def _cpu_select_isa():
+    """The instruction set the kernel's hot loops use in this process (``HUBJAX_ISA``)."""
+    return _cpu._cpu_select.isa() if _cpu._cpu_select is not None else None
+
+
 needs_fused = pytest.mark.skipif(
     not (_cpu.available() and _cpu.fused()), reason="the fused kernels need AVX-512"
 )
@@ -680,6 +686,80 @@ def test_fused_kernels_under_vmap_equal_the_unbatched_calls():
         np.testing.assert_array_equal(np.asarray(bq[1][b]), np.asarray(one[1]))
 
 
+def _fused_outputs():
+    """The fused kernels' raw lists (and the in-sample norms) on data shaped like users': ties,
+    NaN rows, uncentred, sizes that do not fill a block, both list kinds (sorted insertion
+    and, from keep 112 on, the buffered one). One process computes them per instruction set."""
+    out = {}
+    for kind, n, d, keep in [
+        ("ties", 301, 17, 20),
+        ("nan", 333, 8, 59),
+        ("offset", 260, 3, 120),
+        ("relu", 150, 300, 12),
+        ("dup", 77, 5, 9),
+    ]:
+        x, penalty = _points(kind, n, d, seed=n + d)
+        shift = x.mean(0).astype(np.float32)
+        keep = min(keep, n)
+        for euclidean in (True, False):
+            v, i, sq = _cpu.tiled_lists(
+                x, shift, penalty, keep=keep, euclidean=euclidean, block=64, norms=True
+            )
+            for name, a in (("v", v), ("i", i), ("sq", sq)):
+                out[f"tiled-{kind}-{euclidean}-{name}"] = np.asarray(a)
+        ref = _operands(x, penalty, shift)
+        q = _operands(*_points(kind, 93, d, seed=n))
+        v, i = _cpu.query_lists(q, ref, keep=keep, block=32)
+        out[f"query-{kind}-v"], out[f"query-{kind}-i"] = np.asarray(v), np.asarray(i)
+    return out
+
+
+@needs_fused
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 emulation")
+def test_emulated_avx512_copy_gives_the_native_bits(tmp_path):
+    """``HUBJAX_ISA=avx512-emulated`` (the AVX-512 code with its intrinsics emulated lane by
+    lane, for CPUs without AVX-512) computes what the native instructions compute, bit for
+    bit: the fused kernels' lists and norms here, whole searches in the variants test."""
+    if _cpu_select_isa() != "avx512":
+        pytest.skip("compares with the native AVX-512 copy")
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
+        "import numpy as np, test_cpu_kernel as t\n"
+        "from hubjax._src.kernels import _cpu_select\n"
+        "assert _cpu_select.isa() == 'avx512-emulated'\n"
+        f"np.savez({str(tmp_path / 'emulated.npz')!r}, **t._fused_outputs())\n"
+    )
+    env = dict(os.environ, HUBJAX_ISA="avx512-emulated")
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+    native = _fused_outputs()
+    emulated = np.load(tmp_path / "emulated.npz")
+    assert sorted(emulated.files) == sorted(native)
+    for name, want in native.items():
+        np.testing.assert_array_equal(emulated[name], want, err_msg=name)
+
+
+@needs_kernel
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 emulation")
+def test_emulated_copy_runs_the_fused_tests_where_the_cpu_lacks_avx512():
+    """Without AVX-512 the ``test_fused_*`` tests above skip in this process; they run here
+    instead, in a process with the emulated AVX-512 copy, so every x86-64 host checks the
+    fused kernels' logic (about 20 s)."""
+    if _cpu.fused():
+        pytest.skip("the fused kernels run natively in this process (test_fused_*)")
+    env = dict(os.environ, HUBJAX_ISA="avx512-emulated")
+    here = os.path.abspath(__file__)
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", here, "-k", "test_fused_"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(here)),
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert " passed" in res.stdout and "skipped" not in res.stdout, res.stdout[-2000:]
+
+
 @needs_kernel
 def test_default_in_sample_engine_is_the_tiled_one_and_compiles_once():
     x = _data("normal", 900, 16)
@@ -720,13 +800,12 @@ def test_every_instruction_set_variant_gives_the_same_neighbours(tmp_path):
         "    assert np.array_equal(s[1], ref[f'q{k}i']) and np.array_equal(s[0], ref[f'q{k}d'])\n"
         "print(_cpu_select.isa())\n"
     )
-    import subprocess
-
-    for isa in ("base", "avx2", "avx512"):
+    # avx512-emulated: the AVX-512 code (fused kernels included) on any x86-64 CPU
+    for isa in ("base", "avx2", "avx512", "avx512-emulated"):
         env = dict(os.environ, HUBJAX_ISA=isa)
         out = subprocess.run(
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
         )
-        assert out.stdout.strip() in ("base", "avx2", "avx512")
-        if isa == "base":
-            assert out.stdout.strip() == "base"
+        assert out.stdout.strip() in ("base", "avx2", "avx512", "avx512-emulated")
+        if isa in ("base", "avx512-emulated"):
+            assert out.stdout.strip() == isa

@@ -35,6 +35,8 @@
 // The hot loops live in _cpu_select_kernels.inc, compiled once per instruction set (AVX-512,
 // AVX2 and the baseline, with GCC on x86-64; the baseline alone elsewhere) and chosen at run
 // time; all copies give the same result (they differ only in how many values one compare reads).
+// On x86-64 a fourth copy, the AVX-512 one with its intrinsics emulated (_avx512_emulation.h),
+// lets tests run the fused kernels on CPUs without AVX-512 (HUBJAX_ISA=avx512-emulated).
 
 #include <Python.h>
 
@@ -187,6 +189,22 @@ namespace hubjax_avx2 {
 #undef HUBJAX_ISA
 }  // namespace hubjax_avx2
 #pragma GCC pop_options
+
+// The AVX-512 copy again, for the baseline instruction set: its intrinsics emulated lane by
+// lane (_avx512_emulation.h), so the fused kernels' logic runs, slowly, on any x86-64 CPU.
+// Only for tests (HUBJAX_ISA=avx512-emulated); it must give the native copy's bits.
+// Not optimised: at -O3 its loops of emulated vectors took minutes to compile (-O1: 10 s
+// more than the rest of the file, -O0: 1 s), and it only runs tests' sizes.
+#pragma GCC push_options
+#pragma GCC optimize("O0")
+#include "_avx512_emulation.h"
+namespace hubjax_emulated {
+#define HUBJAX_ISA 512
+#include "_cpu_select_kernels.inc"
+#undef HUBJAX_ISA
+}  // namespace hubjax_emulated
+#include "_avx512_emulation_end.h"
+#pragma GCC pop_options
 #endif
 
 namespace hubjax_base {
@@ -208,8 +226,13 @@ struct Kernels {
 const Kernels& Pick() {
   static const Kernels kernels = [] {
 #if HUBJAX_MULTI_ISA
-    const char* env = std::getenv("HUBJAX_ISA");  // "avx512", "avx2", "base": for tests
+    // "avx512", "avx2", "base" or "avx512-emulated": for tests
+    const char* env = std::getenv("HUBJAX_ISA");
     const std::string want = env ? env : "";
+    if (want == "avx512-emulated") {
+      return Kernels{hubjax_emulated::RowsRange, hubjax_emulated::ColsRange,
+                     hubjax_emulated::PairsRange, hubjax_emulated::PairSumsRange};
+    }
     __builtin_cpu_init();
     if ((want.empty() || want == "avx512") && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
@@ -235,6 +258,7 @@ const char* IsaName() {
   const Kernels& k = Pick();
 #if HUBJAX_MULTI_ISA
   if (k.pairs == hubjax_avx512::PairsRange) return "avx512";
+  if (k.pairs == hubjax_emulated::PairsRange) return "avx512-emulated";
   if (k.pairs == hubjax_avx2::PairsRange) return "avx2";
 #endif
   return k.pairs == hubjax_base::PairsRange ? "base" : "?";
@@ -427,11 +451,29 @@ int64_t FusedBlock(int64_t m, int64_t kd, int64_t requested) {
 
 bool FusedAvailable() {
 #if HUBJAX_MULTI_ISA
-  return Pick().pairs == hubjax_avx512::PairsRange;
+  return Pick().pairs == hubjax_avx512::PairsRange || Pick().pairs == hubjax_emulated::PairsRange;
 #else
   return false;
 #endif
 }
+
+#if HUBJAX_MULTI_ISA
+// The fused kernels' steps, from the AVX-512 copy or its emulation (whichever Pick chose).
+struct FusedSteps {
+  decltype(&hubjax_avx512::PackPanels) pack_panels;
+  decltype(&hubjax_avx512::PackPoints) pack_points;
+  decltype(&hubjax_avx512::SeedRows) seed_rows;
+  decltype(&hubjax_avx512::FusedTile) tile;
+};
+
+const FusedSteps& Fused() {
+  static const FusedSteps native{hubjax_avx512::PackPanels, hubjax_avx512::PackPoints,
+                                 hubjax_avx512::SeedRows, hubjax_avx512::FusedTile};
+  static const FusedSteps emulated{hubjax_emulated::PackPanels, hubjax_emulated::PackPoints,
+                                   hubjax_emulated::SeedRows, hubjax_emulated::FusedTile};
+  return Pick().pairs == hubjax_emulated::PairsRange ? emulated : native;
+}
+#endif
 
 // Tiles of the fused kernel handed to threads: block pairs in circle-method order (diagonals
 // first), each taken by the first free thread whose two blocks no other thread holds (lists
@@ -526,13 +568,13 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
   const int64_t rpan = in_sample ? 0 : nb * block / kFusedCols, cpan = mb * block / kFusedCols;
   ParallelFor(pool, rpan + cpan, threads, 4 * threads, [&](int64_t lo, int64_t hi) {
     if (lo < rpan) {
-      hubjax_avx512::PackPanels(q, n, kd, kd - 2, lo, std::min(hi, rpan), ap.data());
+      Fused().pack_panels(q, n, kd, kd - 2, lo, std::min(hi, rpan), ap.data());
     }
     if (hi > rpan && r.operands) {
-      hubjax_avx512::PackPanels(r.operands, m, kd, kd - 1, std::max(lo, rpan) - rpan, hi - rpan,
+      Fused().pack_panels(r.operands, m, kd, kd - 1, std::max(lo, rpan) - rpan, hi - rpan,
                                 bp_data);
     } else if (hi > rpan) {
-      hubjax_avx512::PackPoints(r.features, r.shift, r.penalty, m, kd - 2,
+      Fused().pack_points(r.features, r.shift, r.penalty, m, kd - 2,
                                 std::max(lo, rpan) - rpan, hi - rpan, bp_data, r.sq);
     }
   });
@@ -562,10 +604,10 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
           const int64_t ilo = i * block, jlo = j * block;
           const int64_t icount = std::min(block, n - ilo), jcount = std::min(block, n - jlo);
           if (i == j) {
-            hubjax_avx512::SeedRows(args, ilo, icount, ilo, icount, rowbuf.data(),
+            Fused().seed_rows(args, ilo, icount, ilo, icount, rowbuf.data(),
                                     buffer.data());
           } else {
-            hubjax_avx512::FusedTile(args, ilo, icount, jlo, jcount, true, tr.data(),
+            Fused().tile(args, ilo, icount, jlo, jcount, true, tr.data(),
                                      tc.data(), tile.data(), part.data());
           }
           queue.Release(t);
@@ -583,9 +625,9 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
       std::vector<Entry> buffer(kBufferFactor * keep);
       for (int64_t i = lo; i < hi; ++i) {
         const int64_t ilo = i * block, icount = std::min(block, n - ilo);
-        hubjax_avx512::SeedRows(args, ilo, icount, 0, seed, rowbuf.data(), buffer.data());
+        Fused().seed_rows(args, ilo, icount, 0, seed, rowbuf.data(), buffer.data());
         if (m > seed) {
-          hubjax_avx512::FusedTile(args, ilo, icount, seed, m - seed, false, tr.data(),
+          Fused().tile(args, ilo, icount, seed, m - seed, false, tr.data(),
                                    tc.data(), tile.data(), part.data());
         }
       }

@@ -13,7 +13,8 @@ build use the portable XLA path, which gives the same result bit for bit (tested
 Environment (read once): ``HUBJAX_SELECT=portable`` before tracing forces the portable path on
 CPU too; ``HUBJAX_THREADS`` caps the kernels' threads (default: XLA's intra-op pool, all cores);
 ``HUBJAX_ISA=base|avx2|avx512`` caps the instruction set of the hot loops (default: the widest
-the CPU has; for tests).
+the CPU has; for tests); ``HUBJAX_ISA=avx512-emulated`` runs the AVX-512 code, fused kernels
+included, with its intrinsics emulated on any x86-64 CPU (slow; for tests, same bits).
 """
 
 from __future__ import annotations
