@@ -4,7 +4,13 @@ import subprocess
 import sys
 import textwrap
 
+import jax
+import jax.numpy as jnp
+import pytest
 from helpers import default_level_env
+
+import hubjax
+from hubjax._src.kernels import cpu as _cpu
 
 # Each script prints how much its process's peak resident set grew over the measured call.
 PREAMBLE = """
@@ -92,3 +98,31 @@ def test_precision_recall_memory_on_many_points():
     1024-row tiles (80 MB each) by 287 MiB."""
     growth = peak_growth(PR_SCRIPT)
     assert growth < 200, f"peak grew by {growth:.0f} MiB"
+
+
+@pytest.mark.skipif(not _cpu.fused(), reason="the fused kernel's program (AVX-512)")
+def test_wide_in_sample_program_holds_the_input_twice():
+    """XLA's own accounting of the compiled in-sample program at 2 000 x 20 000 (153 MiB):
+    the scaled copy and the kernel's packed ranking operands, each the input's size (padded to
+    whole blocks), plus ``O(block (m + d) + n k)``, as docs/guide.md states. It was 2.56x the
+    input while the scratch was sized for the largest block and the last block was mostly
+    padding (2 560 points packed for 2 000)."""
+    x = jax.ShapeDtypeStruct((2000, 20_000), jnp.float32)
+    compiled = jax.jit(lambda x: hubjax.hub_values(x, k=10)).lower(x).compile()
+    ratio = compiled.memory_analysis().temp_size_in_bytes / (2000 * 20_000 * 4)
+    assert ratio <= 2.1, ratio
+
+
+def test_fused_blocks_are_even_and_the_requested_size_is_kept():
+    """The kernel spreads its default block size evenly over the blocks it needs (the last one
+    is never mostly padding), and keeps a requested size (rounded up to its 32-point panels)."""
+    fused_block = _cpu._cpu_select.fused_block if _cpu._cpu_select is not None else None
+    if fused_block is None:
+        pytest.skip("the compiled kernel is not built")
+    for m in (1, 31, 100, 700, 2000, 2049, 10_000, 123_457):
+        for kd in (4, 14, 130, 514, 20_002):
+            unit = fused_block(m, kd, 0)
+            blocks = -(-m // unit)
+            assert unit % 32 == 0 and 32 <= unit <= 1120
+            assert blocks * unit - m < 32 * blocks, (m, kd, unit)  # under a panel per block
+        assert fused_block(m, 14, 100) == min(128, -(-m // 32) * 32)

@@ -440,13 +440,20 @@ ffi::Error SelectPairsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> d,
 // about 600 KB of packed row panels (a block in L2 while a column panel sits in L1), but at
 // least 20 panels (640 points): with long feature vectors the rows stream from L3 anyway, and
 // fewer, larger tiles were faster (2-core AMD EPYC, 10k points, d = 512: 5 %, d = 1024: 12 %
-// over 288 / 224-point blocks). (hubjax._cpu._FUSED_BLOCK_MAX mirrors the largest: 35 panels.)
+// over 288 / 224-point blocks). The chosen size is then spread evenly over the blocks it
+// needs, so the last block is not mostly padding: the packed points (m rounded up to whole
+// blocks, d + 2 floats each) are as large as the input again on wide data (2 000 x 20 000:
+// 20 panels a block padded 2 000 points to 2 560, even blocks of 16 panels to 2 048).
+// hubjax._src.kernels.cpu sizes the scratch for them with this function (fused_block).
 int64_t FusedBlock(int64_t m, int64_t kd, int64_t requested) {
-  int64_t units = requested > 0 ? (requested + kFusedCols - 1) / kFusedCols
-                                : std::max<int64_t>(
-                                      20, std::min<int64_t>(35, (600 << 10) / (kFusedCols * kd * 4)));
-  units = std::min(units, (m + kFusedCols - 1) / kFusedCols);
-  return std::max<int64_t>(1, units) * kFusedCols;
+  const int64_t panels = std::max<int64_t>(1, (m + kFusedCols - 1) / kFusedCols);
+  if (requested > 0) {
+    return std::min((requested + kFusedCols - 1) / kFusedCols, panels) * kFusedCols;
+  }
+  const int64_t units = std::min(
+      panels, std::max<int64_t>(20, std::min<int64_t>(35, (600 << 10) / (kFusedCols * kd * 4))));
+  const int64_t blocks = (panels + units - 1) / units;
+  return (panels + blocks - 1) / blocks * kFusedCols;
 }
 
 bool FusedAvailable() {
@@ -966,9 +973,21 @@ static PyObject* Isa(PyObject*, PyObject*) { return PyUnicode_FromString(IsaName
 
 static PyObject* Fused(PyObject*, PyObject*) { return PyBool_FromLong(FusedAvailable()); }
 
+static PyObject* FusedBlockPy(PyObject*, PyObject* args) {
+  long long m, kd, requested;
+  if (!PyArg_ParseTuple(args, "LLL", &m, &kd, &requested)) return nullptr;
+  if (m < 1 || kd < 1) {
+    PyErr_SetString(PyExc_ValueError, "fused_block: m and kd must be positive");
+    return nullptr;
+  }
+  return PyLong_FromLongLong(FusedBlock(m, kd, requested));
+}
+
 static PyMethodDef kMethods[] = {
     {"isa", Isa, METH_NOARGS, "Instruction set of the kernels' hot loops on this CPU."},
     {"fused", Fused, METH_NOARGS, "Whether the fused in-sample kernel runs on this CPU."},
+    {"fused_block", FusedBlockPy, METH_VARARGS,
+     "fused_block(m, kd, requested): the points per block the fused kernels use."},
     {"capsules", Capsules, METH_NOARGS, "FFI handler capsules, by target name."},
     {"build_jaxlib", BuildJaxlib, METH_NOARGS, "Version of the jaxlib whose headers built this."},
     {nullptr, nullptr, 0, nullptr}};

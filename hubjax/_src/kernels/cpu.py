@@ -171,9 +171,6 @@ def select_pairs(d, row_base, col_base, mode, rows_v, rows_i, cols_v, cols_i):
     return _call("hubjax_select_pairs", _like(*lists), d, row_base, col_base, mode, *lists)
 
 
-_FUSED_BLOCK_MAX = 1120  # the largest block the fused kernels pick (FusedBlock, _cpu_select.cc)
-
-
 def fused() -> bool:
     """Whether CPU lowerings of the in-sample search use the fused kernel (:func:`tiled_lists`):
     the kernel is enabled and the CPU has AVX-512 (``HUBJAX_ISA`` not capping it)."""
@@ -203,10 +200,10 @@ def tiled_lists(
     summed in feature order)."""
     shape = (*features.shape[:-1], keep)
     # the packed points live in a scratch result (XLA's memory, which XLA can share with dead
-    # buffers) padded to whole blocks: m + block rows cover any block the kernel picks (at
-    # most 1120 rows); with less room it would allocate its own
+    # buffers) padded to the kernel's whole blocks (with less room it would allocate its own)
     m, d = features.shape[-2:]
-    padded = m + (_FUSED_BLOCK_MAX if block == 0 else -(-block // 32) * 32)
+    unit = _cpu_select.fused_block(m, d + 2, block)
+    padded = -(-m // unit) * unit
     scratch = jax.ShapeDtypeStruct((*features.shape[:-2], padded * (d + 2)), jnp.float32)
     out = (
         jax.ShapeDtypeStruct(shape, jnp.float32),
