@@ -192,16 +192,10 @@ HUBJAX_EMU EmuPs EmuPermutexvarPs(EmuSi idx, EmuPs a) {
   for (int i = 0; i < 16; ++i) r.v[i] = a.v[idx.v[i] & 15];
   return r;
 }
-HUBJAX_EMU EmuPs EmuMaskzCompressPs(EmuMask k, EmuPs a) {
-  EmuPs r = EmuSet1Ps(0.0f);
-  int n = 0;
-  for (int i = 0; i < 16; ++i) {
-    if (EmuOn(k, i)) r.v[n++] = a.v[i];
-  }
-  return r;
-}
-HUBJAX_EMU EmuSi EmuMaskzCompressSi(EmuMask k, EmuSi a) {
-  EmuSi r = EmuSet1Si(0);
+// the selected lanes packed to the bottom, zeros above (floats or integers)
+template <typename V>
+HUBJAX_EMU V EmuMaskzCompress(EmuMask k, V a) {
+  V r{};
   int n = 0;
   for (int i = 0; i < 16; ++i) {
     if (EmuOn(k, i)) r.v[n++] = a.v[i];
@@ -351,10 +345,10 @@ HUBJAX_EMU EmuSi EmuMaskzCompressSi(EmuMask k, EmuSi a) {
 #define _mm512_permutexvar_ps(idx, a) EmuPermutexvarPs(idx, a)
 #pragma push_macro("_mm512_maskz_compress_ps")
 #undef _mm512_maskz_compress_ps
-#define _mm512_maskz_compress_ps(k, a) EmuMaskzCompressPs(k, a)
+#define _mm512_maskz_compress_ps(k, a) EmuMaskzCompress(k, a)
 #pragma push_macro("_mm512_maskz_compress_epi32")
 #undef _mm512_maskz_compress_epi32
-#define _mm512_maskz_compress_epi32(k, a) EmuMaskzCompressSi(k, a)
+#define _mm512_maskz_compress_epi32(k, a) EmuMaskzCompress(k, a)
 #pragma push_macro("_mm512_cvtss_f32")
 #undef _mm512_cvtss_f32
 #define _mm512_cvtss_f32(a) ((a).v[0])
