@@ -126,3 +126,32 @@ def test_fused_blocks_are_even_and_the_requested_size_is_kept():
             assert unit % 32 == 0 and 32 <= unit <= 1120
             assert blocks * unit - m < 32 * blocks, (m, kd, unit)  # under a panel per block
         assert fused_block(m, 14, 100) == min(128, -(-m // 32) * 32)
+
+
+def test_wide_in_sample_program_without_avx512_holds_no_second_copy_of_the_operands():
+    """The same accounting where the CPU has no AVX-512 (``HUBJAX_ISA=avx2``: the tiled
+    source with the kernel's selection): the scaled copy, the padded ranking operands and one
+    step's tiles. It was 4.12x the input while the queries' operands were a second copy of
+    all points; they are now derived per step (3.30x)."""
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, hubjax
+        from hubjax._src.kernels import cpu
+        assert cpu.enabled() and not cpu.fused()
+        x = jax.ShapeDtypeStruct((2000, 20_000), jnp.float32)
+        compiled = jax.jit(lambda x: hubjax.hub_values(x, k=10)).lower(x).compile()
+        print(compiled.memory_analysis().temp_size_in_bytes / (2000 * 20_000 * 4))
+        """
+    )
+    if not _cpu.enabled():
+        pytest.skip("the compiled kernel is not built")
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+        env=default_level_env(HUBJAX_ISA="avx2"),
+    )
+    ratio = float(out.stdout.strip().splitlines()[-1])
+    assert ratio <= 3.4, ratio

@@ -316,13 +316,13 @@ def _scanned_lists(reference, state, *, metric, tiles):
     """Running lists ``[num_blocks, block, keep]`` of every pair of blocks of the padded
     reference operands ``[num_blocks, block, d + 2]``, ``tiles`` block pairs per step of a
     ``lax.scan`` (:func:`pair_schedule`)."""
-    query = metric.query_from_reference(reference)  # [num_blocks, block, d + 2]
-    num_blocks, block = query.shape[:2]
+    num_blocks, block = reference.shape[:2]
     schedule = jnp.asarray(pair_schedule(num_blocks, tiles))
 
     def step(state, plan):
         row_blocks, col_blocks, mode = plan[:, 0], plan[:, 1], plan[:, 2]
-        q = jnp.take(query, row_blocks, axis=0, mode="clip")  # [tiles, block, d + 2]
+        # the rows' query operands derived per step (exact), not a second copy of all points
+        q = metric.query_from_reference(jnp.take(reference, row_blocks, axis=0, mode="clip"))
         c = jnp.take(reference, col_blocks, axis=0, mode="clip")
         strips = lax.dot_general(
             q, c, (((2,), (2,)), ((0,), (0,))), precision=lax.Precision.HIGHEST
