@@ -45,7 +45,6 @@ setup(
             depends=[
                 "hubjax/_src/kernels/_cpu_select_kernels.inc",
                 "hubjax/_src/kernels/_avx512_emulation.h",
-                "hubjax/_src/kernels/_avx512_emulation_end.h",
             ],
             optional=True,
         )

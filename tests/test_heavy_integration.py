@@ -83,7 +83,6 @@ def test_sdist_contents(sdist):
         "hubjax/_src/kernels/_cpu_select.cc",
         "hubjax/_src/kernels/_cpu_select_kernels.inc",
         "hubjax/_src/kernels/_avx512_emulation.h",
-        "hubjax/_src/kernels/_avx512_emulation_end.h",
         "tests/conftest.py",
         "tests/reference.py",
         "docs/conf.py",

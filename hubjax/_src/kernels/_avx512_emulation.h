@@ -9,8 +9,8 @@
 // std::fma (one rounding, like the instruction). The file is built with -ffp-contract=off, so
 // the compiler fuses no multiply-add of its own. Slow (a loop per vector operation): for tests.
 //
-// Included only inside the namespace of the emulated copy; _avx512_emulation_end.h removes the
-// macros again.
+// Included just before the emulated copy, the last code of _cpu_select.cc that names the
+// intrinsics: its macros (below) then stay defined to the end of that file, unused.
 
 #include <cmath>
 #include <cstdint>
@@ -205,153 +205,104 @@ HUBJAX_EMU V EmuMaskzCompress(EmuMask k, V a) {
 #undef HUBJAX_EMU
 
 // No forced unrolling of the kernels' loops (it made the emulated copy slow to compile).
-#pragma push_macro("HUBJAX_UNROLL")
 #undef HUBJAX_UNROLL
 #define HUBJAX_UNROLL(n)
 
-// The intrinsics' names, for the copy of _cpu_select_kernels.inc that follows (any macro of
-// the same name, from <immintrin.h>, is saved and restored by _avx512_emulation_end.h).
-#pragma push_macro("__m512")
+// The intrinsics' names, for the copy of _cpu_select_kernels.inc that follows (a macro of the
+// same name from <immintrin.h> is replaced).
 #undef __m512
 #define __m512 EmuPs
-#pragma push_macro("__m512i")
 #undef __m512i
 #define __m512i EmuSi
-#pragma push_macro("__mmask16")
 #undef __mmask16
 #define __mmask16 EmuMask
-#pragma push_macro("_CMP_EQ_OQ")
 #undef _CMP_EQ_OQ
 #define _CMP_EQ_OQ kEmuEq
-#pragma push_macro("_CMP_LT_OQ")
 #undef _CMP_LT_OQ
 #define _CMP_LT_OQ kEmuLt
-#pragma push_macro("_CMP_LE_OQ")
 #undef _CMP_LE_OQ
 #define _CMP_LE_OQ kEmuLe
-#pragma push_macro("_CMP_UNORD_Q")
 #undef _CMP_UNORD_Q
 #define _CMP_UNORD_Q kEmuUnord
-#pragma push_macro("_mm512_loadu_ps")
 #undef _mm512_loadu_ps
 #define _mm512_loadu_ps(p) EmuLoadPs(p)
-#pragma push_macro("_mm512_loadu_si512")
 #undef _mm512_loadu_si512
 #define _mm512_loadu_si512(p) EmuLoadSi(p)
-#pragma push_macro("_mm512_storeu_ps")
 #undef _mm512_storeu_ps
 #define _mm512_storeu_ps(p, a) EmuStorePs(p, a)
-#pragma push_macro("_mm512_storeu_si512")
 #undef _mm512_storeu_si512
 #define _mm512_storeu_si512(p, a) EmuStoreSi(p, a)
-#pragma push_macro("_mm512_store_si512")
 #undef _mm512_store_si512
 #define _mm512_store_si512(p, a) EmuStoreSi(p, a)
-#pragma push_macro("_mm512_set1_ps")
 #undef _mm512_set1_ps
 #define _mm512_set1_ps(x) EmuSet1Ps(x)
-#pragma push_macro("_mm512_set1_epi32")
 #undef _mm512_set1_epi32
 #define _mm512_set1_epi32(x) EmuSet1Si(x)
-#pragma push_macro("_mm512_set_epi32")
 #undef _mm512_set_epi32
 #define _mm512_set_epi32 EmuSetSi
-#pragma push_macro("_mm512_setzero_ps")
 #undef _mm512_setzero_ps
 #define _mm512_setzero_ps() EmuSet1Ps(0.0f)
-#pragma push_macro("_mm512_setzero_si512")
 #undef _mm512_setzero_si512
 #define _mm512_setzero_si512() EmuSet1Si(0)
-#pragma push_macro("_mm512_mask_loadu_ps")
 #undef _mm512_mask_loadu_ps
 #define _mm512_mask_loadu_ps(src, k, p) EmuMaskLoadPs(src, k, p)
-#pragma push_macro("_mm512_maskz_loadu_ps")
 #undef _mm512_maskz_loadu_ps
 #define _mm512_maskz_loadu_ps(k, p) EmuMaskzLoadPs(k, p)
-#pragma push_macro("_mm512_maskz_loadu_epi32")
 #undef _mm512_maskz_loadu_epi32
 #define _mm512_maskz_loadu_epi32(k, p) EmuMaskzLoadSi(k, p)
-#pragma push_macro("_mm512_mask_storeu_ps")
 #undef _mm512_mask_storeu_ps
 #define _mm512_mask_storeu_ps(p, k, a) EmuMaskStorePs(p, k, a)
-#pragma push_macro("_mm512_mask_storeu_epi32")
 #undef _mm512_mask_storeu_epi32
 #define _mm512_mask_storeu_epi32(p, k, a) EmuMaskStoreSi(p, k, a)
-#pragma push_macro("_mm512_add_ps")
 #undef _mm512_add_ps
 #define _mm512_add_ps(a, b) EmuAddPs(a, b)
-#pragma push_macro("_mm512_sub_ps")
 #undef _mm512_sub_ps
 #define _mm512_sub_ps(a, b) EmuSubPs(a, b)
-#pragma push_macro("_mm512_mul_ps")
 #undef _mm512_mul_ps
 #define _mm512_mul_ps(a, b) EmuMulPs(a, b)
-#pragma push_macro("_mm512_min_ps")
 #undef _mm512_min_ps
 #define _mm512_min_ps(a, b) EmuMinPs(a, b)
-#pragma push_macro("_mm512_max_ps")
 #undef _mm512_max_ps
 #define _mm512_max_ps(a, b) EmuMaxPs(a, b)
-#pragma push_macro("_mm512_fmadd_ps")
 #undef _mm512_fmadd_ps
 #define _mm512_fmadd_ps(a, b, c) EmuFmaddPs(a, b, c)
-#pragma push_macro("_mm512_maskz_add_ps")
 #undef _mm512_maskz_add_ps
 #define _mm512_maskz_add_ps(k, a, b) EmuMaskzAddPs(k, a, b)
-#pragma push_macro("_mm512_add_epi32")
 #undef _mm512_add_epi32
 #define _mm512_add_epi32(a, b) EmuAddSi(a, b)
-#pragma push_macro("_mm512_and_si512")
 #undef _mm512_and_si512
 #define _mm512_and_si512(a, b) EmuAndSi(a, b)
-#pragma push_macro("_mm512_min_epi32")
 #undef _mm512_min_epi32
 #define _mm512_min_epi32(a, b) EmuMinSi(a, b)
-#pragma push_macro("_mm512_mask_add_epi32")
 #undef _mm512_mask_add_epi32
 #define _mm512_mask_add_epi32(src, k, a, b) EmuMaskAddSi(src, k, a, b)
-#pragma push_macro("_mm512_mask_mov_ps")
 #undef _mm512_mask_mov_ps
 #define _mm512_mask_mov_ps(src, k, a) EmuMaskMovPs(src, k, a)
-#pragma push_macro("_mm512_mask_mov_epi32")
 #undef _mm512_mask_mov_epi32
 #define _mm512_mask_mov_epi32(src, k, a) EmuMaskMovSi(src, k, a)
-#pragma push_macro("_mm512_cmp_ps_mask")
 #undef _mm512_cmp_ps_mask
 #define _mm512_cmp_ps_mask(a, b, pred) EmuCmpPs(a, b, pred)
-#pragma push_macro("_mm512_mask_cmp_ps_mask")
 #undef _mm512_mask_cmp_ps_mask
 #define _mm512_mask_cmp_ps_mask(k, a, b, pred) EmuMaskCmpPs(k, a, b, pred)
-#pragma push_macro("_mm512_cmplt_epi32_mask")
 #undef _mm512_cmplt_epi32_mask
 #define _mm512_cmplt_epi32_mask(a, b) EmuCmpltSi(a, b)
-#pragma push_macro("_mm512_cmpgt_epi32_mask")
 #undef _mm512_cmpgt_epi32_mask
 #define _mm512_cmpgt_epi32_mask(a, b) EmuCmpgtSi(a, b)
-#pragma push_macro("_mm512_cmpeq_epi32_mask")
 #undef _mm512_cmpeq_epi32_mask
 #define _mm512_cmpeq_epi32_mask(a, b) EmuCmpeqSi(a, b)
-#pragma push_macro("_mm512_castps_si512")
 #undef _mm512_castps_si512
 #define _mm512_castps_si512(a) EmuCastPsSi(a)
-#pragma push_macro("_mm512_castsi512_ps")
 #undef _mm512_castsi512_ps
 #define _mm512_castsi512_ps(a) EmuCastSiPs(a)
-#pragma push_macro("_mm512_alignr_epi32")
 #undef _mm512_alignr_epi32
 #define _mm512_alignr_epi32(hi, lo, shift) EmuAlignrSi(hi, lo, shift)
-#pragma push_macro("_mm512_permutexvar_ps")
 #undef _mm512_permutexvar_ps
 #define _mm512_permutexvar_ps(idx, a) EmuPermutexvarPs(idx, a)
-#pragma push_macro("_mm512_maskz_compress_ps")
 #undef _mm512_maskz_compress_ps
 #define _mm512_maskz_compress_ps(k, a) EmuMaskzCompress(k, a)
-#pragma push_macro("_mm512_maskz_compress_epi32")
 #undef _mm512_maskz_compress_epi32
 #define _mm512_maskz_compress_epi32(k, a) EmuMaskzCompress(k, a)
-#pragma push_macro("_mm512_cvtss_f32")
 #undef _mm512_cvtss_f32
 #define _mm512_cvtss_f32(a) ((a).v[0])
-#pragma push_macro("_mm_prefetch")
 #undef _mm_prefetch
 #define _mm_prefetch(p, hint) __builtin_prefetch(p)

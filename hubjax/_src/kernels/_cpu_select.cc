@@ -189,12 +189,22 @@ namespace hubjax_avx2 {
 #undef HUBJAX_ISA
 }  // namespace hubjax_avx2
 #pragma GCC pop_options
+#endif
 
+namespace hubjax_base {
+#define HUBJAX_ISA 0
+#include "_cpu_select_kernels.inc"
+#undef HUBJAX_ISA
+}  // namespace hubjax_base
+
+#if HUBJAX_MULTI_ISA
 // The AVX-512 copy again, for the baseline instruction set: its intrinsics emulated lane by
 // lane (_avx512_emulation.h), so the fused kernels' logic runs, slowly, on any x86-64 CPU.
 // Only for tests (HUBJAX_ISA=avx512-emulated); it must give the native copy's bits.
 // Not optimised: at -O3 its loops of emulated vectors took minutes to compile (-O1: 10 s
 // more than the rest of the file, -O0: 1 s), and it only runs tests' sizes.
+// The last copy: the emulation's names for the intrinsics stay defined to the end of the
+// file, where nothing else uses them.
 #pragma GCC push_options
 #pragma GCC optimize("O0")
 #include "_avx512_emulation.h"
@@ -203,15 +213,8 @@ namespace hubjax_emulated {
 #include "_cpu_select_kernels.inc"
 #undef HUBJAX_ISA
 }  // namespace hubjax_emulated
-#include "_avx512_emulation_end.h"
 #pragma GCC pop_options
 #endif
-
-namespace hubjax_base {
-#define HUBJAX_ISA 0
-#include "_cpu_select_kernels.inc"
-#undef HUBJAX_ISA
-}  // namespace hubjax_base
 
 namespace {
 
@@ -473,7 +476,7 @@ struct FusedSteps {
   decltype(&hubjax_avx512::FusedTile) tile;
 };
 
-const FusedSteps& Fused() {
+const FusedSteps& PickFused() {
   static const FusedSteps native{hubjax_avx512::PackPanels, hubjax_avx512::PackPoints,
                                  hubjax_avx512::SeedRows, hubjax_avx512::FusedTile};
   static const FusedSteps emulated{hubjax_emulated::PackPanels, hubjax_emulated::PackPoints,
@@ -575,14 +578,14 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
   const int64_t rpan = in_sample ? 0 : nb * block / kFusedCols, cpan = mb * block / kFusedCols;
   ParallelFor(pool, rpan + cpan, threads, 4 * threads, [&](int64_t lo, int64_t hi) {
     if (lo < rpan) {
-      Fused().pack_panels(q, n, kd, kd - 2, lo, std::min(hi, rpan), ap.data());
+      PickFused().pack_panels(q, n, kd, kd - 2, lo, std::min(hi, rpan), ap.data());
     }
     if (hi > rpan && r.operands) {
-      Fused().pack_panels(r.operands, m, kd, kd - 1, std::max(lo, rpan) - rpan, hi - rpan,
-                                bp_data);
+      PickFused().pack_panels(r.operands, m, kd, kd - 1, std::max(lo, rpan) - rpan,
+                              hi - rpan, bp_data);
     } else if (hi > rpan) {
-      Fused().pack_points(r.features, r.shift, r.penalty, m, kd - 2,
-                                std::max(lo, rpan) - rpan, hi - rpan, bp_data, r.sq);
+      PickFused().pack_points(r.features, r.shift, r.penalty, m, kd - 2,
+                              std::max(lo, rpan) - rpan, hi - rpan, bp_data, r.sq);
     }
   });
   const FusedArgs args{in_sample ? bp_data : ap.data(),
@@ -611,11 +614,11 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
           const int64_t ilo = i * block, jlo = j * block;
           const int64_t icount = std::min(block, n - ilo), jcount = std::min(block, n - jlo);
           if (i == j) {
-            Fused().seed_rows(args, ilo, icount, ilo, icount, rowbuf.data(),
-                                    buffer.data());
+            PickFused().seed_rows(args, ilo, icount, ilo, icount, rowbuf.data(),
+                                  buffer.data());
           } else {
-            Fused().tile(args, ilo, icount, jlo, jcount, true, tr.data(),
-                                     tc.data(), tile.data(), part.data());
+            PickFused().tile(args, ilo, icount, jlo, jcount, true, tr.data(), tc.data(),
+                             tile.data(), part.data());
           }
           queue.Release(t);
         }
@@ -632,10 +635,10 @@ void FusedRun(ffi::ThreadPool& pool, const float* q, int64_t scale, const FusedP
       std::vector<Entry> buffer(kBufferFactor * keep);
       for (int64_t i = lo; i < hi; ++i) {
         const int64_t ilo = i * block, icount = std::min(block, n - ilo);
-        Fused().seed_rows(args, ilo, icount, 0, seed, rowbuf.data(), buffer.data());
+        PickFused().seed_rows(args, ilo, icount, 0, seed, rowbuf.data(), buffer.data());
         if (m > seed) {
-          Fused().tile(args, ilo, icount, seed, m - seed, false, tr.data(),
-                                   tc.data(), tile.data(), part.data());
+          PickFused().tile(args, ilo, icount, seed, m - seed, false, tr.data(), tc.data(),
+                           tile.data(), part.data());
         }
       }
     });
