@@ -189,16 +189,19 @@ def _moments(p1, p2, p3, *, n: int, pairs, triples, s, k: int):
     ``p_j [n]`` sums ``w_q^j`` over the sampled lists q holding each point (all ``w = 1`` for
     the sample itself); ``pairs``/``triples`` count ordered pairs/triples of distinct queries.
     """
-    return _central(
-        numerics.tree_sum(p1),
-        numerics.tree_sum(p1 * p1 - p2),
-        numerics.tree_sum(p1 * p1 * p1 - 3 * p1 * p2 + 2 * p3),
-        n=n,
-        pairs=pairs,
-        triples=triples,
-        s=s,
-        k=k,
-    )
+    return _central(*_summed(p1, p2, p3), n=n, pairs=pairs, triples=triples, s=s, k=k)
+
+
+def _factorial_terms(p1, p2, p3):
+    """Per point, the weight of its ordered pairs and triples of distinct sampled lists:
+    ``p1^2 - p2`` and ``p1^3 - 3 p1 p2 + 2 p3`` (see :func:`_moments`)."""
+    return p1 * p1 - p2, p1 * p1 * p1 - 3 * p1 * p2 + 2 * p3
+
+
+def _summed(p1, p2, p3):
+    """``(a1, a2, a3)``: the per-point sums and their factorial terms, summed over the points."""
+    pairs, triples = _factorial_terms(p1, p2, p3)
+    return numerics.tree_sum(p1), numerics.tree_sum(pairs), numerics.tree_sum(triples)
 
 
 def _central(a1, a2, a3, *, n: int, pairs, triples, s, k: int):
@@ -231,11 +234,8 @@ def _weighted(idx, w, *, n: int, k: int):
     # the three power sums in one scatter (integer-valued, so exact in any order)
     p1, p2, p3 = jnp.zeros((n, 3), dtype).at[flat].add(powers, mode="drop").T
     w2, w3 = jnp.sum(w * w), jnp.sum(w * w * w)
-    pairs = float(s * s) - w2
-    triples = float(s**3) - 3.0 * s * w2 + 2.0 * w3
-    a1 = numerics.tree_sum(p1)
-    a2 = numerics.tree_sum(p1 * p1 - p2)
-    a3 = numerics.tree_sum(p1 * p1 * p1 - 3 * p1 * p2 + 2 * p3)
+    pairs, triples = _distinct(s, w2, w3)
+    a1, a2, a3 = _summed(p1, p2, p3)
     m2, m3 = _central(a1, a2, a3, n=n, pairs=pairs, triples=triples, s=s, k=k)
     estimates = _estimates(m2, m3, n, k)
     if s < 4:  # three queries left are the fewest the third moment needs
@@ -245,25 +245,27 @@ def _weighted(idx, w, *, n: int, k: int):
     wq = w[:, None]
     old = p1[idx], p2[idx], p3[idx]  # [s, k] (entries -1 are masked by ``on``)
     new = old[0] - 1, old[1] - (2 * wq - 1), old[2] - (3 * wq * wq - 3 * wq + 1)
-
-    def terms(q1, q2, q3):
-        return q1 * q1 - q2, q1 * q1 * q1 - 3 * q1 * q2 + 2 * q3
-
-    (o2, o3), (n2, n3) = terms(*old), terms(*new)
+    (o2, o3), (n2, n3) = _factorial_terms(*old), _factorial_terms(*new)
     r = s - 1
-    r2 = w2 - (2 * w - 1)
-    r3 = w3 - (3 * w * w - 3 * w + 1)
+    pairs, triples = _distinct(r, w2 - (2 * w - 1), w3 - (3 * w * w - 3 * w + 1))
     jm2, jm3 = _central(
         a1 - jnp.sum(on, axis=1),
         a2 + jnp.sum(on * (n2 - o2), axis=1),
         a3 + jnp.sum(on * (n3 - o3), axis=1),
         n=n,
-        pairs=float(r * r) - r2,
-        triples=float(r**3) - 3.0 * r * r2 + 2.0 * r3,
+        pairs=pairs,
+        triples=triples,
         s=r,
         k=k,
     )
     return estimates, _estimates(jm2, jm3, n, k)
+
+
+def _distinct(draws: int, w2, w3):
+    """Ordered pairs and triples of distinct queries among ``draws`` draws whose multiplicities
+    have square sum ``w2`` and cube sum ``w3``."""
+    total = float(draws)
+    return total * total - w2, total**3 - 3.0 * total * w2 + 2.0 * w3
 
 
 def _jackknife_se(jack, w):
