@@ -37,6 +37,8 @@ FAST_COMPILE_FLAGS = (
     "--xla_backend_optimization_level=0",
     "--xla_cpu_use_fusion_emitters=false",
 )
+#: The ones every supported XLA knows (the others are asked for, below).
+_LONG_STANDING = {"--xla_backend_optimization_level=0"}
 
 
 def _xla_knows(flag: str) -> bool:
@@ -53,7 +55,7 @@ if os.environ.get("HUBJAX_TEST_XLA", "fast") != "default":
     _added = [
         f
         for f in FAST_COMPILE_FLAGS
-        if f.split("=")[0] not in _flags and (f in FAST_COMPILE_FLAGS[:1] or _xla_knows(f))
+        if f.split("=")[0] not in _flags and (f in _LONG_STANDING or _xla_knows(f))
     ]
     if _added:
         _flags += " " + " ".join(_added)

@@ -45,10 +45,10 @@ def examples(sampled, full):
 def default_level_env(**extra) -> dict[str, str]:
     """The environment for a subprocess that must compile as users' programs do.
 
-    ``tests/conftest.py`` lowers XLA's backend optimisation level for the test processes (it
-    compiles faster); a test that measures memory, or pins results as users compile them,
-    starts its subprocess with this environment instead: the same variables without that
-    flag, plus ``extra``.
+    ``tests/conftest.py`` adds XLA flags that make the test processes compile faster
+    (``FAST_COMPILE_FLAGS``); a test that measures memory, or pins results as users compile
+    them, starts its subprocess with this environment instead: the same variables without
+    those flags, plus ``extra``.
     """
     env = dict(os.environ, **extra)
     added = env.pop("HUBJAX_TEST_ADDED_XLA_FLAGS", "").split()

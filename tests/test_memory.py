@@ -1,5 +1,6 @@
 """knn must not materialise the n x n matrix: peak memory stays far below it."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -100,6 +101,14 @@ def test_precision_recall_memory_on_many_points():
     assert growth < 200, f"peak grew by {growth:.0f} MiB"
 
 
+def wide_temporaries() -> float:
+    """XLA's temporaries of the compiled in-sample ``hub_values`` of 2 000 x 20 000 points
+    (153 MiB), as a multiple of the input (``compiled.memory_analysis()``)."""
+    x = jax.ShapeDtypeStruct((2000, 20_000), jnp.float32)
+    compiled = jax.jit(lambda x: hubjax.hub_values(x, k=10)).lower(x).compile()
+    return compiled.memory_analysis().temp_size_in_bytes / (2000 * 20_000 * 4)
+
+
 @pytest.mark.skipif(not _cpu.fused(), reason="the fused kernel's program (AVX-512)")
 def test_wide_in_sample_program_holds_the_input_twice():
     """XLA's own accounting of the compiled in-sample program at 2 000 x 20 000 (153 MiB):
@@ -107,9 +116,7 @@ def test_wide_in_sample_program_holds_the_input_twice():
     whole blocks), plus ``O(block (m + d) + n k)``, as docs/guide.md states. It was 2.56x the
     input while the scratch was sized for the largest block and the last block was mostly
     padding (2 560 points packed for 2 000)."""
-    x = jax.ShapeDtypeStruct((2000, 20_000), jnp.float32)
-    compiled = jax.jit(lambda x: hubjax.hub_values(x, k=10)).lower(x).compile()
-    ratio = compiled.memory_analysis().temp_size_in_bytes / (2000 * 20_000 * 4)
+    ratio = wide_temporaries()
     assert ratio <= 2.1, ratio
 
 
@@ -134,13 +141,13 @@ def test_wide_in_sample_program_without_avx512_holds_no_second_copy_of_the_opera
     step's tiles. It was 4.12x the input while the queries' operands were a second copy of
     all points; they are now derived per step (3.30x)."""
     script = textwrap.dedent(
-        """
-        import jax, jax.numpy as jnp, hubjax
+        f"""
+        import sys
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        import test_memory
         from hubjax._src.kernels import cpu
         assert cpu.enabled() and not cpu.fused()
-        x = jax.ShapeDtypeStruct((2000, 20_000), jnp.float32)
-        compiled = jax.jit(lambda x: hubjax.hub_values(x, k=10)).lower(x).compile()
-        print(compiled.memory_analysis().temp_size_in_bytes / (2000 * 20_000 * 4))
+        print(test_memory.wide_temporaries())
         """
     )
     if not _cpu.enabled():
