@@ -35,6 +35,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from hubjax._src import checks, names, numerics
 from hubjax._src.numerics import Prepared, Ranking
@@ -114,8 +115,13 @@ class Metric:
         x = x.astype(dtype)
         y = None if y is None else y.astype(dtype)
         e = self.exponent(x) if y is None else self.exponent(x, y)
-        xp = self.prepare(x, dtype, e)
-        return xp, (xp if y is None else self.prepare(y, dtype, e)), e
+        return (*self.prepare_with(x, y, e), e)
+
+    def prepare_with(self, x, y, exponent):
+        """``(xp, yp)`` of :meth:`prepare_pair` for a known ``exponent`` (the same bits)."""
+        dtype = checks.compute_dtype(x) if y is None else checks.compute_dtype(x, y)
+        xp = self.prepare(x.astype(dtype), dtype, exponent)
+        return xp, (xp if y is None else self.prepare(y.astype(dtype), dtype, exponent))
 
     # -- ranking ---------------------------------------------------------------------------
 
@@ -128,30 +134,55 @@ class Metric:
         """The query operands' factor on the features (-2 x' . y' or -x . y)."""
         return 2.0 if self.shifted else 1.0
 
-    def ranking_operands(self, p: Prepared, side: str, shift: jax.Array) -> Ranking:
-        """Operands whose plain matrix product ranks pairs like the metric: ``[n, d + 2]``.
+    def ranking_operands(
+        self, p: Prepared, side: str, shift: jax.Array, rows: int | None = None
+    ) -> Ranking:
+        """Operands whose plain matrix product ranks pairs like the metric: ``[rows, d + 2]``.
 
         ``query @ reference.T`` equals ``|x'|^2 + |y'|^2 - 2 x'.y'`` (``x' = x - shift``) for
         the shifted metrics and ``-x.y`` for the others, plus both points' penalties, so a
         ranking tile needs no elementwise pass and is symmetric in the two points. Values only
         pick candidates; reported distances are per pair.
+
+        ``rows`` (default n) pads the operands with rows that rank after every real point
+        (zero features, offset +inf, as :func:`hubjax._src.numerics.pad_reference`). The
+        operands are written in one elementwise pass over the padded shape: built by
+        concatenation, XLA kept the unpadded operands as one more ``[n, d]`` array beside the
+        padded ones.
+        ``norms [n]`` are the real points' (shifted) norms.
         """
-        f = p.features - shift[None, :] if self.shifted else p.features
+        features = p.features
+        n, dim = features.shape
+        rows = n if rows is None else rows
+        shift = shift if self.shifted else jnp.zeros_like(shift)
+        f = features - shift[None, :]
         sq = jnp.sum(f * f, axis=-1)
-        offset = ((sq if self.shifted else jnp.zeros_like(sq)) + p.penalty)[:, None]
-        ones = jnp.ones_like(offset)
+        offset = (sq if self.shifted else jnp.zeros_like(sq)) + p.penalty
+        offset = jnp.pad(offset, (0, rows - n), constant_values=jnp.inf)[:, None]
+        padded = jnp.pad(features, ((0, rows - n), (0, 2)))
+        centred = padded - jnp.pad(shift, (0, 2))[None, :]
         if side == "query":
-            ops = jnp.concatenate([-self.ranking_scale * f, offset, ones], axis=1)
-        else:
-            ops = jnp.concatenate([f, ones, offset], axis=1)
+            centred = -self.ranking_scale * centred
+        column = lax.broadcasted_iota(jnp.int32, (1, dim + 2), 1)
+        real = lax.broadcasted_iota(jnp.int32, (rows, 1), 0) < n
+        # layout: query [-s x', offset, 1], reference [x', 1, offset]
+        last = (column == dim) == (side == "query")
+        extra = jnp.where(last, offset, jnp.ones((), features.dtype))
+        zero = jnp.zeros((), features.dtype)
+        ops = jnp.where(column < dim, jnp.where(real, centred, zero), extra)
         return Ranking(ops, jnp.sqrt(sq))
 
     def query_from_reference(self, operands: jax.Array) -> jax.Array:
         """The query operands of the points whose reference operands ``[..., d + 2]`` are
         given (same layout as :meth:`ranking_operands`; the scaling by -2 or -1 is exact)."""
         dim = operands.shape[-1] - 2
-        features, ones, offset = operands[..., :dim], operands[..., dim:-1], operands[..., -1:]
-        return jnp.concatenate([-self.ranking_scale * features, offset, ones], axis=-1)
+        column = lax.broadcasted_iota(
+            jnp.int32, (1,) * (operands.ndim - 1) + (dim + 2,), operands.ndim - 1
+        )
+        # elementwise, not a concatenation: XLA writes the result as one array (a
+        # concatenation also kept the scaled features as another)
+        swapped = jnp.where(column == dim, operands[..., -1:], operands[..., dim : dim + 1])
+        return jnp.where(column < dim, -self.ranking_scale * operands, swapped)
 
     def ranking_error(self, query_norms: jax.Array, largest_reference: jax.Array, d: int):
         """Bound ``[b]`` on ``|ranking - distance|`` of each query row against any reference.

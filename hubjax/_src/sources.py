@@ -58,9 +58,9 @@ class Strip:
         n = xp.features.shape[0]
         dim = xp.features.shape[1]
         width = numerics.round_up(yp.features.shape[0], COLUMN_ALIGN)
-        reference = metric.ranking_operands(yp, "reference", shift)
+        reference = metric.ranking_operands(yp, "reference", shift, rows=width)
         largest = numerics.largest_norm(reference.norms, yp.penalty)
-        ref_ops = numerics.pad_reference(reference.operands, width)
+        ref_ops = reference.operands
         rows = min(self.rows, n)
         keep = min(keep, width)
         if self.fused and ref_ops.dtype == jnp.float32:
@@ -114,9 +114,8 @@ def _in_sample_bound(xp, norms, metric):
 def _blocked_reference(xp, metric, shift, num_blocks, block):
     """The padded reference operands in blocks ``[num_blocks, block, d + 2]`` and the points'
     (shifted) norms ``[n]``."""
-    r = metric.ranking_operands(xp, "reference", shift)
-    reference = numerics.pad_reference(r.operands, num_blocks * block)
-    return reference.reshape(num_blocks, block, -1), r.norms
+    r = metric.ranking_operands(xp, "reference", shift, rows=num_blocks * block)
+    return r.operands.reshape(num_blocks, block, -1), r.norms
 
 
 def _empty_lists(num_blocks, block, keep, dtype):
@@ -321,12 +320,7 @@ def _scanned_lists(reference, state, *, metric, tiles):
 
     def step(state, plan):
         row_blocks, col_blocks, mode = plan[:, 0], plan[:, 1], plan[:, 2]
-        # the rows' query operands derived per step (exact), not a second copy of all points
-        q = metric.query_from_reference(jnp.take(reference, row_blocks, axis=0, mode="clip"))
-        c = jnp.take(reference, col_blocks, axis=0, mode="clip")
-        strips = lax.dot_general(
-            q, c, (((2,), (2,)), ((0,), (0,))), precision=lax.Precision.HIGHEST
-        )  # [tiles, block, block]
+        strips = _reference_tiles(reference, row_blocks, col_blocks, metric)
         rv, ri, cv, ci = (
             jnp.take(a, blocks, axis=0, mode="clip")
             for a, blocks in (
@@ -348,3 +342,27 @@ def _scanned_lists(reference, state, *, metric, tiles):
 
     (values, cols), _ = lax.scan(step, state, schedule)
     return values, cols
+
+
+def _reference_tiles(reference, row_blocks, col_blocks, metric):
+    """Ranking tiles ``[tiles, block, block]`` of the row blocks against the column blocks,
+    both read from the blocked reference operands ``[num_blocks, block, d + 2]``: the product
+    over the features, times the query side's factor (exact), plus both offsets: the query
+    operands' product in another summation order, within the same error bound
+    (:func:`hubjax._src.numerics.ranking_tile` with ``split``).
+
+    Gathering each block's features straight into the product's operands holds two
+    ``[tiles, block, d]`` arrays per step; deriving the query operands from the gathered
+    reference rows held three, which at thousands of features outweighed the points.
+    """
+    dim = reference.shape[-1] - 2
+    # one gather per operand, the features only (a gather of whole rows sliced afterwards
+    # was written to memory in full first)
+    rows = reference.at[row_blocks, :, :dim].get(mode="clip")
+    cols = reference.at[col_blocks, :, :dim].get(mode="clip")
+    products = lax.dot_general(
+        rows, cols, (((2,), (2,)), ((0,), (0,))), precision=lax.Precision.HIGHEST
+    )
+    row_offsets = reference.at[row_blocks, :, dim + 1].get(mode="clip")
+    col_offsets = reference.at[col_blocks, :, dim + 1].get(mode="clip")
+    return -metric.ranking_scale * products + row_offsets[:, :, None] + col_offsets[:, None, :]
