@@ -15,8 +15,8 @@ from jax.sharding import Mesh
 
 import hubjax
 from hubjax import distributed
-from hubjax._src import finisher, sources
-from hubjax._src.metric import DOT, EUCLIDEAN, SQEUCLIDEAN
+from hubjax._src import finisher, search, sources
+from hubjax._src.metric import COSINE, DOT, EUCLIDEAN, SQEUCLIDEAN
 
 METRICS = ["sqeuclidean", "euclidean", "cosine", "dot"]
 
@@ -150,6 +150,37 @@ def test_recheck_column_tiles_equal_dense_reference(m):
     d64[np.arange(19), np.flatnonzero(flagged)] = np.inf
     want = np.argsort(d64, axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(np.sort(np.asarray(idx)[flagged], 1), np.sort(want, 1))
+
+
+@pytest.mark.parametrize("metric", [SQEUCLIDEAN, COSINE, DOT])
+def test_wide_rows_that_fail_to_certify_are_ranked_again_with_a_longer_list(metric):
+    """At 12 000 features the ranking's error bound (worst case of a 12 000-term sum) exceeds
+    the gaps between near neighbours: many rows' k + SLACK candidates do not certify. Ranked
+    again with a longer list (:func:`finisher.widen`), they certify and equal the dense
+    reference bit for bit, before any per-pair re-check against all points."""
+    n, k = 300, 10
+    x = jnp.asarray(np.random.default_rng(3).standard_normal((n, 12_000)).astype(np.float32))
+
+    @jax.jit
+    def lists(x):
+        xp, _, _ = metric.prepare_pair(x, None)
+        shift = metric.centre(xp)
+        source = search.choose_source(n, n, 12_000, k, True, search.Options(k, metric), "cpu")
+        candidates = source.candidates(xp, xp, metric, shift, keep=k + finisher.SLACK + 1)
+        dist, idx, ok = finisher.refine_lists(xp, xp, candidates, k, metric, own=True)
+        own = jnp.arange(n, dtype=jnp.int32)
+        return ok, finisher.widen(xp, xp, dist, idx, ok, k, metric, shift, own=own)
+
+    ok, (_, idx, widened) = lists(x)
+    assert np.mean(ok) < 0.7  # the premise: the short lists often fail here
+    assert np.mean(widened) > 0.9
+    rows = np.asarray(widened)
+    want = np.asarray(search.knn_dense(x, k=k, metric=metric)[1])
+    np.testing.assert_array_equal(np.asarray(idx)[rows], want[rows])
+    dist, got = hubjax.knn(x, k=k, metric=metric.name)  # the whole search, bit for bit
+    want_dist = np.asarray(search.knn_dense(x, k=k, metric=metric)[0])
+    np.testing.assert_array_equal(got, want)
+    assert np.asarray(dist).tobytes() == want_dist.tobytes()
 
 
 def test_certificate_rejects_a_lost_neighbour():

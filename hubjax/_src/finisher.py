@@ -36,6 +36,16 @@ COLUMN_ALIGN = 32
 # re-checked, so this trades selection work against re-checks, never exactness.
 SLACK = 8
 _RECHECK_ROWS = 8  # rows re-checked together by :func:`recheck`
+# Features from which rows that fail to certify are ranked again with a longer list
+# (:func:`widen`) before the per-pair re-check. Below, hardly a row fails (Gaussian points,
+# k = 10: none of 5 000 at d = 1 024, 1 of 2 000 at d = 4 096, 5 % at d = 8 000 and all at
+# d = 20 000), and the extra stage would only lengthen every program's compilation (the first
+# call of a small search took 60-90 % longer with it).
+WIDE_MIN_FEATURES = 2048
+# Ranked candidates per row of :func:`widen` (at least), and the bytes of one group's
+# ranking tile, gathered rows and query operands.
+_WIDE_KEEP = 64
+_WIDE_GROUP_BYTES = 16 << 20
 
 
 class Candidates(NamedTuple):
@@ -193,13 +203,94 @@ def recheck(xp, yp, dist, idx, ok, k, metric, *, own=None, query_rows=None, ref_
     return dist, idx
 
 
-def recheck_uncertified(xp, yp, dist, idx, ok, k, metric, *, in_sample: bool):
-    """The last step after :func:`refine_lists`: :func:`recheck` of the rows not ``ok``, unless
-    every reference was a candidate of every row. ``in_sample``: ``yp is xp`` and each row's own
-    point is excluded. Returns ``(distances [n, k], indices [n, k])`` (internal scale)."""
-    if k + SLACK + int(in_sample) >= yp.features.shape[0]:
+def widen(xp, yp, dist, idx, ok, k, metric, shift, *, own=None):
+    """The rows that are not ``ok``, ranked again against every reference with a longer list:
+    ``(distances, indices, certified)``, where the rows that now certify hold their exact
+    top-k and the others are left for :func:`recheck`.
+
+    Flagged rows go in groups whose ``[rows, m]`` ranking tile, features and query operands
+    stay within ``_WIDE_GROUP_BYTES``: one matrix product per group keeps each row's
+    ``max(_WIDE_KEEP, 4 (k + SLACK))`` best ranked candidates; then, the reference operands no
+    longer held, :func:`refine` measures them per pair and certifies them like a source's.
+    Both loops run zero times when every row is certified.
+
+    Why: the ranking's error bound grows with d (worst-case rounding of a d-term sum) while
+    the gaps between near neighbours of high-dimensional data shrink, so from a few thousand
+    features on ``k + SLACK`` candidates often fail to certify. At 2 000 x 20 000 Gaussian
+    points every row failed, and the per-pair re-check of every row against all points took
+    most of the time of ``hub_values``.
+    """
+    n, dim = xp.features.shape
+    m = yp.features.shape[0]
+    wide = min(m, max(_WIDE_KEEP, 4 * (k + SLACK)))
+    # per group row: its ranking row [m], its gathered features and query operands [2 d]
+    group = max(8, min(1024, _WIDE_GROUP_BYTES // (4 * (m + 2 * dim + 4))) // 8 * 8)
+    group = min(group, numerics.round_up(n, 8))
+    flagged = ~ok & (xp.penalty == 0)
+    order = jnp.nonzero(flagged, size=n, fill_value=n)[0].astype(jnp.int32)
+    order = jnp.concatenate([order, jnp.full((group,), n, jnp.int32)])
+    count = jnp.sum(flagged, dtype=jnp.int32)
+    columns = jnp.arange(m, dtype=jnp.int32)
+
+    def loop(dist, idx, ok):
+        r = metric.ranking_operands(yp, "reference", shift)
+        largest = numerics.largest_norm(r.norms, yp.penalty)
+        inf = jnp.full((), jnp.inf, dist.dtype)
+
+        def gathered(start):
+            rows = lax.dynamic_slice(order, (start,), (group,))
+            safe = jnp.minimum(rows, n - 1)
+            return rows, safe, jax.tree.map(lambda a: a[safe], xp)
+
+        def ranked(state):  # the candidates of every flagged row first, while r lives
+            start, values, cols, bound = state
+            rows, safe, xr = gathered(start)
+            query = metric.ranking_operands(xr, "query", shift)
+            ranking = numerics.ranking_tile(query.operands, r.operands)  # [group, m]
+            if own is not None:
+                ranking = jnp.where(own[safe][:, None] == columns[None, :], inf, ranking)
+            kept, kept_cols = select.smallest_k_simple(ranking, wide)
+            values = values.at[rows].set(kept, mode="drop")
+            cols = cols.at[rows].set(kept_cols, mode="drop")
+            bound = bound.at[rows].set(metric.ranking_error(query.norms, largest, dim), mode="drop")
+            return start + group, values, cols, bound
+
+        zero = jnp.zeros_like(ok, dist.dtype)  # shaped and sharded like the rows' state
+        empty = jnp.broadcast_to(zero[:, None], (n, wide))
+        lists = (empty + inf, empty.astype(jnp.int32), zero)
+        lists = lax.while_loop(lambda s: s[0] < count, ranked, (jnp.int32(0), *lists))[1:]
+
+        def refined(state):  # then measured per pair (the reference operands are dead)
+            start, dist, idx, ok = state
+            rows, safe, xr = gathered(start)
+            values, cols, bound = (a[safe] for a in lists)
+            d, c, certain = refine(xr, yp, values, cols, k, metric, bound=bound)
+            put = jnp.where(certain, rows, n)  # uncertified and padding rows: dropped
+            dist = dist.at[put].set(d, mode="drop")
+            idx = idx.at[put].set(c, mode="drop")
+            ok = ok.at[put].set(True, mode="drop")
+            return start + group, dist, idx, ok
+
+        state = (jnp.int32(0), dist, idx, ok)
+        return lax.while_loop(lambda s: s[0] < count, refined, state)[1:]
+
+    # the reference operands are built only when some row is flagged
+    return lax.cond(count > 0, loop, lambda *a: a, dist, idx, ok)
+
+
+def recheck_uncertified(xp, yp, dist, idx, ok, k, metric, *, in_sample: bool, shift=None):
+    """The last step after :func:`refine_lists`: :func:`widen` (given the ranking's
+    ``shift``, from :data:`WIDE_MIN_FEATURES` features on), then :func:`recheck` of the rows
+    still not ``ok``, unless every reference was a candidate of every row. ``in_sample``:
+    ``yp is xp`` and each row's own point is excluded. Returns ``(distances [n, k],
+    indices [n, k])`` (internal scale)."""
+    m = yp.features.shape[0]
+    if k + SLACK + int(in_sample) >= m:
         return dist, idx  # every reference was a candidate: nothing to re-check
     own = jnp.arange(xp.features.shape[0], dtype=jnp.int32) if in_sample else None
+    wide = min(m, max(_WIDE_KEEP, 4 * (k + SLACK))) > k + SLACK
+    if shift is not None and wide and xp.features.shape[1] >= WIDE_MIN_FEATURES:
+        dist, idx, ok = widen(xp, yp, dist, idx, ok, k, metric, shift, own=own)
     return recheck(xp, yp, dist, idx, ok, k, metric, own=own)
 
 

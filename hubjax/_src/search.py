@@ -164,7 +164,9 @@ def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None,
     else:
         out = run(default)
     dist, idx, ok, xp, yp = out
-    return finisher.recheck_uncertified(xp, yp, dist, idx, ok, others, metric, in_sample=in_sample)
+    return finisher.recheck_uncertified(
+        xp, yp, dist, idx, ok, others, metric, in_sample=in_sample, shift=shift
+    )
 
 
 def search(x, y, options: Options):
