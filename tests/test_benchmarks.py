@@ -45,3 +45,17 @@ def test_markdown_table_has_one_cell_per_column():
     header, body = lines[2], lines[4]
     assert header.count("|") == body.count("|")
     assert "| 0.50x | - |" in body and "| 0.500 | 2.00x |" in body
+
+
+def test_wide_benchmark_runs_and_reports_its_peer(capsys):
+    """``python -m benchmarks.wide --quick``: every case timed against the all-pairs matmul in
+    the same process, with the CPU named and nothing written."""
+    from benchmarks import wide
+
+    before = sorted(wide.RESULTS.iterdir())
+    assert wide.main(["--quick"]) == 0
+    table = capsys.readouterr().out
+    assert "CPU " in table and "all-pairs matmul" in table
+    body = [line for line in table.splitlines() if line.startswith("| Gaussian")]
+    assert len(body) == 1 and body[0].count("x |") == 2  # a ratio and the temporaries
+    assert sorted(wide.RESULTS.iterdir()) == before

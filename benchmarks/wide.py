@@ -1,0 +1,132 @@
+"""Exact hub values on wide data (thousands of features) against the bare all-pairs matmul.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.wide            # 2 000 x 20 000, 300 x 20 000 sparse, 10 000 x 128
+    python -m benchmarks.wide --quick    # small sizes, a smoke test (nothing written)
+
+On wide data the ranking's worst-case rounding bound (a d-term sum) is wide next to the gaps
+between near neighbours, so many rows' short candidate lists fail to certify and go to the
+finisher's longer ranked list (:func:`hubjax._src.finisher.widen`) or its per-pair re-check.
+This measures what that costs. In one process, per case: ``hubjax.hub_values(x, k=10)`` on a
+device array (compile apart, median of ``repeats`` warm calls, ``block_until_ready``) and, as
+the peer, the bare ranking matmul of every point against every point
+(:func:`benchmarks.run._full_matmul_fn`, the floor of any exact method that computes all
+pairs), with the ratio; XLA's temporaries of the compiled program as a multiple of the input.
+The CPU's model and whether the fused AVX-512 kernel ran are printed with the table, which is
+written to ``benchmarks/results/wide-<date>-<cpu flags>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# (name, n, d, data): the issue's wide case, a text-like sparse set of dexter's shape, and a
+# narrow set where nothing should change.
+CASES = (
+    ("Gaussian", 2000, 20_000, "gaussian"),
+    ("sparse non-negative (dexter's shape, 1 % filled)", 300, 20_000, "sparse"),
+    ("Gaussian, narrow", 10_000, 128, "gaussian"),
+)
+QUICK = (("Gaussian", 300, 3000, "gaussian"), ("sparse", 200, 3000, "sparse"))
+
+
+def points(n: int, d: int, kind: str) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    if kind == "sparse":
+        x = rng.gamma(2.0, 50.0, size=(n, d)).astype(np.float32)
+        return np.where(rng.random((n, d)) < 0.01, x, np.float32(0))
+    return rng.standard_normal((n, d), dtype=np.float32)
+
+
+def median_time(fn, repeats: int) -> tuple[float, float]:
+    """``(first call incl. compile, median of repeats warm calls)`` in seconds."""
+    import jax
+
+    t = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return first, statistics.median(times)
+
+
+def run(cases, repeats: int) -> tuple[list[dict], dict]:
+    import jax
+    import jax.numpy as jnp
+
+    import hubjax
+    from benchmarks.run import _full_matmul_fn, machine
+    from hubjax._src.kernels import cpu
+
+    hub = jax.jit(lambda x: hubjax.hub_values(x, k=10))
+    rows = []
+    for name, n, d, kind in cases:
+        x = jax.device_put(points(n, d, kind))
+        first, warm = median_time(lambda x=x: hub(x), repeats)
+        _, floor = median_time(_full_matmul_fn(x, None), repeats)
+        shape = jax.ShapeDtypeStruct((n, d), jnp.float32)
+        temps = hub.lower(shape).compile().memory_analysis().temp_size_in_bytes
+        rows.append(
+            dict(
+                case=f"{name}, {n} x {d}",
+                first=first,
+                s=warm,
+                floor=floor,
+                ratio=warm / floor,
+                temps=temps / (n * d * 4),
+            )
+        )
+    info = machine()
+    info["fused"] = cpu.fused()
+    return rows, info
+
+
+def to_markdown(rows, info, repeats: int) -> str:
+    kernel = "fused AVX-512 kernel" if info["fused"] else "no AVX-512 (tiled source)"
+    lines = [
+        f"CPU {info['cpu']} ({info['cores']} cores), {kernel}; jax {info['versions']['jax']}, "
+        f"{info['date']}. `hubjax.hub_values(x, k=10)`, jitted, device input, median of "
+        f"{repeats} warm calls; peer: the bare all-pairs ranking matmul in the same process "
+        "(`python -m benchmarks.wide`).",
+        "",
+        "| case | hub values (s) | first call (s) | all-pairs matmul (s) | ratio | "
+        "XLA temporaries / input |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['s']:.3f} | {r['first']:.2f} | {r['floor']:.3f} | "
+            f"{r['ratio']:.2f}x | {r['temps']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    args = parser.parse_args(argv)
+    cases, repeats = (QUICK, 1) if args.quick else (CASES, args.repeats)
+    rows, info = run(cases, repeats)
+    table = to_markdown(rows, info, repeats)
+    print(table)
+    if not args.quick:
+        RESULTS.mkdir(exist_ok=True)
+        flags = "avx512" if info["fused"] else "no-avx512"
+        (RESULTS / f"wide-{info['date']}-{flags}.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
