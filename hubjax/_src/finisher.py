@@ -232,8 +232,14 @@ def widen(xp, yp, dist, idx, ok, k, metric, shift, *, own=None):
     count = jnp.sum(flagged, dtype=jnp.int32)
     columns = jnp.arange(m, dtype=jnp.int32)
 
+    # reference rows per product: the matmul library packs its operand, outside XLA's
+    # accounting (one product against all 2 000 x 20 000 points grew the peak by 1x the input)
+    part = max(COLUMN_ALIGN, min(m, _WIDE_GROUP_BYTES // (4 * (dim + 2))) // 8 * 8)
+    parts = -(-m // part)
+
     def loop(dist, idx, ok):
-        r = metric.ranking_operands(yp, "reference", shift)
+        r = metric.ranking_operands(yp, "reference", shift, rows=parts * part)
+        reference = r.operands.reshape(parts, part, dim + 2)
         largest = numerics.largest_norm(r.norms, yp.penalty)
         inf = jnp.full((), jnp.inf, dist.dtype)
 
@@ -246,7 +252,8 @@ def widen(xp, yp, dist, idx, ok, k, metric, shift, *, own=None):
             start, values, cols, bound = state
             rows, safe, xr = gathered(start)
             query = metric.ranking_operands(xr, "query", shift)
-            ranking = numerics.ranking_tile(query.operands, r.operands)  # [group, m]
+            ranking = lax.map(lambda ref: numerics.ranking_tile(query.operands, ref), reference)
+            ranking = jnp.moveaxis(ranking, 0, 1).reshape(group, parts * part)[:, :m]
             if own is not None:
                 ranking = jnp.where(own[safe][:, None] == columns[None, :], inf, ranking)
             kept, kept_cols = select.smallest_k_simple(ranking, wide)
