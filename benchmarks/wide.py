@@ -20,8 +20,6 @@ written to ``benchmarks/results/wide-<date>-<cpu flags>.md``.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,26 +44,12 @@ def points(n: int, d: int, kind: str) -> np.ndarray:
     return rng.standard_normal((n, d), dtype=np.float32)
 
 
-def median_time(fn, repeats: int) -> tuple[float, float]:
-    """``(first call incl. compile, median of repeats warm calls)`` in seconds."""
-    import jax
-
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return first, statistics.median(times)
-
-
 def run(cases, repeats: int) -> tuple[list[dict], dict]:
     import jax
     import jax.numpy as jnp
 
     import hubjax
+    from benchmarks.retrieval import timed
     from benchmarks.run import _full_matmul_fn, machine
     from hubjax._src.kernels import cpu
 
@@ -73,8 +57,8 @@ def run(cases, repeats: int) -> tuple[list[dict], dict]:
     rows = []
     for name, n, d, kind in cases:
         x = jax.device_put(points(n, d, kind))
-        first, warm = median_time(lambda x=x: hub(x), repeats)
-        _, floor = median_time(_full_matmul_fn(x, None), repeats)
+        warm, first, _ = timed(lambda x=x: hub(x), repeats)
+        floor, _, _ = timed(_full_matmul_fn(x, None), repeats)
         shape = jax.ShapeDtypeStruct((n, d), jnp.float32)
         temps = hub.lower(shape).compile().memory_analysis().temp_size_in_bytes
         rows.append(

@@ -203,6 +203,11 @@ def recheck(xp, yp, dist, idx, ok, k, metric, *, own=None, query_rows=None, ref_
     return dist, idx
 
 
+def _wide_keep(m: int, k: int) -> int:
+    """Candidates per row of :func:`widen` among m references."""
+    return min(m, max(_WIDE_KEEP, 4 * (k + SLACK)))
+
+
 def widen(xp, yp, dist, idx, ok, k, metric, shift, *, own=None):
     """The rows that are not ``ok``, ranked again against every reference with a longer list:
     ``(distances, indices, certified)``, where the rows that now certify hold their exact
@@ -222,7 +227,7 @@ def widen(xp, yp, dist, idx, ok, k, metric, shift, *, own=None):
     """
     n, dim = xp.features.shape
     m = yp.features.shape[0]
-    wide = min(m, max(_WIDE_KEEP, 4 * (k + SLACK)))
+    wide = _wide_keep(m, k)
     # per group row: its ranking row [m], its gathered features and query operands [2 d]
     group = max(8, min(1024, _WIDE_GROUP_BYTES // (4 * (m + 2 * dim + 4))) // 8 * 8)
     group = min(group, numerics.round_up(n, 8))
@@ -295,8 +300,8 @@ def recheck_uncertified(xp, yp, dist, idx, ok, k, metric, *, in_sample: bool, sh
     if k + SLACK + int(in_sample) >= m:
         return dist, idx  # every reference was a candidate: nothing to re-check
     own = jnp.arange(xp.features.shape[0], dtype=jnp.int32) if in_sample else None
-    wide = min(m, max(_WIDE_KEEP, 4 * (k + SLACK))) > k + SLACK
-    if shift is not None and wide and xp.features.shape[1] >= WIDE_MIN_FEATURES:
+    longer = _wide_keep(m, k) > k + SLACK
+    if shift is not None and longer and xp.features.shape[1] >= WIDE_MIN_FEATURES:
         dist, idx, ok = widen(xp, yp, dist, idx, ok, k, metric, shift, own=own)
     return recheck(xp, yp, dist, idx, ok, k, metric, own=own)
 

@@ -154,13 +154,13 @@ class Metric:
         features = p.features
         n, dim = features.shape
         rows = n if rows is None else rows
-        shift = shift if self.shifted else jnp.zeros_like(shift)
-        f = features - shift[None, :]
+        f = features - shift[None, :] if self.shifted else features
         sq = jnp.sum(f * f, axis=-1)
         offset = (sq if self.shifted else jnp.zeros_like(sq)) + p.penalty
         offset = jnp.pad(offset, (0, rows - n), constant_values=jnp.inf)[:, None]
-        padded = jnp.pad(features, ((0, rows - n), (0, 2)))
-        centred = padded - jnp.pad(shift, (0, 2))[None, :]
+        centred = jnp.pad(features, ((0, rows - n), (0, 2)))
+        if self.shifted:
+            centred = centred - jnp.pad(shift, (0, 2))[None, :]
         if side == "query":
             centred = -self.ranking_scale * centred
         column = lax.broadcasted_iota(jnp.int32, (1, dim + 2), 1)
