@@ -236,8 +236,9 @@ def matmul_throughput(d: int) -> float:
     return 2 * 4096 * 4096 * d / statistics.median(times) / 1e9
 
 
-def _full_matmul_fn(x, y):
-    """The bare ranking matmul of every query against every reference, in hubjax's default strips.
+def _full_matmul_fn(x, y, platform="cpu"):
+    """The bare ranking matmul of every query against every reference, in hubjax's strips for
+    ``platform`` (``"cpu"``, or ``"gpu"``/``"tpu"``: the wider strips those programs use).
 
     Each strip ``[rows, m]`` goes through ``lax.optimization_barrier`` and only its first column
     is kept, so the product is neither optimised away nor fused with a consumer. (Reducing the
@@ -255,7 +256,7 @@ def _full_matmul_fn(x, y):
     from hubjax._src.metric import SQEUCLIDEAN
 
     ref = x if y is None else y
-    rows = search.strip_rows(x.shape[0], ref.shape[0])
+    rows = search.strip_rows(x.shape[0], ref.shape[0], platform=platform)
     num = -(-x.shape[0] // rows)
 
     @jax.jit
@@ -267,7 +268,10 @@ def _full_matmul_fn(x, y):
         reference = SQEUCLIDEAN.ranking_operands(rp, "reference", shift).operands
         strips = query.reshape(num, rows, -1)
         return lax.map(
-            lambda q: lax.optimization_barrier(numerics.ranking_tile(q, reference))[:, 0], strips
+            lambda q: lax.optimization_barrier(
+                numerics.ranking_tile(q, reference, split=platform == "tpu")
+            )[:, 0],
+            strips,
         )
 
     return lambda: jax.block_until_ready(run(x, ref))

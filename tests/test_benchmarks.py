@@ -59,3 +59,20 @@ def test_wide_benchmark_runs_and_reports_its_peer(capsys):
     body = [line for line in table.splitlines() if line.startswith("| Gaussian")]
     assert len(body) == 1 and body[0].count("x |") == 2  # a ratio and the temporaries
     assert sorted(wide.RESULTS.iterdir()) == before
+
+
+def test_device_benchmark_runs_every_section_on_cpu(capsys):
+    """``python -m benchmarks.device --quick``: the GPU/TPU benchmark keeps working on any
+    backend (small sizes, nothing written): each case against the matmul, the bitwise check
+    against the CPU backend, the source comparison and the strip-size sweep."""
+    from benchmarks import device
+
+    before = sorted(device.RESULTS.iterdir())
+    assert device.main(["--quick", "--sections", "bitwise,cases,sources,strip-sizes"]) == 0
+    table = capsys.readouterr().out
+    assert sorted(device.RESULTS.iterdir()) == before
+    assert "knn identical" in table and "hub values identical" in table
+    cases = [line for line in table.splitlines() if line.startswith(("| hub ", "| knn ", "| s"))]
+    assert len(cases) == 3 and all("failed" not in line for line in cases)
+    assert "| 3000 x 32, k = 10 | " in table and table.count("| True |") == 1  # same bits
+    assert "identical: True" in table  # the ring equals one device
