@@ -49,7 +49,8 @@ def knn(
         ``euclidean`` the ranking uses squared distances.
       include_self: in-sample convention, see above (static).
       block_size: rows per block (static); ``None`` picks one per backend (a strip of ranking
-        values of about 64 MiB on CPU, 512 MiB on accelerators). Results do not depend on it.
+        values of about 64 MiB on CPU, 1 GiB on GPUs, 512 MiB on TPUs). Results do not depend
+        on it.
       check_finite: when the inputs are concrete, raise if they hold NaN or inf. Under ``jit``
         this check is skipped: a point with non-finite values is then nobody's neighbour and
         nobody's query (its row is the sentinel below).

@@ -35,13 +35,21 @@ from hubjax._src.kernels import cpu
 from hubjax._src.metric import Metric
 
 # Bytes of ranking values one strip may hold: CPU strips stay small; accelerators have the
-# memory and the parallelism for much wider ones.
-STRIP_BYTES = {"cpu": 64 << 20, "gpu": 512 << 20, "tpu": 512 << 20}
+# memory and the parallelism for much wider ones. GPU: on an H200, in-sample hub values of
+# 100k x 128 took 0.121 / 0.107 / 0.102 / 0.102 s (k = 10) and 0.132 / 0.120 / 0.114 / 0.113 s
+# (k = 50) with 256 MiB / 512 MiB / 1 GiB / 2 GiB strips (benchmarks/results/
+# device-2026-12-04-nvidia-h200.md): 1 GiB, where fewer, longer strips stop paying.
+# TPU: unmeasured, kept at 512 MiB (16 GiB cores).
+STRIP_BYTES = {"cpu": 64 << 20, "gpu": 1 << 30, "tpu": 512 << 20}
+# The symmetric source's strips (block x n/2) may hold this much; its blocks on GPU were
+# measured with this budget (the same device record), not with the wider query strips.
+SYMMETRIC_BYTES = {"cpu": 256 << 20, "gpu": 2 << 30, "tpu": 2 << 30}
 # In-sample search uses the symmetric source from this many features on where the selection is
 # XLA's: below it the extra selection work outweighs the halved matrix products (measured on a
-# 2-core CPU; benchmarks/). With the compiled CPU selection the tiled source is the in-sample
-# default at every dimension, and the symmetric source the fallback where its plan does not
-# apply.
+# 2-core CPU, benchmarks/; on an H200 at 100k points the symmetric source took 1.25x, 1.10x and
+# 0.92x the strip source's time at d = 64, 128, 256, and 1.30x at 1M x 128: the same
+# threshold). With the compiled CPU selection the tiled source is the in-sample default at every
+# dimension, and the symmetric source the fallback where its plan does not apply.
 SYMMETRIC_MIN_FEATURES = 512
 _SYMMETRIC_MAX_BLOCK = 2048
 _TILE_BLOCK = 1536
@@ -91,8 +99,8 @@ def strip_rows(
 
 
 def symmetric_block(n: int, itemsize: int = 4, platform: str = "cpu") -> int:
-    """Block of the symmetric source: its ``block x n/2`` strip within 4x the strip budget."""
-    block = 4 * STRIP_BYTES[platform] // (itemsize * max(n // 2, 1))
+    """Block of the symmetric source: its ``block x n/2`` strip within :data:`SYMMETRIC_BYTES`."""
+    block = SYMMETRIC_BYTES[platform] // (itemsize * max(n // 2, 1))
     return max(256, min(_SYMMETRIC_MAX_BLOCK, block))
 
 
