@@ -61,18 +61,19 @@ def test_wide_benchmark_runs_and_reports_its_peer(capsys):
     assert sorted(wide.RESULTS.iterdir()) == before
 
 
-def test_device_benchmark_runs_every_section_on_cpu(capsys):
+def test_device_benchmark_runs_on_cpu(capsys):
     """``python -m benchmarks.device --quick``: the GPU/TPU benchmark keeps working on any
-    backend (small sizes, nothing written): each case against the matmul, the bitwise check
-    against the CPU backend, the source comparison and the strip-size sweep."""
+    backend (small sizes, nothing written): each case against the matmul and the source
+    comparison. (Its bitwise check compares the device with the CPU backend: nothing to compare
+    on a CPU-only host.)"""
     from benchmarks import device
 
     before = sorted(device.RESULTS.iterdir())
-    assert device.main(["--quick", "--sections", "bitwise,cases,sources,strip-sizes"]) == 0
+    assert device.main(["--quick", "--sections", "cases,sources"]) == 0
     table = capsys.readouterr().out
     assert sorted(device.RESULTS.iterdir()) == before
-    assert "knn identical" in table and "hub values identical" in table
     cases = [line for line in table.splitlines() if line.startswith(("| hub ", "| knn ", "| s"))]
     assert len(cases) == 3 and all("failed" not in line for line in cases)
+    assert all(line.count("x |") == 1 for line in cases)  # the ratio to the matmul
     assert "| 3000 x 32, k = 10 | " in table and table.count("| True |") == 1  # same bits
     assert "identical: True" in table  # the ring equals one device
