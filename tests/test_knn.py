@@ -228,6 +228,50 @@ def test_vmap_query_vs_reference():
         assert_knn_exact((dist[b], idx[b]), reference.knn(xb[b], yb[b], k=5))
 
 
+def test_vmap_in_groups_gives_the_loops_bits(monkeypatch):
+    """A vmapped search runs its sets in groups (:func:`search.batch_group`; here forced to 2,
+    so 5 sets make 3 groups, the last padded): the same bits as one call per set, in-sample,
+    against a shared reference set and against one reference set per query set, and the hub
+    values too."""
+    asked = []
+
+    def two(n, m, dim, platform, itemsize=4):
+        asked.append((n, m, dim, platform))
+        return 2
+
+    monkeypatch.setattr(search, "batch_group", two)
+    jax.clear_caches()
+    try:
+        xb = np.stack([random_points(70, 6, seed=s) + 50 for s in range(5)])  # uncentred
+        yb = np.stack([random_points(90, 6, seed=10 + s) for s in range(5)])
+        y = yb[0]
+        cases = [
+            (lambda x: hubjax.knn(x, k=7, metric="euclidean"), (xb,), (0,)),
+            (lambda x: hubjax.knn(x, y, k=7, metric="cosine"), (xb,), (0,)),
+            (lambda x, y: hubjax.knn(x, y, k=7), (xb, yb), (0, 0)),
+            (lambda x: hubjax.hub_values(x, k=7), (xb,), (0,)),
+        ]
+        for fn, args, axes in cases:
+            batched = jax.jit(jax.vmap(fn, in_axes=axes))(*args)
+            for b in range(5):
+                one = fn(*(a[b] for a in args))
+                for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(one), strict=True):
+                    np.testing.assert_array_equal(np.asarray(got)[b], np.asarray(want))
+        assert {a[:3] for a in asked} == {(70, 70, 6), (70, 90, 6)}
+    finally:
+        jax.clear_caches()
+
+
+def test_batch_groups_fill_one_strip_budget():
+    """Large sets are searched one at a time under vmap, small ones many at a time, within the
+    platform's strip budget."""
+    for platform in search.PLATFORMS:
+        budget = search.STRIP_BYTES[platform]
+        assert search.batch_group(100_000, 100_000, 128, platform) == 1
+        group = search.batch_group(300, 300, 16, platform)
+        assert group > 1 and group * 300 * (320 + 16) * 4 <= budget
+
+
 def test_second_call_does_not_recompile():
     x1, x2 = random_points(90, 8, seed=1), random_points(90, 8, seed=2)
     hubjax.knn(x1, k=5, metric="cosine")

@@ -65,6 +65,19 @@ def test_public_entry_points_lower_for_accelerators(platform):
         assert "hubjax_" not in text, name
 
 
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_vmapped_search_lowers_with_the_groups_of_its_platform(platform):
+    """Under vmap the sets are searched in groups sized per platform (``search.batch_group``):
+    8 sets of 5 000 x 64 make groups of 1 on CPU, 5 on TPU and 8 on GPU, so the rule branches
+    on the platform; the program lowered for an accelerator holds no CPU kernel."""
+    groups = {p: search.batch_group(5000, 5000, 64, p) for p in search.PLATFORMS}
+    assert groups["cpu"] == 1 and 1 < groups["tpu"] < 8 <= groups["gpu"]
+    fn = jax.vmap(lambda x: hubjax.hub_values(x, k=10, check_finite=False))
+    spec = jax.ShapeDtypeStruct((8, 5000, 64), jnp.float32)
+    text = jax.jit(fn).trace(spec).lower(lowering_platforms=(platform,)).as_text()
+    assert "hubjax_" not in text
+
+
 def test_cpu_program_uses_the_kernel_where_built():
     """The same call lowered for CPU takes the CPU branch (the compiled kernel where it is
     built), so the platform choice is real, not a constant."""

@@ -181,7 +181,82 @@ def search(x, y, options: Options):
     """k nearest neighbours ``(distances [n, k], indices [n, k])`` of the rows of ``x`` among
     ``y`` (``None``: in-sample), exact or, with ``options.approximate``, from the IVF index, on
     arrays already validated; traceable (call it inside
-    ``jit``, ``vmap`` or ``shard_map``; :func:`knn` is the jitted form)."""
+    ``jit``, ``vmap`` or ``shard_map``; :func:`knn` is the jitted form).
+
+    Under ``vmap`` the batch is searched in groups whose ranking strips fit one strip budget
+    together (:func:`batch_group`): a batch of large sets one set at a time, so the temporaries
+    stay those of one set instead of growing with the batch, and small sets many at a time.
+    The result is the same either way.
+    """
+    if y is None:
+        return _bounded_batches(options, True)(x)
+    return _bounded_batches(options, False)(x, y)
+
+
+def batch_group(n: int, m: int, dim: int, platform: str, itemsize: int = 4) -> int:
+    """Sets of a vmapped search (``n`` queries, ``m`` references, ``dim`` features each)
+    computed together on ``platform``: as many as fit :data:`STRIP_BYTES` with their whole
+    ranking matrices, at least one (a set larger than that is searched strip by strip anyway).
+    """
+    per_set = max(n, 1) * (numerics.round_up(max(m, 1), COLUMN_ALIGN) + dim) * itemsize
+    return max(1, STRIP_BYTES[platform] // per_set)
+
+
+@functools.cache
+def _bounded_batches(options: Options, in_sample: bool):
+    """:func:`_search` of ``(x,)`` (in-sample) or ``(x, y)`` with the batching rule of
+    :func:`search`."""
+
+    def one(*args):
+        return _search(args[0], None if in_sample else args[1], options)
+
+    batched_search = jax.custom_batching.custom_vmap(one)
+
+    @batched_search.def_vmap
+    def rule(axis_size, in_batched, *args):
+        axes = tuple(0 if b else None for b in in_batched)
+        x = args[0]
+        n, dim = x.shape[-2:]
+        m = n if in_sample else args[1].shape[-2]
+
+        def grouped(group, *args):
+            if group >= axis_size:
+                return jax.vmap(one, in_axes=axes)(*args)
+            parts = -(-axis_size // group)
+
+            def split(a, b):  # [axis_size, ...] -> [parts, group, ...], padded with zeros
+                if not b:
+                    return None
+                pad = [(0, parts * group - axis_size)] + [(0, 0)] * (a.ndim - 1)
+                return jnp.pad(a, pad).reshape(parts, group, *a.shape[1:])
+
+            stacked = tuple(split(a, b) for a, b in zip(args, in_batched, strict=True))
+
+            def part(sets):
+                full = tuple(s if b else a for s, a, b in zip(sets, args, in_batched, strict=True))
+                return jax.vmap(one, in_axes=axes)(*full)
+
+            out = lax.map(part, stacked)
+            return jax.tree.map(lambda a: a.reshape(parts * group, *a.shape[2:])[:axis_size], out)
+
+        itemsize = max(4, x.dtype.itemsize)  # narrower inputs are ranked in float32
+        groups = {p: min(axis_size, batch_group(n, m, dim, p, itemsize)) for p in PLATFORMS}
+        if len(set(groups.values())) == 1:
+            out = grouped(groups["gpu"], *args)
+        else:
+            out = lax.platform_dependent(
+                *args,
+                cpu=functools.partial(grouped, groups["cpu"]),
+                tpu=functools.partial(grouped, groups["tpu"]),
+                default=functools.partial(grouped, groups["gpu"]),
+            )
+        return out, jax.tree.map(lambda _: True, out)
+
+    return batched_search
+
+
+def _search(x, y, options: Options):
+    """:func:`search` of one set."""
     in_sample = y is None
     metric = options.metric
     if options.approximate is not None:
