@@ -2,9 +2,11 @@
 
     python -m benchmarks.scaling            # writes benchmarks/results/scaling-<backend>.md/json
 
-On a CPU the devices are fake (``--xla_force_host_platform_device_count``): they share the same
-cores, so this is a correctness and overhead check, not a speed-up claim. Each device count runs
-in its own process; the single-device ``hubjax.hub_values`` is timed in the same process for the
+On a CPU the devices are fake (``--xla_force_host_platform_device_count``, added to the
+``XLA_FLAGS`` you set): they share the same cores, so this is a correctness and overhead check,
+not a speed-up claim. On GPUs and TPUs each row uses the first ``count`` devices (a mesh of
+those), and a count beyond the devices present is reported as skipped. Each device count runs in
+its own process; the single-device ``hubjax.hub_values`` is timed in the same process for the
 ratio.
 """
 
@@ -22,15 +24,26 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def worker(n: int, d: int, k: int, repeats: int) -> dict:
+def with_host_devices(flags: str, count: int) -> str:
+    """``flags`` (the user's ``XLA_FLAGS``) with the fake host device count set to ``count``."""
+    kept = [f for f in flags.split() if not f.startswith("--xla_force_host_platform_device_count")]
+    return " ".join([*kept, f"--xla_force_host_platform_device_count={count}"])
+
+
+def worker(n: int, d: int, k: int, repeats: int, count: int) -> dict:
     import jax
     import numpy as np
+    from jax.sharding import Mesh
 
     import hubjax
 
+    devices = jax.devices()
+    if len(devices) < count:
+        return {"devices": count, "skipped": f"{len(devices)} {devices[0].platform} devices"}
+    mesh = Mesh(np.asarray(devices[:count]), ("points",))
     x = jax.numpy.asarray(np.random.default_rng(0).normal(size=(n, d)).astype(np.float32))
     fns = {
-        "sharded": lambda: hubjax.distributed.hub_values(x, k=k, check_finite=False),
+        "sharded": lambda: hubjax.distributed.hub_values(x, k=k, mesh=mesh, check_finite=False),
         "single": lambda: hubjax.hub_values(x, k=k, check_finite=False),
     }
     first = {}
@@ -47,7 +60,7 @@ def worker(n: int, d: int, k: int, repeats: int) -> dict:
     same = bool((np.asarray(fns["sharded"]()) == np.asarray(fns["single"]())).all())
     med = {name: statistics.median(ts) for name, ts in times.items()}
     return {
-        "devices": jax.device_count(),
+        "devices": count,
         "backend": jax.default_backend(),
         "median_s": med,
         "first_call_s": first,
@@ -64,20 +77,22 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--devices", type=int, nargs="*", default=[1, 2, 4, 8])
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.n, args.d, args.k, args.repeats)))
+        print(json.dumps(worker(args.n, args.d, args.k, args.repeats, args.count)))
         return 0
     rows = []
     for count in args.devices:
-        env = dict(os.environ)
-        if "cpu" in os.environ.get("JAX_PLATFORMS", "cpu"):
-            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={count}"
+        # fake host devices matter on CPU only; elsewhere the flag leaves the accelerators alone
+        env = dict(os.environ, XLA_FLAGS=with_host_devices(os.environ.get("XLA_FLAGS", ""), count))
         cmd = [
             sys.executable,
             "-m",
             "benchmarks.scaling",
             "--worker",
+            "--count",
+            str(count),
             "--n",
             str(args.n),
             "--d",
@@ -94,6 +109,9 @@ def main(argv=None) -> int:
             print(res.stderr[-2000:], file=sys.stderr)
             continue
         row = json.loads(res.stdout.strip().splitlines()[-1])
+        if "skipped" in row:
+            print(f"{count} devices: skipped, only {row['skipped']}", flush=True)
+            continue
         rows.append(row)
         print(
             f"{row['devices']} devices: sharded {row['median_s']['sharded']:.3f} s, "

@@ -77,3 +77,22 @@ def test_device_benchmark_runs_on_cpu(capsys):
     assert all(line.count("x |") == 1 for line in cases)  # the ratio to the matmul
     assert "| 3000 x 32, k = 10 | " in table and table.count("| True |") == 1  # same bits
     assert "identical: True" in table  # the ring equals one device
+
+
+def test_scaling_keeps_the_users_flags_and_uses_count_devices():
+    """``python -m benchmarks.scaling`` adds the fake host device count to the user's
+    ``XLA_FLAGS`` instead of replacing them, and each row shards over exactly ``count``
+    devices (the first ones; more than there are is reported as skipped)."""
+    import jax
+
+    from benchmarks import scaling
+
+    flags = "--xla_dump_to=/tmp/x --xla_force_host_platform_device_count=8"
+    assert scaling.with_host_devices(flags, 2) == (
+        "--xla_dump_to=/tmp/x --xla_force_host_platform_device_count=2"
+    )
+    assert scaling.with_host_devices("", 4) == "--xla_force_host_platform_device_count=4"
+    count = min(2, jax.device_count())
+    row = scaling.worker(300, 8, 5, 1, count)
+    assert row["devices"] == count and row["identical"]
+    assert "skipped" in scaling.worker(300, 8, 5, 1, jax.device_count() + 1)

@@ -106,6 +106,39 @@ def test_every_matrix_product_is_full_float32(platform):
         assert not low, (name, low[0][-160:])
 
 
+def _top_k_rows(text):
+    """``(rows, width, k)`` of every ``top_k`` in a lowered program."""
+    found = re.findall(r"chlo\.top_k\(%[\w#]+, k = (\d+)\) : tensor<(\d+)x(\d+)xf32>", text)
+    return [(int(r), int(w), int(k)) for k, r, w in found]
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_accelerator_programs_select_from_short_rows_and_aligned_products(platform):
+    """Structure of in-sample hub values of 100 000 x 128 lowered for an accelerator (measured
+    on an H200: benchmarks/results/device-2026-12-04-nvidia-h200.md): every ``top_k`` of the
+    candidate search reads the group minima (3 125 per row) or the chosen groups' members
+    (19 x 32 or 59 x 32), never a whole row of 100 000; only the re-check of rows that fail to
+    certify (a few rows at a time, zero trips when all certify) does. The
+    ranking products contract over d + 2 = 130 on GPU and over d = 128 on TPU, whose matrix
+    unit would pad 130 to 256."""
+    spec = jax.ShapeDtypeStruct((100_000, 128), jnp.float32)
+    for k, keep in ((10, 19), (50, 59)):
+        fn = jax.jit(lambda x, k=k: hubjax.hub_values(x, k=k, check_finite=False))
+        text = fn.trace(spec).lower(lowering_platforms=(platform,)).as_text()
+        tops = _top_k_rows(text)
+        search_tops = [t for t in tops if t[1] < 100_000]
+        assert search_tops and all(t[2] == keep for t in search_tops), tops
+        assert max(t[1] for t in search_tops) <= 4096, tops
+        assert {(t[1], t[2]) for t in tops if t not in search_tops} == {(100_000, k)}  # re-check
+        contractions = {
+            int(w)
+            for w in re.findall(
+                r"dot_general[^\n]*: \(tensor<\d+x(\d+)xf32>, tensor<\d+x\d+xf32>\)", text
+            )
+        }
+        assert contractions == ({128} if platform == "tpu" else {130}), contractions
+
+
 def test_reports_survive_export_serialisation(monkeypatch):
     """``jax.export`` serialises the result pytrees (HubnessReport, SampledHubnessReport,
     SamplingInfo, retrieval's AuditReport and BankStatistics): exported for GPU/TPU here, and
