@@ -350,8 +350,9 @@ def search(
     ``[g, -bias(g)]``, so the search is :func:`hubjax.knn`'s exact ``dot`` search on those rows:
     its rounding-error certificate and re-check keep the result exact with respect to the
     reported per-pair scores, equal scores go to the smaller index, and the bits do not depend
-    on ``block_size``. ``qb_norm`` first finds each query's plain top-1 (a second, k = 1
-    search), then scores the queries whose top-1 is active with the bias.
+    on ``block_size``. For ``qb_norm`` one pass over the similarity tiles selects both each
+    query's plain top-k and its normalised top-k (each made exact by the same finisher); the
+    plain top-1 then decides which list a query gets (active: the normalised one).
 
     Args:
       queries: ``[n, d]``.

@@ -251,6 +251,40 @@ def test_fused_bank_top1_equals_the_exact_search(shape, monkeypatch):
     np.testing.assert_array_equal(np.asarray(active), reference)
 
 
+@pytest.mark.parametrize(
+    "shape, configs", [("ties", ((1, None), (40, 16))), ("uncentred", ((10, 24),))]
+)
+def test_one_pass_gives_each_search_its_own_bits(shape, configs):
+    """QB-Norm's plain and normalised lists come from one pass over the similarity tiles
+    (``search.search_both``): each is bitwise the exact search of its own rows (the queries
+    with their last feature 1, and 0), at several block sizes, k from 1 to beyond a block,
+    with ties, duplicates and non-finite rows."""
+    from hubjax._src import search
+    from hubjax._src.metric import DOT
+
+    if shape == "ties":
+        q, g = tie_points(61, 5, seed=1), tie_points(97, 5, seed=2)
+        g[9] = g[3]
+    else:
+        q, g = random_points(61, 12, seed=3) + 2, random_points(97, 12, seed=4) + 2
+    q[5], g[11] = np.nan, np.nan
+    bias = np.round(random_points(97, 1, seed=5)[:, 0], 1)  # ties in the offsets too
+    x = np.concatenate([q, np.ones((61, 1), np.float32)], axis=1)
+    y = np.concatenate([g, -bias[:, None]], axis=1)
+    x_off = x.copy()
+    x_off[:, -1] = 0
+    both = jax.jit(search.search_both, static_argnames="options")
+    for k, block in configs:
+        options = search.Options(k, DOT, block_size=block)
+        got = both(x, y, options)
+        for rows, (dist, idx) in zip((x, x_off), got, strict=True):
+            want_d, want_i = search.knn(rows, y, options)
+            np.testing.assert_array_equal(np.asarray(idx), np.asarray(want_i))
+            np.testing.assert_array_equal(
+                np.asarray(dist).view(np.uint32), np.asarray(want_d).view(np.uint32)
+            )
+
+
 def test_repeat_calls_and_new_parameters_do_not_recompile():
     bank, gallery, _, _ = data(n_bank=33, n_gallery=21, n_queries=10, d=8, seed=7)
     retrieval.bank_statistics(bank, gallery, method="inverted_softmax", beta=5.0)

@@ -205,16 +205,20 @@ def normalised_search(queries, gallery, bias, active, *, k, metric, block_size, 
     first, ties to the smaller index; ``t(q) = 1``, or with ``dynamic`` (QB-Norm) whether the
     plain top-1 of q is ``active``. Empty slots and non-finite queries: ``(-inf, -1)``."""
     q, g = metric.similarity_rows(queries), metric.similarity_rows(gallery)
-    t = jnp.ones((q.shape[0], 1), q.dtype)
-    if dynamic:
-        _, top = _search.search(q, g, _options(1, block_size))
-        top = top[:, 0]
-        t = jnp.where(top >= 0, active[jnp.maximum(top, 0)], False).astype(q.dtype)[:, None]
     # NaN rows stay NaN, so the engine keeps them out as it does any non-finite row
-    augmented_q = jnp.concatenate([q, t], axis=1)
+    augmented_q = jnp.concatenate([q, jnp.ones((q.shape[0], 1), q.dtype)], axis=1)
     augmented_g = jnp.concatenate([g, -bias.astype(g.dtype)[:, None]], axis=1)
-    dist, idx = _search.search(augmented_q, augmented_g, _options(k, block_size))
-    return -dist, idx
+    if not dynamic:
+        dist, idx = _search.search(augmented_q, augmented_g, _options(k, block_size))
+        return -dist, idx
+    # QB-Norm: the normalised lists and the plain ones (t = 0, whose first entry is the plain
+    # top-1 that decides) from one pass over the similarity tiles
+    (dist, idx), (plain, plain_idx) = _search.search_both(
+        augmented_q, augmented_g, _options(k, block_size)
+    )
+    top = plain_idx[:, 0]
+    t = jnp.where(top >= 0, active[jnp.maximum(top, 0)], False)[:, None]
+    return -jnp.where(t, dist, plain), jnp.where(t, idx, plain_idx)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "block_size"))

@@ -177,6 +177,58 @@ def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None,
     )
 
 
+def search_both(x, y, options: Options):
+    """The exact search of the rows of ``x [n, d]`` among ``y [m, d]`` twice, as given and with
+    the last feature of every row of ``x`` set to 0: ``((distances, indices) as given,
+    (distances, indices) with it 0)``, each ``[n, k]``, from one pass over the ranking tiles
+    (:func:`hubjax._src.sources.strip_pair`). Each is bitwise :func:`search` of its rows.
+
+    For a product metric (``dot``), where that feature scales a per-reference offset held in
+    ``y``'s last feature: QB-Norm's plain and normalised searches (:mod:`hubjax._src.banks`).
+    ``x``'s last feature must be finite.
+    """
+    metric = options.metric
+    if metric.shifted or options.approximate is not None:
+        raise ValueError("search_both serves the exact search of a product metric")
+    xp, yp, e = metric.prepare_pair(x, y)
+    xp_off = metric.prepare(x.at[:, -1].set(0).astype(xp.features.dtype), xp.features.dtype, e)
+    shift = metric.centre(yp)
+    n, dim = x.shape
+    m = y.shape[0]
+    k = options.k
+
+    def run(rows, split):
+        pair = sources.strip_pair(
+            xp,
+            xp_off,
+            yp,
+            metric,
+            shift,
+            keep=k + finisher.SLACK,
+            rows=rows,
+            group=options.group,
+            split=split,
+        )
+        out = []
+        for p, candidates in zip((xp, xp_off), pair, strict=True):
+            d, i, ok = finisher.refine_lists(p, yp, candidates, k, metric, own=False)
+            d, i = finisher.recheck_uncertified(
+                p, yp, d, i, ok, k, metric, in_sample=False, shift=shift
+            )
+            out.append(finisher.sentinels(d, i, p.penalty, metric, e))
+        return tuple(out)
+
+    plans = {
+        p: (options.block_size or strip_rows(n, m, num_features=dim, platform=p), p == "tpu")
+        for p in PLATFORMS
+    }
+    default = plans.pop("gpu")
+    branches = {p: functools.partial(run, *plan) for p, plan in plans.items() if plan != default}
+    if not branches:
+        return run(*default)
+    return lax.platform_dependent(**branches, default=functools.partial(run, *default))
+
+
 def search(x, y, options: Options):
     """k nearest neighbours ``(distances [n, k], indices [n, k])`` of the rows of ``x`` among
     ``y`` (``None``: in-sample), exact or, with ``options.approximate``, from the IVF index, on

@@ -91,14 +91,51 @@ class Strip:
         return Candidates(values, cols, bound, rows)
 
 
+def strip_pair(xp, xp_off, yp, metric, shift, *, keep, rows, group=None, split=False):
+    """Candidates ``(of xp, of xp_off)`` of two query sets that differ in their last feature
+    only (``xp_off``'s is 0), against the same references, from one ranking product per strip.
+
+    ``xp``'s ranking is ``xp_off``'s plus the outer product of the last feature's operands:
+    another summation order of the same products, within the same error bound (as the split
+    ranking of :func:`hubjax._src.numerics.ranking_tile`), so each list is then made exact by
+    the finisher like any source's. Query-vs-reference, no fused kernel.
+    """
+    n, dim = xp.features.shape
+    width = numerics.round_up(yp.features.shape[0], COLUMN_ALIGN)
+    reference = metric.ranking_operands(yp, "reference", shift, rows=width)
+    largest = numerics.largest_norm(reference.norms, yp.penalty)
+    ref_ops = reference.operands
+    last = ref_ops[:, dim - 1]
+    rows = min(rows, n)
+    keep = min(keep, width)
+
+    def one_strip(start):
+        on = metric.ranking_operands(numerics.rows(xp, start, rows), "query", shift)
+        off = metric.ranking_operands(numerics.rows(xp_off, start, rows), "query", shift)
+        tile_off = numerics.ranking_tile(off.operands, ref_ops, split=split)
+        tile_on = tile_off + on.operands[:, dim - 1 : dim] * last[None, :]
+        return [
+            (*_tile_candidates(tile, keep, group), metric.ranking_error(q.norms, largest, dim))
+            for tile, q in ((tile_on, on), (tile_off, off))
+        ]
+
+    (v_on, c_on, b_on), (v_off, c_off, b_off) = numerics.over_row_blocks(one_strip, n, rows)
+    return Candidates(v_on, c_on, b_on, rows), Candidates(v_off, c_off, b_off, rows)
+
+
 def _strip_candidates(query_ops, ref_ops, keep, group, split=False):
     """The ``keep`` best ranking candidates ``(values, columns) [rows, keep]`` of one strip of
     query operands against the padded reference operands ``[width, d + 2]``."""
-    width = ref_ops.shape[0]
+    return _tile_candidates(numerics.ranking_tile(query_ops, ref_ops, split=split), keep, group)
+
+
+def _tile_candidates(tile, keep, group):
+    """The ``keep`` best ``(values, columns) [rows, keep]`` of a whole-strip ranking tile."""
+    rows, width = tile.shape
     return select.update_rows(
-        numerics.ranking_tile(query_ops, ref_ops, split=split),
+        tile,
         jnp.zeros(1, jnp.int32),
-        *select.sentinel_lists(query_ops.shape[0], keep, width),
+        *select.sentinel_lists(rows, keep, width),
         seg_width=width,
         group=group,
         merge=False,
