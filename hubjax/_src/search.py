@@ -59,6 +59,17 @@ TILE_OPERAND_BYTES = 32 << 20
 PLATFORMS = ("cpu", "tpu", "gpu")
 
 
+def per_platform(run, plans: dict, *args):
+    """``run(plan, *args)`` with the plan of the platform the program is lowered for:
+    ``plans`` maps each of :data:`PLATFORMS` to a static plan; one ``lax.platform_dependent``
+    branch per plan that differs from the GPU's (the default), none where all agree."""
+    default = plans["gpu"]
+    branches = {p: functools.partial(run, plan) for p, plan in plans.items() if plan != default}
+    if not branches:
+        return run(default, *args)
+    return lax.platform_dependent(*args, **branches, default=functools.partial(run, default))
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
     """Static settings of one exact search (hashable: a valid static argument of ``jit``).
@@ -165,13 +176,7 @@ def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None,
         return *lists, late_x, late_y
 
     chosen = {p: choose_source(n, m, dim, others, in_sample, options, p) for p in PLATFORMS}
-    default = chosen.pop("gpu")
-    branches = {p: functools.partial(run, s) for p, s in chosen.items() if s != default}
-    if branches:
-        out = lax.platform_dependent(**branches, default=functools.partial(run, default))
-    else:
-        out = run(default)
-    dist, idx, ok, xp, yp = out
+    dist, idx, ok, xp, yp = per_platform(run, chosen)
     return finisher.recheck_uncertified(
         xp, yp, dist, idx, ok, others, metric, in_sample=in_sample, shift=shift
     )
@@ -197,7 +202,8 @@ def search_both(x, y, options: Options):
     m = y.shape[0]
     k = options.k
 
-    def run(rows, split):
+    def run(plan):
+        rows, split = plan
         pair = sources.strip_pair(
             xp,
             xp_off,
@@ -222,11 +228,7 @@ def search_both(x, y, options: Options):
         p: (options.block_size or strip_rows(n, m, num_features=dim, platform=p), p == "tpu")
         for p in PLATFORMS
     }
-    default = plans.pop("gpu")
-    branches = {p: functools.partial(run, *plan) for p, plan in plans.items() if plan != default}
-    if not branches:
-        return run(*default)
-    return lax.platform_dependent(**branches, default=functools.partial(run, *default))
+    return per_platform(run, plans)
 
 
 def search(x, y, options: Options):
@@ -293,15 +295,7 @@ def _bounded_batches(options: Options, in_sample: bool):
 
         itemsize = max(4, x.dtype.itemsize)  # narrower inputs are ranked in float32
         groups = {p: min(axis_size, batch_group(n, m, dim, p, itemsize)) for p in PLATFORMS}
-        if len(set(groups.values())) == 1:
-            out = grouped(groups["gpu"], *args)
-        else:
-            out = lax.platform_dependent(
-                *args,
-                cpu=functools.partial(grouped, groups["cpu"]),
-                tpu=functools.partial(grouped, groups["tpu"]),
-                default=functools.partial(grouped, groups["gpu"]),
-            )
+        out = per_platform(grouped, groups, *args)
         return out, jax.tree.map(lambda _: True, out)
 
     return batched_search
