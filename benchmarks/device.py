@@ -109,7 +109,7 @@ def gaussian(n: int, d: int, seed: int = 0):
 
 
 def platform_of(device) -> str:
-    """The candidate-source platform (``hubjax._src.search.PLATFORMS``) of ``device``."""
+    """The candidate-source platform (``hubjax._src.platforms.PLATFORMS``) of ``device``."""
     return device.platform if device.platform in ("cpu", "tpu") else "gpu"
 
 

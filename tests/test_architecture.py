@@ -22,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hubjax"
 LAYERS = {
     "hubjax._src.checks": 0,
     "hubjax._src.mesh": 0,
+    "hubjax._src.platforms": 0,
     "hubjax._src.callables": 0,
     "hubjax._src.graphs": 0,
     "hubjax._src.kernels": 0,

@@ -16,7 +16,7 @@ from helpers import (
 )
 
 import hubjax
-from hubjax._src import search, sources
+from hubjax._src import platforms, search, sources
 from hubjax._src import select as _select
 
 METRICS = ["sqeuclidean", "euclidean", "cosine", "dot"]
@@ -265,7 +265,7 @@ def test_vmap_in_groups_gives_the_loops_bits(monkeypatch):
 def test_batch_groups_fill_one_strip_budget():
     """Large sets are searched one at a time under vmap, small ones many at a time, within the
     platform's strip budget."""
-    for platform in search.PLATFORMS:
+    for platform in platforms.PLATFORMS:
         budget = search.STRIP_BYTES[platform]
         assert search.batch_group(100_000, 100_000, 128, platform) == 1
         group = search.batch_group(300, 300, 16, platform)

@@ -17,7 +17,7 @@ import pytest
 from helpers import knn_dense, random_points, sample
 
 import hubjax
-from hubjax._src import numerics, search
+from hubjax._src import numerics, platforms, search
 from hubjax._src.kernels import cpu
 from hubjax._src.metric import COSINE, SQEUCLIDEAN
 
@@ -70,7 +70,7 @@ def test_vmapped_search_lowers_with_the_groups_of_its_platform(platform):
     """Under vmap the sets are searched in groups sized per platform (``search.batch_group``):
     8 sets of 5 000 x 64 make groups of 1 on CPU, 5 on TPU and 8 on GPU, so the rule branches
     on the platform; the program lowered for an accelerator holds no CPU kernel."""
-    groups = {p: search.batch_group(5000, 5000, 64, p) for p in search.PLATFORMS}
+    groups = {p: search.batch_group(5000, 5000, 64, p) for p in platforms.PLATFORMS}
     assert groups["cpu"] == 1 and 1 < groups["tpu"] < 8 <= groups["gpu"]
     fn = jax.vmap(lambda x: hubjax.hub_values(x, k=10, check_finite=False))
     spec = jax.ShapeDtypeStruct((8, 5000, 64), jnp.float32)

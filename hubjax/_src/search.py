@@ -33,6 +33,7 @@ from hubjax._src import mesh as _mesh
 from hubjax._src.finisher import COLUMN_ALIGN
 from hubjax._src.kernels import cpu
 from hubjax._src.metric import Metric
+from hubjax._src.platforms import PLATFORMS, per_platform
 
 # Bytes of ranking values one strip may hold: CPU strips stay small; accelerators have the
 # memory and the parallelism for much wider ones. GPU: on an H200, in-sample hub values of
@@ -55,19 +56,6 @@ _SYMMETRIC_MAX_BLOCK = 2048
 _TILE_BLOCK = 1536
 # Bytes of one gathered operand of a step of the tiled XLA source (tiles x block x d).
 TILE_OPERAND_BYTES = 32 << 20
-# The platforms sources are chosen for: "gpu" is every platform without a branch of its own.
-PLATFORMS = ("cpu", "tpu", "gpu")
-
-
-def per_platform(run, plans: dict, *args):
-    """``run(plan, *args)`` with the plan of the platform the program is lowered for:
-    ``plans`` maps each of :data:`PLATFORMS` to a static plan; one ``lax.platform_dependent``
-    branch per plan that differs from the GPU's (the default), none where all agree."""
-    default = plans["gpu"]
-    branches = {p: functools.partial(run, plan) for p, plan in plans.items() if plan != default}
-    if not branches:
-        return run(default, *args)
-    return lax.platform_dependent(*args, **branches, default=functools.partial(run, default))
 
 
 @dataclasses.dataclass(frozen=True)
