@@ -14,9 +14,14 @@ Layout (every shape static, so it runs under ``jit`` and ``vmap`` and compiles o
    grouped by their j-th nearest list and cut into chunks of ``chunk`` queries; a chunk
    multiplies against its list's points in slices of ``columns`` (one ``chunk x columns``
    ranking tile, in cache) and merges each tile into the queries' running lists of the
-   ``k + 8`` best by the (centred) matrix-product ranking. Loops over a list's slices and over
-   a pass's chunks have data-dependent trip counts (``lax.fori_loop``), so no work is padded to
-   the largest list; the running lists ``[n, k + 8]`` are the only per-query state.
+   ``k + 8`` best by the (centred) matrix-product ranking. The work is one flat sequence of
+   units (pass, chunk, slice), so no work is padded to the largest list; the running lists
+   ``[n, k + 8]`` are the only per-query state. How many units there are is data: the CPU
+   program loops over exactly those; on GPU and TPU, where each step of a loop whose length
+   is data is a host round trip, a loop of static length runs the units every input needs
+   (the first pass's chunks; in-sample, the work of equal lists), then the rest run in static
+   blocks of 64 units, idle past the last, one round trip per block. Every schedule gives the
+   same bits (tested).
 3. **Re-rank.** The candidates are re-ranked by hubjax's exact per-pair distance; ties to the
    smaller index. A query whose probed lists held fewer than k candidates is searched again
    against every point (exactly), so no slot is left empty while finite candidates remain.

@@ -11,7 +11,7 @@ from helpers import random_points, sample
 import hubjax
 from hubjax import __main__ as entry
 from hubjax import approximate
-from hubjax._src import search
+from hubjax._src import ivf, search
 from hubjax._src.metric import SQEUCLIDEAN
 from hubjax.approximate import IVF
 
@@ -114,6 +114,37 @@ def test_lists_too_small_for_k_are_searched_again_never_left_empty(include_self)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's buffer assignment")
+def test_probing_schedules_give_the_same_bits(monkeypatch):
+    """The CPU runs exactly the probing units there are; GPUs and TPUs a static prefix of
+    them, then static blocks where units past the last change nothing
+    (:func:`hubjax._src.ivf.probe_plan`). Forced here on CPU, each gives the CPU's bits: on
+    uneven clusters with duplicates and a NaN row, in-sample with the ratio rule, queries
+    apart with small tiles, and lists too short for k."""
+    x = mixture(900, 10, clusters=7, seed=3)
+    x[::3] = x[1::3][: len(x[::3])]  # duplicates
+    x[40] = np.nan
+    y = x[::-1][:600].copy()
+    small = IVF(nlist=12, nprobe=3, chunk=32, columns=64, ratio=None)
+    calls = ((x, None, 5, True), (x[:300], y, 9, small), (x[:60], y[:90], 70, True))
+
+    def search(a, b, k, s):
+        return hubjax.knn(a, b, k=k, approximate=s, check_finite=False)
+
+    want = [search(*call) for call in calls]
+    cpu_plan = ivf.probe_plan
+    plans = {
+        "accelerator": lambda *a: cpu_plan(*a[:-1], "gpu"),
+        "tiny blocks": lambda *a: (3, 5),  # 3 units, then blocks of 5, the last partly idle
+    }
+    for name, plan in plans.items():
+        monkeypatch.setattr(ivf, "probe_plan", plan)
+        jax.clear_caches()
+        for call, (d, i) in zip(calls, want, strict=True):
+            got = search(*call)
+            np.testing.assert_array_equal(got[1], i, err_msg=name)
+            np.testing.assert_array_equal(got[0], d, err_msg=name)
+
+
 def test_scratch_memory_stays_near_the_input_size():
     """XLA's scratch memory of the in-sample search (compiled, not run): the large buffers start
     when their step does (hubjax._src.ivf._after), so it stays under 3.2 times the input

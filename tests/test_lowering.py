@@ -139,6 +139,39 @@ def test_accelerator_programs_select_from_short_rows_and_aligned_products(platfo
         assert contractions == ({128} if platform == "tpu" else {130}), contractions
 
 
+def _loops(text: str) -> tuple[int, int]:
+    """``(static, data)``: the program's ``stablehlo.while`` loops whose condition compares
+    the counter with a constant (a length fixed at compilation), and the others, whose length
+    is data (on a GPU, each step a host round trip)."""
+    static = data = 0
+    for cond in re.findall(r"stablehlo\.while\(.*?\n\s*cond \{\n(.*?)\n\s*\} do \{", text, re.S):
+        consts = set(re.findall(r"(%\w+) = stablehlo\.constant", cond))
+        compare = re.search(r"stablehlo\.compare\s+\w+,\s*(%\w+),\s*(%\w+)", cond)
+        if compare and consts & set(compare.groups()):
+            static += 1
+        else:
+            data += 1
+    return static, data
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_approximate_search_has_no_loop_stepped_by_its_lists(platform):
+    """The IVF probing lowered for an accelerator: one loop of static length over the units
+    every input needs, then the rest in static blocks (``ivf.PROBE_BLOCK``), the only loop
+    whose length is data besides the re-check of rows left short. It had a loop over each
+    pass's query chunks and, in each, one over the list's column tiles: a host round trip per
+    tile on a GPU."""
+    spec = jax.ShapeDtypeStruct((5000, 32), jnp.float32)
+    for fn in (
+        lambda x: hubjax.knn(x, k=5, approximate=True),
+        lambda x: hubjax.knn(x[:700], x, k=5, approximate=True),
+    ):
+        text = jax.jit(fn).trace(spec).lower(lowering_platforms=(platform,)).as_text()
+        assert _loops(text)[1] == 2, _loops(text)  # the probing blocks and the re-check
+    exact = jax.jit(lambda x: hubjax.knn(x, k=5)).trace(spec).lower(lowering_platforms=(platform,))
+    assert _loops(exact.as_text())[1] == 1  # the re-check: the parser tells the two apart
+
+
 def test_reports_survive_export_serialisation(monkeypatch):
     """``jax.export`` serialises the result pytrees (HubnessReport, SampledHubnessReport,
     SamplingInfo, retrieval's AuditReport and BankStatistics): exported for GPU/TPU here, and
