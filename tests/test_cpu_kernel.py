@@ -803,9 +803,19 @@ def test_every_instruction_set_variant_gives_the_same_neighbours(tmp_path):
     # avx512-emulated: the AVX-512 code (fused kernels included) on any x86-64 CPU
     for isa in ("base", "avx2", "avx512", "avx512-emulated"):
         env = dict(os.environ, HUBJAX_ISA=isa)
+        # without AVX-512 a request for it falls back to the AVX2 copy, checked above: only
+        # the fallback is checked (the same searches again cost 7 s)
+        fallback = isa == "avx512" and not _cpu.fused()
+        code = "from hubjax._src.kernels import _cpu_select; print(_cpu_select.isa())"
         out = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", code if fallback else script],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert out.stdout.strip() in ("base", "avx2", "avx512", "avx512-emulated")
         if isa in ("base", "avx512-emulated"):
             assert out.stdout.strip() == isa
+        if fallback:
+            assert out.stdout.strip() in ("avx2", "base")
