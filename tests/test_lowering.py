@@ -182,7 +182,7 @@ def test_reports_survive_export_serialisation(monkeypatch):
     spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
     calls = {
         "hubness": lambda x: hubjax.hubness(x, k=5),
-        "sampled": lambda x: hubjax.hubness(x, k=5, num_queries=40, key=jax.random.key(1)),
+        "sampled": lambda x: hubjax.hubness(x, k=5, num_queries=100, key=jax.random.key(1)),
         "sampler": lambda x: hubjax.sampling.hubness_sample(
             jax.random.key(2), 4, latent_dim=16, k=5, threshold=5, batch_size=64
         )[1],
