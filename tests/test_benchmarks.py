@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from helpers import random_points
 
-from benchmarks import run
+from benchmarks import approximate, run
 
 
 @pytest.mark.parametrize("n, m", [(1000, 3000), (37, None)])
@@ -96,3 +96,26 @@ def test_scaling_keeps_the_users_flags_and_uses_count_devices():
     row = scaling.worker(300, 8, 5, 1, count)
     assert row["devices"] == count and row["identical"]
     assert "skipped" in scaling.worker(300, 8, 5, 1, jax.device_count() + 1)
+
+
+def test_approximate_table_says_when_the_peer_is_not_installed():
+    """faiss is optional: without it the approximate benchmark still writes its table (it
+    stopped with ModuleNotFoundError after minutes of work), and says so in the peer's cells."""
+    row = {
+        "n": 1000,
+        "d": 8,
+        "nlist": 8,
+        "nprobe": 8,
+        "approx_s": 1.0,
+        "first_call_s": 2.0,
+        "approx_peak_mb": 3.0,
+        "recall": 0.9,
+        "recall_in_sample": 0.9,
+        "approx_skewness": 1.0,
+        "approx_robinhood": 0.5,
+        "sampled_skewness": 1.1,
+        "sampled_interval": [0.9, 1.3],
+        "faiss": None,
+    }
+    header, _, line = approximate.to_markdown([row]).splitlines()
+    assert line.count("|") == header.count("|") and "not installed" in line
