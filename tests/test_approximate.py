@@ -118,14 +118,14 @@ def test_probing_schedules_give_the_same_bits(monkeypatch):
     """The CPU runs exactly the probing units there are; GPUs and TPUs a static prefix of
     them, then static blocks where units past the last change nothing
     (:func:`hubjax._src.ivf.probe_plan`). Forced here on CPU, each gives the CPU's bits: on
-    uneven clusters with duplicates and a NaN row, in-sample with the ratio rule, queries
-    apart with small tiles, and lists too short for k."""
+    uneven clusters with duplicates and a NaN row, in-sample with small tiles and the ratio
+    rule, and queries apart whose lists are too short for k."""
     x = mixture(900, 10, clusters=7, seed=3)
     x[::3] = x[1::3][: len(x[::3])]  # duplicates
     x[40] = np.nan
     y = x[::-1][:600].copy()
-    small = IVF(nlist=12, nprobe=3, chunk=32, columns=64, ratio=None)
-    calls = ((x, None, 5, True), (x[:300], y, 9, small), (x[:60], y[:90], 70, True))
+    small = IVF(nlist=12, chunk=32, columns=64)  # many chunks and tiles per list
+    calls = ((x, None, 5, small), (x[:60], y[:90], 70, True))
 
     def search(a, b, k, s):
         return hubjax.knn(a, b, k=k, approximate=s, check_finite=False)
