@@ -39,7 +39,11 @@ list is probed and the result equals the exact search (tested).
 
 On TPU, ``lax.approx_min_k`` is the better engine for a brute-force approximate search (it
 reaches recall targets at a fraction of a sort's cost there, and is a full sort elsewhere);
-hubjax does not use it, since it cannot be measured on the machines hubjax is tested on.
+hubjax does not use it. Its candidates are not the exact best of each row, so the finisher's
+certificate would need a second pass over the ranking products (counting each row's values
+below the bound); the exact search's selection already reads each row's group minima and then
+only the chosen groups' members, the same shape of work; and no TPU was available to measure
+whether the saving would outweigh that pass.
 """
 
 # tune's limits, read by the command line (attributes of this module, not in __all__)
