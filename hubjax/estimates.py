@@ -423,6 +423,10 @@ def _from_lists(idx, boot_key, *, n: int, k: int, num_bootstrap: int, confidence
         return boot, studentized
 
     boot, studentized = jax.lax.map(replicate, jax.random.split(boot_key, num_bootstrap))
+    # finite-population correction: the resamples draw with replacement from s queries, the
+    # sample is s of n without, whose spread is sqrt((n - s) / (n - 1)) times smaller (0 when
+    # every point is a query: the estimate is then the exact value)
+    shrink = math.sqrt((n - s) / (n - 1)) if n > 1 else 0.0
     low, high = {}, {}
     for name in ESTIMATED:
         bca_low, bca_high = _bca(point[name], boot[name], jack[name], confidence)
@@ -430,10 +434,6 @@ def _from_lists(idx, boot_key, *, n: int, k: int, num_bootstrap: int, confidence
         # the union: each alone under-covered somewhere (module docstring); fmin/fmax skip a
         # NaN bound (a studentized interval without a standard error)
         low[name], high[name] = jnp.fmin(bca_low, t_low), jnp.fmax(bca_high, t_high)
-        # finite-population correction: the resamples draw with replacement from s queries,
-        # the sample is s of n without, whose spread is sqrt((n - s) / (n - 1)) times smaller
-        # (0 when every point is a query: the estimate is then the exact value)
-        shrink = math.sqrt((n - s) / (n - 1)) if n > 1 else 0.0
         low[name] = point[name] + shrink * (low[name] - point[name])
         high[name] = point[name] + shrink * (high[name] - point[name])
     return counts, m2, m3, point, low, high

@@ -174,7 +174,7 @@ def search_both(x, y, options: Options):
     """The exact search of the rows of ``x [n, d]`` among ``y [m, d]`` twice, as given and with
     the last feature of every row of ``x`` set to 0: ``((distances, indices) as given,
     (distances, indices) with it 0)``, each ``[n, k]``, from one pass over the ranking tiles
-    (:func:`hubjax._src.sources.strip_pair`). Each is bitwise :func:`search` of its rows.
+    (:meth:`hubjax._src.sources.Strip.pair_candidates`). Each is bitwise :func:`search` of its rows.
 
     For a product metric (``dot``), where that feature scales a per-reference offset held in
     ``y``'s last feature: QB-Norm's plain and normalised searches (:mod:`hubjax._src.banks`).
@@ -190,19 +190,8 @@ def search_both(x, y, options: Options):
     m = y.shape[0]
     k = options.k
 
-    def run(plan):
-        rows, split = plan
-        pair = sources.strip_pair(
-            xp,
-            xp_off,
-            yp,
-            metric,
-            shift,
-            keep=k + finisher.SLACK,
-            rows=rows,
-            group=options.group,
-            split=split,
-        )
+    def run(strip):
+        pair = strip.pair_candidates(xp, xp_off, yp, metric, shift, keep=k + finisher.SLACK)
         out = []
         for p, candidates in zip((xp, xp_off), pair, strict=True):
             d, i, ok = finisher.refine_lists(p, yp, candidates, k, metric, own=False)
@@ -212,8 +201,9 @@ def search_both(x, y, options: Options):
             out.append(finisher.sentinels(d, i, p.penalty, metric, e))
         return tuple(out)
 
+    # the query-vs-reference strips of each platform (the fused kernel does not apply)
     plans = {
-        p: (options.block_size or strip_rows(n, m, num_features=dim, platform=p), p == "tpu")
+        p: dataclasses.replace(choose_source(n, m, dim, k, False, options, p), fused=False)
         for p in PLATFORMS
     }
     return per_platform(run, plans)

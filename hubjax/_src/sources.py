@@ -57,12 +57,9 @@ class Strip:
     def candidates(self, xp, yp, metric, shift, *, keep) -> Candidates:
         n = xp.features.shape[0]
         dim = xp.features.shape[1]
-        width = numerics.round_up(yp.features.shape[0], COLUMN_ALIGN)
-        reference = metric.ranking_operands(yp, "reference", shift, rows=width)
-        largest = numerics.largest_norm(reference.norms, yp.penalty)
-        ref_ops = reference.operands
+        ref_ops, largest = _reference(yp, metric, shift)
         rows = min(self.rows, n)
-        keep = min(keep, width)
+        keep = min(keep, ref_ops.shape[0])
         if self.fused and ref_ops.dtype == jnp.float32:
             query = metric.ranking_operands(xp, "query", shift)
             bound = metric.ranking_error(query.norms, largest, dim)
@@ -90,37 +87,45 @@ class Strip:
         values, cols, bound = numerics.over_row_blocks(one_strip, n, rows)
         return Candidates(values, cols, bound, rows)
 
+    def pair_candidates(self, xp, xp_off, yp, metric, shift, *, keep):
+        """Candidates ``(of xp, of xp_off)`` of two query sets that differ in their last
+        feature only (``xp_off``'s is 0), against the same references, from one ranking
+        product per strip.
 
-def strip_pair(xp, xp_off, yp, metric, shift, *, keep, rows, group=None, split=False):
-    """Candidates ``(of xp, of xp_off)`` of two query sets that differ in their last feature
-    only (``xp_off``'s is 0), against the same references, from one ranking product per strip.
+        ``xp``'s ranking is ``xp_off``'s plus the outer product of the last feature's
+        operands: another summation order of the same products, within the same error bound
+        (as the split ranking of :func:`hubjax._src.numerics.ranking_tile`), so each list is
+        then made exact by the finisher like any source's. No fused kernel.
+        """
+        n, dim = xp.features.shape
+        ref_ops, largest = _reference(yp, metric, shift)
+        last = ref_ops[:, dim - 1]
+        rows = min(self.rows, n)
+        keep = min(keep, ref_ops.shape[0])
 
-    ``xp``'s ranking is ``xp_off``'s plus the outer product of the last feature's operands:
-    another summation order of the same products, within the same error bound (as the split
-    ranking of :func:`hubjax._src.numerics.ranking_tile`), so each list is then made exact by
-    the finisher like any source's. Query-vs-reference, no fused kernel.
-    """
-    n, dim = xp.features.shape
+        def one_strip(start):
+            on = metric.ranking_operands(numerics.rows(xp, start, rows), "query", shift)
+            off = metric.ranking_operands(numerics.rows(xp_off, start, rows), "query", shift)
+            tile_off = numerics.ranking_tile(off.operands, ref_ops, split=self.split)
+            tile_on = tile_off + on.operands[:, dim - 1 : dim] * last[None, :]
+            return [
+                (
+                    *_tile_candidates(tile, keep, self.group),
+                    metric.ranking_error(q.norms, largest, dim),
+                )
+                for tile, q in ((tile_on, on), (tile_off, off))
+            ]
+
+        (v_on, c_on, b_on), (v_off, c_off, b_off) = numerics.over_row_blocks(one_strip, n, rows)
+        return Candidates(v_on, c_on, b_on, rows), Candidates(v_off, c_off, b_off, rows)
+
+
+def _reference(yp, metric, shift):
+    """The reference ranking operands, padded to whole column groups, and the largest norm
+    among the finite references (the ranking's error bound)."""
     width = numerics.round_up(yp.features.shape[0], COLUMN_ALIGN)
     reference = metric.ranking_operands(yp, "reference", shift, rows=width)
-    largest = numerics.largest_norm(reference.norms, yp.penalty)
-    ref_ops = reference.operands
-    last = ref_ops[:, dim - 1]
-    rows = min(rows, n)
-    keep = min(keep, width)
-
-    def one_strip(start):
-        on = metric.ranking_operands(numerics.rows(xp, start, rows), "query", shift)
-        off = metric.ranking_operands(numerics.rows(xp_off, start, rows), "query", shift)
-        tile_off = numerics.ranking_tile(off.operands, ref_ops, split=split)
-        tile_on = tile_off + on.operands[:, dim - 1 : dim] * last[None, :]
-        return [
-            (*_tile_candidates(tile, keep, group), metric.ranking_error(q.norms, largest, dim))
-            for tile, q in ((tile_on, on), (tile_off, off))
-        ]
-
-    (v_on, c_on, b_on), (v_off, c_off, b_off) = numerics.over_row_blocks(one_strip, n, rows)
-    return Candidates(v_on, c_on, b_on, rows), Candidates(v_off, c_off, b_off, rows)
+    return reference.operands, numerics.largest_norm(reference.norms, yp.penalty)
 
 
 def _strip_candidates(query_ops, ref_ops, keep, group, split=False):
