@@ -68,6 +68,7 @@ def hubness(
     num_queries: int | None = None,
     key: jax.Array | None = None,
     approximate=False,
+    min_share: float = estimates.MIN_SHARE,
 ):
     """Hubness report of a point set: k-NN lists, k-occurrence, histogram and every measure.
 
@@ -90,6 +91,8 @@ def hubness(
         ``key``): returns :func:`hubjax.sampled_hubness`'s report, whose ``k_skewness`` comes
         from unbiased moments, with bootstrap intervals.
       key: PRNG key drawing the queries for ``num_queries``.
+      min_share: with ``num_queries``, the smallest share of the points it may be (10 % by
+        default; see :func:`hubjax.sampled_hubness`).
       approximate: as in :func:`hubjax.knn`: the report of approximate lists (also the
         reduction's candidates).
 
@@ -123,6 +126,7 @@ def hubness(
             hub_size=hub_size,
             block_size=block_size,
             check_finite=check_finite,
+            min_share=min_share,
         )
     if reduction is None and ivf.as_settings(approximate) is None:
         # the exact search and the report as one compiled program

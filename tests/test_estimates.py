@@ -73,12 +73,11 @@ def test_all_queries_give_the_exact_skewness(gaussian):
 
 
 def test_interval_covers_the_exact_skewness_at_the_fewest_queries(gaussian):
-    """>= 90 % of 50 seeds with 5 % of the queries (the fewest served, MIN_QUERIES = 100)."""
+    """>= 90 % of 50 seeds with the fewest queries served by default (10 % of the points)."""
     x, counts = gaussian
     truth = stats.skew(counts)
-    run = jax.jit(
-        lambda key: hubjax.sampled_hubness(x, k=K, num_queries=estimates.MIN_QUERIES, key=key),
-    )
+    fewest = max(estimates.MIN_QUERIES, round(estimates.MIN_SHARE * N))
+    run = jax.jit(lambda key: hubjax.sampled_hubness(x, k=K, num_queries=fewest, key=key))
     covered = []
     for seed in range(50):
         est = run(jax.random.key(seed))
@@ -89,21 +88,21 @@ def test_interval_covers_the_exact_skewness_at_the_fewest_queries(gaussian):
 
 def test_same_key_same_result_and_no_recompile(gaussian):
     x, _ = gaussian
-    a = hubjax.sampled_hubness(x, k=K, num_queries=100, key=jax.random.key(7))
-    b = hubjax.sampled_hubness(x, k=K, num_queries=100, key=jax.random.key(7))
+    a = hubjax.sampled_hubness(x, k=K, num_queries=200, key=jax.random.key(7))
+    b = hubjax.sampled_hubness(x, k=K, num_queries=200, key=jax.random.key(7))
     assert jax.tree.all(jax.tree.map(lambda u, v: bool(jnp.array_equal(u, v)), a, b))
     before = estimates._sampled._cache_size()
-    hubjax.sampled_hubness(x, k=K, num_queries=100, key=jax.random.key(8))
+    hubjax.sampled_hubness(x, k=K, num_queries=200, key=jax.random.key(8))
     assert estimates._sampled._cache_size() == before
-    assert "k_skewness" in str(a) and "100 of 2000" in str(a)
+    assert "k_skewness" in str(a) and "200 of 2000" in str(a)
 
 
 def test_vmap_over_keys(gaussian):
     x, _ = gaussian
     keys = jax.random.split(jax.random.key(3), 3)
-    batched = jax.vmap(lambda key: hubjax.sampled_hubness(x, k=K, num_queries=100, key=key))(keys)
+    batched = jax.vmap(lambda key: hubjax.sampled_hubness(x, k=K, num_queries=200, key=key))(keys)
     for i in range(3):
-        single = hubjax.sampled_hubness(x, k=K, num_queries=100, key=keys[i])
+        single = hubjax.sampled_hubness(x, k=K, num_queries=200, key=keys[i])
         np.testing.assert_allclose(
             batched.measures["k_skewness"][i], single.measures["k_skewness"], rtol=1e-6
         )
@@ -111,20 +110,29 @@ def test_vmap_over_keys(gaussian):
 
 def test_hubness_front_end_and_errors(gaussian):
     x, _ = gaussian
-    est = hubjax.hubness(x, k=K, num_queries=100, key=jax.random.key(1))
+    est = hubjax.hubness(x, k=K, num_queries=200, key=jax.random.key(1))
     assert isinstance(est, hubjax.SampledHubnessReport)
-    assert est.num_queries == 100 and est.queries.shape == (100,)
+    assert est.num_queries == 200 and est.queries.shape == (200,)
+    # under 10 % of the points only when the caller accepts it (min_share)
+    for few in (100, 199):
+        with pytest.raises(ValueError, match=f"num_queries={few} is .* below min_share=0.1 "):
+            hubjax.hubness(x, k=K, num_queries=few, key=jax.random.key(0))
+    est = hubjax.hubness(x, k=K, num_queries=100, key=jax.random.key(1), min_share=0.05)
+    assert est.num_queries == 100
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="min_share must lie in"):
+            hubjax.sampled_hubness(x, k=K, num_queries=200, key=jax.random.key(0), min_share=bad)
     with pytest.raises(ValueError, match="num_queries=2000000"):
         hubjax.sampled_hubness(x, k=K, num_queries=2_000_000, key=jax.random.key(0))
     for few in (2, 30, 99):
         with pytest.raises(ValueError, match=f"num_queries={few} is too few: .* at least 100"):
             hubjax.sampled_hubness(x, k=K, num_queries=few, key=jax.random.key(0))
     with pytest.raises(ValueError, match="confidence"):
-        hubjax.sampled_hubness(x, k=K, num_queries=100, key=jax.random.key(0), confidence=1.5)
+        hubjax.sampled_hubness(x, k=K, num_queries=200, key=jax.random.key(0), confidence=1.5)
     with pytest.raises(ValueError, match="key"):
-        hubjax.hubness(x, k=K, num_queries=100)
+        hubjax.hubness(x, k=K, num_queries=200)
     with pytest.raises(ValueError, match="in-sample"):
-        hubjax.hubness(x, x[:10], k=K, num_queries=100, key=jax.random.key(0))
+        hubjax.hubness(x, x[:10], k=K, num_queries=200, key=jax.random.key(0))
 
 
 def _weighted_direct(lists, w, n, k):
@@ -186,7 +194,7 @@ COVERAGE_CASES = sample(
         ("_lognormal_scaled", 500, 50, 5, 100),  # 30 queries, percentile intervals: 0.87
         ("_lognormal_scaled", 500, 50, 5, 250),  # half the points: 0.995 without it
     ],
-    3,
+    2,
     key="bca_coverage",
 ) + sample(
     # k = 10 on heavy tails: BCa alone covered 0.870-0.885 with 30-100 queries
@@ -240,7 +248,7 @@ def simulated_coverage():
 @pytest.mark.parametrize("case", COVERAGE_CASES, ids=lambda case: "-".join(map(str, case)))
 def test_intervals_cover_within_two_points_of_nominal(case, simulated_coverage):
     """Nominal 95 %: the intervals cover the exact skewness in 93-97 % of 400 seeded samples
-    of queries (shares of 5-50 %), and no point estimate is NaN."""
+    of queries (shares of 10-50 %, from ``MIN_SHARE`` on), and no point estimate is NaN."""
     coverage, any_nan = simulated_coverage[tuple(case)]
     assert not any_nan
     assert 0.93 <= coverage <= 0.97, coverage
