@@ -6,6 +6,7 @@ from scipy import linalg
 
 import hubjax
 from hubjax import metrics
+from hubjax.distances import pairwise_distances
 
 
 def np_radii(a, k):
@@ -45,6 +46,34 @@ def test_ball_counts_do_not_depend_on_the_block_size():
             metrics.density_coverage(real, fake, k=5, block_size=block_size),
         ]
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "ties", "apart"])
+def test_ball_counts_equal_the_per_pair_comparison(kind):
+    """Each query's count of balls holding it equals comparing the per-pair distances (those
+    ``knn`` reports, as the radii are) with the radii, bit for bit, whichever way a pair near
+    its radius is decided: none near (apart), a few per row measured one by one (Gaussian:
+    about 0.5 % of the rows), or more than ``_DOUBT_SLOTS`` in a row, where the block is
+    measured per pair as a whole (integer coordinates: many pairs exactly at the radius)."""
+    rng = np.random.default_rng(7)
+    if kind == "ties":
+        centres = rng.integers(0, 3, (400, 5)).astype(np.float32)
+        queries = rng.integers(0, 3, (333, 5)).astype(np.float32)
+    else:
+        centres = rng.standard_normal((1500, 16)).astype(np.float32)
+        queries = rng.standard_normal((700, 16)).astype(np.float32)
+        if kind == "apart":
+            queries += 100
+    queries[3] = np.nan  # in no ball
+    radii = hubjax.knn(centres, k=4)[0][:, -1]
+    d = np.asarray(pairwise_distances(queries, centres))
+    with np.errstate(invalid="ignore"):
+        want = (d <= np.asarray(radii)[None, :]).sum(1)
+    if kind == "apart":
+        assert want.sum() == 0
+    for rows in (8, 96):
+        got = metrics._ball_counts(queries, centres, radii, block_size=rows)
+        np.testing.assert_array_equal(np.asarray(got), want)
 
 
 def test_frechet_matches_scipy():
