@@ -194,7 +194,7 @@ COVERAGE_CASES = sample(
         ("_lognormal_scaled", 500, 50, 5, 100),  # 30 queries, percentile intervals: 0.87
         ("_lognormal_scaled", 500, 50, 5, 250),  # half the points: 0.995 without it
     ],
-    2,
+    1,  # about 12 s a case, in a subprocess
     key="bca_coverage",
 ) + sample(
     # k = 10 on heavy tails: BCa alone covered 0.870-0.885 with 30-100 queries

@@ -120,7 +120,7 @@ def test_pinned_bits_at_the_default_optimisation_level():
     """The suite compiles at XLA's backend optimisation level 0 for speed (``conftest.py``);
     users' programs compile at the default level. A share of the grid, computed in a fresh
     process at that level, has the pinned digests too."""
-    chosen = sample(names(), 3, key="digests-default-level")
+    chosen = sample(names(), 2, key="digests-default-level")
     out = subprocess.run(
         [sys.executable, "-m", "tests.test_search_digests", "--print", *chosen],
         cwd=DIGESTS.parents[2],
