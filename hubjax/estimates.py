@@ -78,7 +78,7 @@ Limits: fewer than :data:`MIN_QUERIES` (100) queries are refused. Below it the i
 under-covered (heavy tails, k = 10: 0.87-0.93 with 30-60 queries; Gaussian, k = 5: 0.81 with
 20 of 2000, 0.37 with 10). So are fewer than :data:`MIN_SHARE` (10 %) of the points unless the
 caller lowers ``min_share``: from about 8 % of the points on every case measured covers
-0.94-0.97 (10 % on 5 000 and 10 000 heavy-tailed points: 0.944-0.956), while at smaller shares
+0.94-0.97 (10 % of 5 000 to 20 000 heavy-tailed points: 0.944-0.956), while at smaller shares
 heavy tails at k = 10 can under-cover (0.90-0.94 above, not monotone in the number of queries:
 the few largest hubs decide the skewness, and a sample that misses them cannot show it), and
 light tails at 1 % over-cover (0.984). No fixed number of queries fixes that, a share does.
