@@ -119,3 +119,19 @@ def test_approximate_table_says_when_the_peer_is_not_installed():
     }
     header, _, line = approximate.to_markdown([row]).splitlines()
     assert line.count("|") == header.count("|") and "not installed" in line
+
+
+def test_metrics_benchmark_runs_and_reports_its_peer(capsys):
+    """``python -m benchmarks.metrics --quick``: both metrics timed against ``knn`` in the same
+    process, with the CPU named and nothing written."""
+    from benchmarks import metrics
+
+    before = sorted(metrics.RESULTS.iterdir())
+    assert metrics.main(["--quick"]) == 0
+    table = capsys.readouterr().out
+    assert "CPU " in table and "`knn(real, k=5)`" in table
+    assert (
+        sum(line.startswith(("| precision_recall", "| density")) for line in table.splitlines())
+        == 2
+    )
+    assert sorted(metrics.RESULTS.iterdir()) == before

@@ -1,0 +1,89 @@
+"""Sample-quality metrics (k-NN balls) against the k-NN search they start from.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.metrics            # 20 000 x 64 real and generated samples
+    python -m benchmarks.metrics --quick    # small sizes, a smoke test (nothing written)
+
+``precision_recall`` and ``density_coverage`` find each sample's k-NN radius (an exact
+``knn`` within its set) and then count, tile by tile, the balls holding each sample of the
+other set. In one process, per case: each metric on device arrays (compile apart, median of
+``repeats`` warm calls, ``block_until_ready``) and, as the peer, the in-sample ``knn`` of the
+real samples, with the ratio. The CPU's model is printed with the table, which is written to
+``benchmarks/results/metrics-<date>-<cpu flags>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+CASES = ((20_000, 64),)
+QUICK = ((600, 16),)
+
+
+def run(cases, repeats: int) -> tuple[list[dict], dict]:
+    import jax
+
+    import hubjax
+    from benchmarks.retrieval import timed
+    from benchmarks.run import machine
+    from hubjax._src.kernels import cpu
+
+    rows = []
+    for n, d in cases:
+        rng = np.random.default_rng(0)
+        real = jax.device_put(rng.standard_normal((n, d), dtype=np.float32))
+        fake = jax.device_put(0.9 * rng.standard_normal((n, d), dtype=np.float32) + 0.1)
+        peer, _, _ = timed(lambda real=real: hubjax.knn(real, k=5), repeats)
+        for name, fn in (
+            ("precision_recall", hubjax.metrics.precision_recall),
+            ("density_coverage", hubjax.metrics.density_coverage),
+        ):
+            warm, first, _ = timed(lambda fn=fn, a=real, b=fake: fn(a, b), repeats)
+            rows.append(dict(case=f"{name}, {n} x {d}", s=warm, first=first, peer=peer))
+    info = machine()
+    info["fused"] = cpu.fused()
+    return rows, info
+
+
+def to_markdown(rows, info, repeats: int) -> str:
+    kernel = "fused AVX-512 kernel" if info["fused"] else "no AVX-512"
+    lines = [
+        f"CPU {info['cpu']} ({info['cores']} cores), {kernel}; jax {info['versions']['jax']}, "
+        f"{info['date']}. Device inputs, median of {repeats} warm calls; peer: the in-sample "
+        "`knn(real, k=5)` in the same process (`python -m benchmarks.metrics`).",
+        "",
+        "| metric | warm (s) | first call (s) | knn (s) | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['s']:.3f} | {r['first']:.2f} | {r['peer']:.3f} | "
+            f"{r['s'] / r['peer']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    args = parser.parse_args(argv)
+    cases, repeats = (QUICK, 1) if args.quick else (CASES, args.repeats)
+    rows, info = run(cases, repeats)
+    table = to_markdown(rows, info, repeats)
+    print(table)
+    if not args.quick:
+        RESULTS.mkdir(exist_ok=True)
+        flags = "avx512" if info["fused"] else "no-avx512"
+        (RESULTS / f"metrics-{info['date']}-{flags}.md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
