@@ -14,7 +14,10 @@ short still leaves what it measured:
 1. **Selection of one strip** (the diagnosis): the pieces of the GPU/TPU candidate source on one
    ``[rows, m]`` strip of the 100k-point case: the ranking matmul, the group minima, the
    two-stage selection (:func:`hubjax._src.select.smallest_k`) and the ``lax.top_k`` calls it
-   is made of, with the short ``top_k`` (k = 16, XLA's fast GPU path) for scale.
+   is made of, with the short ``top_k`` (k = 16, XLA's fast GPU path) for scale, and the
+   certified selection whose groups come from ``lax.approx_min_k``
+   (:func:`hubjax._src.select.smallest_k_certified`, ``HUBJAX_TPU_SELECT=approx_min_k``): on a
+   TPU the figure that decides whether it should become the default there.
 2. **Same bits as the CPU**: ``knn`` and ``hub_values`` of 10 000 x 128 on the accelerator and on
    the host's CPU backend of the same process, compared bit for bit.
 3. **Exact hub values** (in-sample, squared Euclidean; 10k, 100k and 1M points; d = 128, 512;
@@ -190,6 +193,15 @@ def strip_diagnosis(quick: bool) -> list[dict]:
         pieces[f"top_k([{keep * group}], {keep}) (second stage)"] = (
             lambda t, keep=keep: lax.top_k(-t[:, : keep * group], keep),
             (tile,),
+        )
+        # HUBJAX_TPU_SELECT=approx_min_k: the same bits, groups from lax.approx_min_k
+        pieces[f"smallest_k_certified(strip, {keep}) (approx_min_k groups)"] = (
+            lambda t, keep=keep: select.smallest_k_certified(t, keep),
+            (tile,),
+        )
+        pieces[f"approx_min_k(group minima [{minima.shape[1]}], {keep})"] = (
+            lambda m, keep=keep: select.approx_groups(m, keep),
+            (minima,),
         )
     pieces[f"top_k(group minima [{minima.shape[1]}], 16) (XLA's short top_k)"] = (
         lambda m: lax.top_k(-m, 16),

@@ -38,12 +38,15 @@ Results are deterministic for a fixed ``seed``. With ``nprobe = nlist`` and ``ra
 list is probed and the result equals the exact search (tested).
 
 On TPU, ``lax.approx_min_k`` is the better engine for a brute-force approximate search (it
-reaches recall targets at a fraction of a sort's cost there, and is a full sort elsewhere);
-hubjax does not use it. Its candidates are not the exact best of each row, so the finisher's
-certificate would need a second pass over the ranking products (counting each row's values
-below the bound); the exact search's selection already reads each row's group minima and then
-only the chosen groups' members, the same shape of work; and no TPU was available to measure
-whether the saving would outweigh that pass.
+reaches recall targets at a fraction of a sort's cost there, and is a full sort elsewhere).
+hubjax does not search with it approximately: applied to whole ranking rows, its candidates
+could only be certified by a second pass over the ranking products. It serves the *exact*
+search instead, as an opt-in on TPU (``HUBJAX_TPU_SELECT=approx_min_k`` before tracing): it
+picks which groups of a row's columns the two-stage selection reads, in place of the exact
+``top_k`` of the group minima (a sort on TPU), and a certificate from those minima sends every
+row it may have got wrong to the exact selection, so the result is the exact search's bit for
+bit (:func:`hubjax._src.select.smallest_k_certified`). No TPU was available to measure whether
+it pays; ``python -m benchmarks.device`` times both selections on one.
 """
 
 # tune's limits, read by the command line (attributes of this module, not in __all__)

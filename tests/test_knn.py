@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 import reference
 from helpers import (
+    HYPOTHESIS_SEED,
     assert_knn_close,
     assert_knn_exact,
     engine_knn,
+    examples,
     knn_dense,
     random_points,
     sample,
     tie_points,
 )
+from hypothesis import given, seed, settings
+from hypothesis import strategies as st
 
 import hubjax
 from hubjax._src import platforms, search, sources
@@ -189,6 +193,76 @@ def test_two_stage_selection_equals_top_k(k, group):
     np.testing.assert_array_equal(by_columns[0], simple[0])
     order = np.lexsort((np.broadcast_to(np.arange(d.shape[1]), d.shape), np.asarray(d)), axis=-1)
     np.testing.assert_array_equal(simple[1], order[:, :k])
+
+
+def _exact_groups(minima, k):
+    return jax.lax.top_k(-minima, k)[1]
+
+
+def _miss_last(minima, k):  # every row: the k-th best group swapped for a far one
+    chosen = _exact_groups(minima, k)
+    return chosen.at[:, -1].set((chosen[:, -1] + minima.shape[1] // 2) % minima.shape[1])
+
+
+def _miss_some(minima, k):  # every 16th row shifted by one group (within the exact budget)
+    chosen = _exact_groups(minima, k)
+    rows = (jnp.arange(minima.shape[0]) % 16 == 0)[:, None]
+    return jnp.where(rows, (chosen + 1) % minima.shape[1], chosen)
+
+
+def _repeat(minima, k):  # a position twice
+    chosen = _exact_groups(minima, k)
+    return chosen.at[:, 0].set(chosen[:, 1])
+
+
+def _outside(minima, k):  # positions out of range, both ways
+    chosen = _exact_groups(minima, k)
+    return chosen.at[::2, 0].set(-1).at[1::2, -1].set(minima.shape[1])
+
+
+def _reverse(minima, k):  # the worst groups
+    return jax.lax.top_k(minima, k)[1]
+
+
+@pytest.mark.parametrize(
+    "choose",
+    [_select.approx_groups, _exact_groups, _miss_last, _miss_some, _repeat, _outside, _reverse],
+)
+def test_certified_selection_has_the_bits_of_the_exact_one_whatever_it_is_given(choose):
+    """The TPU's opt-in selection (HUBJAX_TPU_SELECT=approx_min_k) chooses the groups with
+    lax.approx_min_k and certifies them from the group minima: every way a chooser can go
+    wrong (a needed group missing in a few rows or in all, a position twice or out of range)
+    is caught and the rows selected again, so the bits are the exact selection's. Ties
+    (integer values), +inf rows, and row counts below and above the exact budget."""
+    rng = np.random.default_rng(7)
+    for rows, k, group, width in ((40, 10, 32, 1024), (203, 19, 8, 1600), (9, 3, 16, 64)):
+        d = jnp.asarray(rng.integers(0, 6, size=(rows, width)).astype(np.float32))
+        d = d.at[3].set(jnp.inf).at[5, : width // 2].set(jnp.inf)
+        want = _select.smallest_k(d, k, group)
+        got = jax.jit(lambda d, k=k, g=group: _select.smallest_k_certified(d, k, g, choose))(d)
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0], want[0])
+
+
+@settings(max_examples=examples(6, 20), deadline=None)
+@seed(HYPOTHESIS_SEED)
+@given(
+    rows=st.integers(1, 24),
+    groups=st.integers(2, 40),
+    group=st.sampled_from([2, 8]),
+    levels=st.integers(1, 1000),
+    data=st.data(),
+)
+def test_property_certified_selection_equals_top_k(rows, groups, group, levels, data):
+    k = data.draw(st.integers(1, groups - 1))
+    seed_ = data.draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed_)
+    d = rng.integers(0, levels, size=(rows, groups * group)).astype(np.float32)
+    choose = data.draw(st.sampled_from([_select.approx_groups, _miss_some, _reverse]))
+    got = _select.smallest_k_certified(jnp.asarray(d), k, group, choose)
+    order = np.lexsort((np.broadcast_to(np.arange(d.shape[1]), d.shape), d), axis=-1)[:, :k]
+    np.testing.assert_array_equal(got[1], order)
+    np.testing.assert_array_equal(got[0], np.take_along_axis(d, order, axis=-1))
 
 
 def test_merge_smallest_k_orders_by_value_then_index():

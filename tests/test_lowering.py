@@ -203,10 +203,42 @@ def test_reports_survive_export_serialisation(monkeypatch):
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), report, want))
 
 
-@pytest.mark.parametrize("platform", ["gpu", "tpu"])
+def test_tpu_selection_with_approx_min_k_is_opt_in_and_exports(monkeypatch):
+    """``HUBJAX_TPU_SELECT=approx_min_k``: the TPU program chooses the selection's groups with
+    ``lax.approx_min_k`` (XLA's ApproxTopK, a custom call that ``jax.export`` guarantees
+    stable) over the group minima, 3 125 per row at 100 000 points; the exact ``top_k`` of the
+    minima stays only in the branch that redoes a tile where too many rows miss. Not in the
+    GPU program, nor in the TPU program by default; an unknown value is refused."""
+    spec = jax.ShapeDtypeStruct((100_000, 128), jnp.float32)
+
+    def lowered(platform):
+        jax.clear_caches()  # the variable is read when a program is traced
+        fn = jax.jit(lambda x: hubjax.hub_values(x, k=10, check_finite=False))
+        return fn.trace(spec).lower(lowering_platforms=(platform,)).as_text()
+
+    assert "ApproxTopK" not in lowered("tpu")
+    monkeypatch.setenv("HUBJAX_TPU_SELECT", "approx_min_k")
+    text = lowered("tpu")
+    approx = re.findall(r"custom_call @ApproxTopK\(%[\w#]+, [^\n]*?tensor<(\d+)x(\d+)xf32>", text)
+    assert approx and {int(w) for _, w in approx} == {3125}, approx
+    assert "ApproxTopK" not in lowered("cuda")
+    jax.clear_caches()
+    exported = jax.export.export(jax.jit(lambda x: hubjax.knn(x, k=5)), platforms=("tpu",))(SPEC)
+    assert "ApproxTopK" in exported.mlir_module()
+    monkeypatch.setenv("HUBJAX_TPU_SELECT", "fast")
+    with pytest.raises(ValueError, match="HUBJAX_TPU_SELECT='fast'"):
+        lowered("tpu")
+    jax.clear_caches()
+
+
+@pytest.mark.parametrize("platform", ["gpu", "tpu", "tpu-approx_min_k"])
 def test_accelerator_sources_give_the_same_bits_on_cpu(platform, monkeypatch):
     """The sources chosen for GPU and TPU (wide strips; symmetric from 512 features; on TPU the
-    ranking products over the features only), run here: the same bits as the dense reference."""
+    ranking products over the features only; optionally the certified ``approx_min_k``
+    selection), run here: the same bits as the dense reference."""
+    platform, _, selection = platform.partition("-")
+    if selection:
+        monkeypatch.setenv("HUBJAX_TPU_SELECT", selection)
     chosen = search.choose_source
     monkeypatch.setattr(search, "choose_source", lambda *args: chosen(*args[:-1], platform))
     jax.clear_caches()

@@ -33,7 +33,7 @@ from hubjax._src import mesh as _mesh
 from hubjax._src.finisher import COLUMN_ALIGN
 from hubjax._src.kernels import cpu
 from hubjax._src.metric import Metric
-from hubjax._src.platforms import PLATFORMS, per_platform
+from hubjax._src.platforms import PLATFORMS, per_platform, tpu_selection
 
 # Bytes of ranking values one strip may hold: CPU strips stay small; accelerators have the
 # memory and the parallelism for much wider ones. GPU: on an H200, in-sample hub values of
@@ -121,8 +121,10 @@ def choose_source(n: int, m: int, dim: int, others: int, in_sample: bool, option
     """The candidate source for a program lowered for ``platform`` (one of :data:`PLATFORMS`):
     a function of the shapes, the options and what that platform offers (the compiled CPU
     kernels where they are built; on TPU, ranking products over the features only, since its
-    matrix unit pads the contraction to a multiple of 128), never of the tracing host's
-    backend."""
+    matrix unit pads the contraction to a multiple of 128; there, with
+    ``HUBJAX_TPU_SELECT=approx_min_k``, the groups of the selection chosen by
+    ``lax.approx_min_k`` and certified), never of the tracing host's backend."""
+    certified = platform == "tpu" and tpu_selection() == "approx_min_k"
     kernel = platform == "cpu" and cpu.enabled()
     fused = platform == "cpu" and cpu.fused()
     block_size, forced = options.block_size, options.source
@@ -137,11 +139,15 @@ def choose_source(n: int, m: int, dim: int, others: int, in_sample: bool, option
             block = block_size or symmetric_block(n, platform=platform)
             plan = sources.symmetric_plan(n, others, block, fast_select=kernel)
             if plan is not None:
-                plan = dataclasses.replace(plan, group=options.group, split=platform == "tpu")
+                plan = dataclasses.replace(
+                    plan, group=options.group, split=platform == "tpu", certified=certified
+                )
     if plan is not None:
         return plan
     rows = block_size or strip_rows(n, m, num_features=dim, platform=platform)
-    return sources.Strip(rows, fused=fused, group=options.group, split=platform == "tpu")
+    return sources.Strip(
+        rows, fused=fused, group=options.group, split=platform == "tpu", certified=certified
+    )
 
 
 def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None, again=None):

@@ -50,16 +50,91 @@ def smallest_k(d: jax.Array, k: int, group: int | None = None) -> tuple[jax.Arra
         group = pick_group(width, k)
     if group <= 1 or width % group or width // group < k:
         return smallest_k_simple(d, k)
-    num_groups = width // group
-    grouped = d.reshape(b, num_groups, group)
+    grouped = d.reshape(b, width // group, group)
     _, chosen = lax.top_k(-grouped.min(axis=-1), k)
-    chosen = jnp.sort(chosen, axis=-1)
-    candidates = jnp.take_along_axis(grouped, chosen[:, :, None], axis=1).reshape(b, k * group)
+    return _from_groups(grouped, jnp.sort(chosen, axis=-1), k)
+
+
+def _from_groups(grouped, chosen, k):
+    """The k smallest ``(values, columns)`` among the members of the ``chosen [b, c]`` groups
+    (sorted by position, so that ``top_k``'s lower-position-first rule is smaller-column-first)
+    of ``grouped [b, num_groups, group]``."""
+    b, _, group = grouped.shape
+    c = chosen.shape[1]
+    candidates = jnp.take_along_axis(grouped, chosen[:, :, None], axis=1).reshape(b, c * group)
     columns = (chosen[:, :, None] * group + jnp.arange(group, dtype=chosen.dtype)).reshape(
-        b, k * group
+        b, c * group
     )
     values, pos = smallest_k_simple(candidates, k)
     return values, jnp.take_along_axis(columns, pos, axis=-1).astype(jnp.int32)
+
+
+# The TPU's opt-in certified selection (smallest_k_certified): the recall asked of
+# lax.approx_min_k, and the share of a tile's rows (1 / DOUBT_SHARE) whose selection may be
+# redone exactly one by one before the whole tile is.
+APPROX_RECALL = 0.95
+DOUBT_SHARE = 8
+
+
+def approx_groups(minima: jax.Array, k: int) -> jax.Array:
+    """``[b, k]`` group positions with (approximately) the smallest minima: ``lax.approx_min_k``,
+    TPU-KNN's partial reduction on TPU and an exact sort elsewhere."""
+    _, chosen = lax.approx_min_k(minima, k, recall_target=APPROX_RECALL)
+    return chosen
+
+
+def smallest_k_certified(
+    d: jax.Array, k: int, group: int | None = None, choose=approx_groups
+) -> tuple[jax.Array, jax.Array]:
+    """Same result as :func:`smallest_k`, with the k groups chosen by ``choose(minima, k)``
+    (by default :func:`approx_groups`) instead of an exact ``top_k`` of the group minima.
+
+    The result is certified row by row from the minima already at hand, with no second pass
+    over ``d``: with ``(v, c)`` the k-th selected entry, a group that was not chosen can hold an
+    entry before it in (value, column) order only if its minimum is below ``v``, or equal to it
+    with the group starting before column ``c``. Rows where some unchosen group could (or
+    where ``choose`` returned a position twice or out of range) are selected again exactly: up
+    to ``b / DOUBT_SHARE`` of them one by one, more by redoing the whole tile
+    (:func:`smallest_k`). So the bits are :func:`smallest_k`'s whatever ``choose`` returns;
+    only the time depends on how often it misses.
+    """
+    b, width = d.shape
+    if group is None:
+        group = pick_group(width, k)
+    if group <= 1 or width % group or width // group <= k:
+        return smallest_k(d, k, group)
+    num_groups = width // group
+    grouped = d.reshape(b, num_groups, group)
+    minima = grouped.min(axis=-1)
+    chosen = jnp.sort(choose(minima, k).astype(jnp.int32), axis=-1)
+    bad = (chosen[:, 0] < 0) | (chosen[:, -1] >= num_groups)
+    bad = bad | jnp.any(chosen[:, 1:] == chosen[:, :-1], axis=-1)
+    values, cols = _from_groups(grouped, jnp.clip(chosen, 0, num_groups - 1), k)
+    rows = jnp.arange(b, dtype=jnp.int32)[:, None]
+    taken = jnp.zeros((b, num_groups), bool).at[rows, chosen].set(True, mode="drop")
+    last_v, last_c = values[:, -1:], cols[:, -1:]
+    starts = jnp.arange(num_groups, dtype=jnp.int32) * group
+    before = (minima < last_v) | ((minima == last_v) & (starts < last_c))
+    doubt = bad | jnp.any(before & ~taken, axis=-1)
+    budget = max(1, b // DOUBT_SHARE)
+
+    def none(_):
+        return values, cols
+
+    def few(_):
+        (where,) = jnp.nonzero(doubt, size=budget, fill_value=b)  # b: dropped below
+        again_v, again_c = smallest_k(jnp.take(d, jnp.minimum(where, b - 1), axis=0), k, group)
+        return (
+            values.at[where].set(again_v, mode="drop"),
+            cols.at[where].set(again_c, mode="drop"),
+        )
+
+    def every(_):
+        return smallest_k(d, k, group)
+
+    count = jnp.sum(doubt, dtype=jnp.int32)
+    branch = (count > 0).astype(jnp.int32) + (count > budget).astype(jnp.int32)
+    return lax.switch(branch, (none, few, every), None)
 
 
 def smallest_k_columns(
@@ -170,13 +245,16 @@ def sentinel_lists(b: int, k: int, first: int, dtype=jnp.float32) -> tuple[jax.A
 # backend) and the compiled CPU kernel (hubjax._cpu), chosen per platform at lowering time.
 
 
-def update_rows_portable(d, seg_base, init_v, init_i, *, seg_width, group=None, merge=True):
+def update_rows_portable(
+    d, seg_base, init_v, init_i, *, seg_width, group=None, merge=True, certified=False
+):
     """Rows of ``d [b, w]``; column j has global index ``seg_base[j // seg_width] + j % seg_width``.
 
     With ``merge=False`` the lists must be :func:`sentinel_lists` and only ``d`` is selected from.
+    ``certified``: the groups are chosen by :func:`smallest_k_certified` (the same bits).
     """
     k = init_v.shape[-1]
-    values, pos = smallest_k(d, k, group)
+    values, pos = (smallest_k_certified if certified else smallest_k)(d, k, group)
     cols = seg_base[pos // seg_width] + pos % seg_width
     if not merge:
         return values, cols.astype(jnp.int32)
@@ -201,11 +279,14 @@ def dispatch(kernel, portable, d, *args):
     return lax.platform_dependent(d, *args, cpu=kernel, default=portable)
 
 
-def update_rows(d, seg_base, init_v, init_i, *, seg_width, group=None, merge=True):
+def update_rows(d, seg_base, init_v, init_i, *, seg_width, group=None, merge=True, certified=False):
     """:func:`update_rows_portable`, through the CPU kernel where the lowering is for CPU."""
+    portable = functools.partial(
+        update_rows_portable, seg_width=seg_width, group=group, merge=merge, certified=certified
+    )
     return dispatch(
         functools.partial(_cpu.select_rows, seg_width=seg_width),
-        functools.partial(update_rows_portable, seg_width=seg_width, group=group, merge=merge),
+        portable,
         d,
         seg_base,
         init_v,

@@ -53,6 +53,7 @@ class Strip:
     fused: bool = False
     group: int | None = None
     split: bool = False  # ranking products over the features only (numerics.ranking_tile)
+    certified: bool = False  # groups chosen by select.smallest_k_certified (TPU opt-in)
 
     def candidates(self, xp, yp, metric, shift, *, keep) -> Candidates:
         n = xp.features.shape[0]
@@ -70,7 +71,9 @@ class Strip:
             def portable(q, r):
                 def one(start):
                     q_rows = lax.dynamic_slice_in_dim(q, start, rows)
-                    return _strip_candidates(q_rows, r, keep, self.group, self.split)
+                    return _strip_candidates(
+                        q_rows, r, keep, self.group, self.split, self.certified
+                    )
 
                 return numerics.over_row_blocks(one, n, rows)
 
@@ -81,7 +84,9 @@ class Strip:
 
         def one_strip(start):
             query = metric.ranking_operands(numerics.rows(xp, start, rows), "query", shift)
-            values, cols = _strip_candidates(query.operands, ref_ops, keep, self.group, self.split)
+            values, cols = _strip_candidates(
+                query.operands, ref_ops, keep, self.group, self.split, self.certified
+            )
             return values, cols, metric.ranking_error(query.norms, largest, dim)
 
         values, cols, bound = numerics.over_row_blocks(one_strip, n, rows)
@@ -110,7 +115,7 @@ class Strip:
             tile_on = tile_off + on.operands[:, dim - 1 : dim] * last[None, :]
             return [
                 (
-                    *_tile_candidates(tile, keep, self.group),
+                    *_tile_candidates(tile, keep, self.group, self.certified),
                     metric.ranking_error(q.norms, largest, dim),
                 )
                 for tile, q in ((tile_on, on), (tile_off, off))
@@ -128,13 +133,14 @@ def _reference(yp, metric, shift):
     return reference.operands, numerics.largest_norm(reference.norms, yp.penalty)
 
 
-def _strip_candidates(query_ops, ref_ops, keep, group, split=False):
+def _strip_candidates(query_ops, ref_ops, keep, group, split=False, certified=False):
     """The ``keep`` best ranking candidates ``(values, columns) [rows, keep]`` of one strip of
     query operands against the padded reference operands ``[width, d + 2]``."""
-    return _tile_candidates(numerics.ranking_tile(query_ops, ref_ops, split=split), keep, group)
+    tile = numerics.ranking_tile(query_ops, ref_ops, split=split)
+    return _tile_candidates(tile, keep, group, certified)
 
 
-def _tile_candidates(tile, keep, group):
+def _tile_candidates(tile, keep, group, certified=False):
     """The ``keep`` best ``(values, columns) [rows, keep]`` of a whole-strip ranking tile."""
     rows, width = tile.shape
     return select.update_rows(
@@ -144,6 +150,7 @@ def _tile_candidates(tile, keep, group):
         seg_width=width,
         group=group,
         merge=False,
+        certified=certified,
     )
 
 
@@ -183,6 +190,7 @@ class Symmetric:
     block: int
     group: int | None = None
     split: bool = False  # ranking products over the features only (numerics.ranking_tile)
+    certified: bool = False  # its rows' groups chosen by select.smallest_k_certified
 
     def candidates(self, xp, yp, metric, shift, *, keep) -> Candidates:
         num_blocks, block, group = self.num_blocks, self.block, self.group
@@ -200,7 +208,13 @@ class Symmetric:
             old_values, old_cols = state[0][ring], state[1][ring]  # [h + 1, block, keep]
             # rows of block i: candidates from all h + 1 blocks, in ascending column order
             row_values, row_cols = select.update_rows(
-                strip, ascending * block, old_values[0], old_cols[0], seg_width=block, group=group
+                strip,
+                ascending * block,
+                old_values[0],
+                old_cols[0],
+                seg_width=block,
+                group=group,
+                certified=self.certified,
             )
             # rows of blocks ring[1:]: candidates from block i (columns of the strip)
             where = jnp.searchsorted(ascending, ring[1:]).astype(jnp.int32)  # strip segments
