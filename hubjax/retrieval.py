@@ -250,7 +250,10 @@ def bank_statistics(
     Only what the method needs is computed: one streamed log-sum-exp pass for
     ``inverted_softmax`` and ``qb_norm`` (whose bank top-1 items, exact, come from the same
     similarity tiles); two passes (bank, gallery bank) for ``db_norm``; one exact k-NN search
-    of the gallery among the bank for ``nnn`` and ``csls``.
+    of the gallery among the bank for ``nnn`` and ``csls``. The cost grows with the bank rows
+    read: ``db_norm`` reads ``b + h``, as a :func:`hubjax.knn` of the gallery against
+    ``b + h`` rows does (a bank split between its two banks costs what one bank of that size
+    costs the other methods).
 
     Args:
       bank: the query bank ``[b, d]``.
