@@ -135,3 +135,22 @@ def test_metrics_benchmark_runs_and_reports_its_peer(capsys):
         == 2
     )
     assert sorted(metrics.RESULTS.iterdir()) == before
+
+
+def test_retrieval_benchmark_times_db_norm_on_the_peers_bank_rows(capsys):
+    """``python -m benchmarks.retrieval --quick --methods db_norm --skip-search``: DBNorm's
+    statistics over the peer's bank rows split between its two banks, as a ratio to ``knn`` in
+    the same process, nothing written; unknown methods are refused."""
+    from benchmarks import retrieval
+
+    before = sorted(retrieval.RESULTS.iterdir())
+    assert retrieval.main(["--quick", "--methods", "db_norm", "--skip-search"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[2:]] == [
+        "| knn(gallery, bank, k=10) [peer of the statistics]",
+        "| bank_statistics(db_norm), banks of 2000 + 2000 rows",
+    ]
+    assert float(rows[-1].split(" | ")[-1].strip(" |")) > 0
+    assert sorted(retrieval.RESULTS.iterdir()) == before
+    with pytest.raises(SystemExit):
+        retrieval.main(["--quick", "--methods", "dbnorm"])
