@@ -15,7 +15,7 @@ from jax.sharding import Mesh
 
 import hubjax
 from hubjax import distributed
-from hubjax._src import finisher, search, sources
+from hubjax._src import finisher, numerics, search, sources
 from hubjax._src.metric import COSINE, DOT, EUCLIDEAN, SQEUCLIDEAN
 
 METRICS = ["sqeuclidean", "euclidean", "cosine", "dot"]
@@ -355,3 +355,42 @@ def test_property_nan_rows_do_not_change_the_others(x, data):
     counts = np.asarray(jax.jit(lambda a: hubjax.hub_values(a, k=k))(y))
     np.testing.assert_array_equal(counts[keep], hubjax.hub_values(x[keep], k=k))
     np.testing.assert_array_equal(counts[bad], 0)
+
+
+def test_row_blocked_reductions_and_wide_tiles_keep_the_bits(monkeypatch):
+    """Squared norms are reduced in row blocks once their elementwise input would pass
+    ``numerics.REDUCE_BLOCK_BYTES`` (XLA:CPU writes that input in full: at 2 000 x 20 000 one
+    more copy of the points), and from 512 features the tiled source reads its tiles from the
+    prepared points instead of written reference operands. Forced to blocks of 25 rows (203
+    points: the last block overlaps), the prepared points, their norms, the ranking offsets,
+    and ``knn``/``hub_values`` under ``jit`` and ``vmap`` have the unblocked bits; at 600
+    features the tiled source equals the dense reference bit for bit."""
+    x = jnp.asarray(random_points(203, 40, seed=5) + 3.0)
+
+    def run():
+        jax.clear_caches()
+        out = []
+        for metric in (SQEUCLIDEAN, COSINE, DOT):
+            p = jax.jit(lambda x, m=metric: m.prepare(x, jnp.float32, m.exponent(x)))(x)
+            offsets = jax.jit(lambda p, m=metric: m.ranking_offsets(p, m.centre(p), 256))(p)
+            out += [*p, *offsets]
+        out += hubjax.knn(x, k=7)
+        out.append(
+            jax.vmap(lambda s: hubjax.hub_values(s, k=5, metric="cosine"))(
+                x[:200].reshape(2, 100, 40)
+            )
+        )
+        return out
+
+    unblocked = run()
+    monkeypatch.setattr(numerics, "REDUCE_BLOCK_BYTES", 4096)
+    blocked = run()
+    for a, b in zip(unblocked, blocked, strict=True):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+    wide = jnp.asarray(random_points(301, 600, seed=6) + 2.0)
+    for metric in sample(["sqeuclidean", "cosine", "dot"], 1, key="wide-tiles"):
+        got = engine_knn(wide, k=9, metric=metric, engine="tiled", block_size=100)
+        want = knn_dense(wide, k=9, metric=metric)
+        np.testing.assert_array_equal(got[1], want[1])
+        assert np.asarray(got[0]).tobytes() == np.asarray(want[0]).tobytes()
+    jax.clear_caches()

@@ -93,13 +93,16 @@ WIDE = textwrap.dedent(
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux's peak reset")
 def test_wide_data_memory_is_bounded_for_any_dimension(tmp_path):
     """hub_values of 2 000 x 20 000 points on a device array grows the peak resident set by
-    at most 3x the input, with its programs already compiled (2.7-2.8x measured without
-    AVX-512; XLA's own accounting of the temporaries is 2.2x, and the matmul library packs
-    its operands besides). A NumPy input adds JAX's copy of it to the device (1x: its buffer
-    is not 64-byte aligned), and the first call of a process the compilation: 3.6-4.0x in
-    all here. The refine step once gathered ``[rows, k + 9, d]`` at once, over 1.5 GB for
-    1000 queries here; query mode is bounded too. Before the fixes of issue 31 a first call
-    grew the peak by 760 MB (5x)."""
+    at most 2x the input, with its programs already compiled (1.72-1.73x measured without
+    AVX-512; XLA's own accounting of the temporaries is 1.33x, the prepared copy of the points
+    and one step's tiles, and the matmul library packs its operands besides). It was 2.7x
+    while the tiled source's reference operands and ``widen``'s were written out and XLA wrote
+    each squared-norm pass's ``x * x`` in full. A NumPy input adds JAX's copy of it to the
+    device (1x: its buffer is not 64-byte aligned), and the first call of a process the
+    compilation and, here, the writing of the disk cache: 3.18x here (2.90-2.98x without a
+    disk cache, as a script runs by default; 3.94x before). The refine step once gathered
+    ``[rows, k + 9, d]`` at once, over 1.5 GB for 1000 queries here; query mode is bounded
+    too. Before the fixes of issue 31 a first call grew the peak by 760 MB (5x)."""
     env = default_level_env(
         JAX_COMPILATION_CACHE_DIR=str(tmp_path),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -123,9 +126,9 @@ def test_wide_data_memory_is_bounded_for_any_dimension(tmp_path):
     data_mb = 2000 * 20_000 * 4 / 2**20
     first_in_sample, first_query = run("first")
     copy, search = run("cached")
-    assert search <= 3 * data_mb, f"the search grew the peak by {search / data_mb:.2f}x"
+    assert search <= 2 * data_mb, f"the search grew the peak by {search / data_mb:.2f}x"
     assert copy <= 1.1 * data_mb, copy
-    assert first_in_sample <= 5 * data_mb, f"first call: {first_in_sample / data_mb:.2f}x"
+    assert first_in_sample <= 3.5 * data_mb, f"first call: {first_in_sample / data_mb:.2f}x"
     assert first_query <= 5 * data_mb, f"query mode: {first_query / data_mb:.2f}x"
 
 
@@ -200,20 +203,23 @@ def test_fused_blocks_are_even_and_the_requested_size_is_kept():
 
 
 @pytest.mark.parametrize(
-    "env",
-    [{"HUBJAX_ISA": "avx2"}, {"HUBJAX_SELECT": "portable"}],
+    "env,bound",
+    [({"HUBJAX_ISA": "avx2"}, 1.5), ({"HUBJAX_SELECT": "portable"}, 2.25)],
     ids=["without-avx512", "portable"],
 )
-def test_wide_in_sample_program_holds_the_operands_and_bounded_steps(env):
+def test_wide_in_sample_program_holds_the_operands_and_bounded_steps(env, bound):
     """The same accounting where the CPU has no AVX-512 (``HUBJAX_ISA=avx2``: the tiled
     source with the kernel's selection) and for the portable program GPUs and TPUs run
-    (``HUBJAX_SELECT=portable``): the padded ranking operands, one step's gathered feature
-    blocks (at most ``TILE_OPERAND_BYTES`` each) and, after the search, the prepared copy the
-    finisher reads, beside the reference operands while rows that failed to certify are ranked
-    again (:func:`hubjax._src.finisher.widen`; 2.21x). Before: 4.12x while the queries'
-    operands were a second copy of all points; 3.30x (and 3.35x portable) while the operands
-    were built by concatenation, the first prepared copy lived through the search and a step
-    held three 416-point blocks."""
+    (``HUBJAX_SELECT=portable``). Without AVX-512: the prepared copy of the points and one
+    step's gathered feature blocks (at most ``TILE_OPERAND_BYTES`` each), 1.33x: the tiles
+    are read from the prepared points (no reference operands are written), rows that failed
+    to certify are ranked again against the points a part at a time
+    (:func:`hubjax._src.finisher.widen`), and squared norms are reduced in row blocks. It was
+    2.21x (3.08x for cosine) with the reference operands beside the prepared copy. Portable
+    (the symmetric source's blocked reference operands beside the prepared copy): 2.05x, was
+    2.21x. Before: 4.12x while the queries' operands were a second copy of all points; 3.30x
+    (and 3.35x portable) while the operands were built by concatenation, the first prepared
+    copy lived through the search and a step held three 416-point blocks."""
     script = textwrap.dedent(
         f"""
         import sys
@@ -235,7 +241,7 @@ def test_wide_in_sample_program_holds_the_operands_and_bounded_steps(env):
         env=default_level_env(**env),
     )
     ratio = float(out.stdout.strip().splitlines()[-1])
-    assert ratio <= 2.25, ratio
+    assert ratio <= bound, ratio
 
 
 def test_tiled_steps_gather_a_bounded_number_of_bytes():

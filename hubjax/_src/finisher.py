@@ -22,6 +22,7 @@ bitwise the same whichever source found the candidates.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -243,10 +244,23 @@ def widen(xp, yp, dist, idx, ok, k, metric, shift, *, own=None):
     parts = -(-m // part)
 
     def loop(dist, idx, ok):
-        r = metric.ranking_operands(yp, "reference", shift, rows=parts * part)
-        reference = r.operands.reshape(parts, part, dim + 2)
-        largest = numerics.largest_norm(r.norms, yp.penalty)
+        # the reference side as offsets only; each part's features are read (and shifted) by
+        # its product: the whole [m, d + 2] reference operands were one more copy of the points
+        offsets, norms = metric.ranking_offsets(yp, shift, parts * part)
+        offsets = offsets.reshape(parts, part)
+        largest = numerics.largest_norm(norms, yp.penalty)
         inf = jnp.full((), jnp.inf, dist.dtype)
+
+        def part_tile(query, p):
+            """``[group, part]`` ranking of the query operands against part ``p``: the product
+            over the features, then both offsets (:func:`numerics.ranking_tile`'s split form;
+            the padding columns read the last point and rank +inf by their offsets)."""
+            index = p * part + jnp.arange(part, dtype=jnp.int32)
+            ref = metric.ranking_rows(jnp.take(yp.features, index, axis=0, mode="clip"), shift)
+            products = lax.dot_general(
+                query[:, :dim], ref, (((1,), (1,)), ((), ())), precision=lax.Precision.HIGHEST
+            )
+            return products + query[:, dim][:, None] + offsets[p][None, :]
 
         def gathered(start):
             rows = lax.dynamic_slice(order, (start,), (group,))
@@ -257,7 +271,8 @@ def widen(xp, yp, dist, idx, ok, k, metric, shift, *, own=None):
             start, values, cols, bound = state
             rows, safe, xr = gathered(start)
             query = metric.ranking_operands(xr, "query", shift)
-            ranking = lax.map(lambda ref: numerics.ranking_tile(query.operands, ref), reference)
+            parts_ = jnp.arange(parts, dtype=jnp.int32)
+            ranking = lax.map(functools.partial(part_tile, query.operands), parts_)
             ranking = jnp.moveaxis(ranking, 0, 1).reshape(group, parts * part)[:, :m]
             if own is not None:
                 ranking = jnp.where(own[safe][:, None] == columns[None, :], inf, ranking)

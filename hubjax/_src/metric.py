@@ -104,7 +104,7 @@ class Metric:
         finite = numerics.finite_rows(x)
         x = jnp.where(finite[:, None], x, jnp.zeros((), dtype))
         x = numerics.settle(self._scale(x, dtype, exponent))
-        sq = numerics.tree_sum(x * x)
+        sq = numerics.by_row_blocks(lambda r: numerics.tree_sum(r * r), x)
         penalty = jnp.where(finite, jnp.zeros((), dtype), jnp.full((), jnp.inf, dtype))
         return Prepared(x, sq, penalty)
 
@@ -154,10 +154,8 @@ class Metric:
         features = p.features
         n, dim = features.shape
         rows = n if rows is None else rows
-        f = features - shift[None, :] if self.shifted else features
-        sq = jnp.sum(f * f, axis=-1)
-        offset = (sq if self.shifted else jnp.zeros_like(sq)) + p.penalty
-        offset = jnp.pad(offset, (0, rows - n), constant_values=jnp.inf)[:, None]
+        offset, norms = self.ranking_offsets(p, shift, rows)
+        offset = offset[:, None]
         centred = jnp.pad(features, ((0, rows - n), (0, 2)))
         if self.shifted:
             centred = centred - jnp.pad(shift, (0, 2))[None, :]
@@ -170,7 +168,31 @@ class Metric:
         extra = jnp.where(last, offset, jnp.ones((), features.dtype))
         zero = jnp.zeros((), features.dtype)
         ops = jnp.where(column < dim, jnp.where(real, centred, zero), extra)
-        return Ranking(ops, jnp.sqrt(sq))
+        return Ranking(ops, norms)
+
+    def ranking_offsets(
+        self, p: Prepared, shift: jax.Array, rows: int | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``(offsets [rows], norms [n])``: the reference operands' last column of
+        :meth:`ranking_operands` (``|x'|^2`` plus the penalty for the shifted metrics, the
+        penalty otherwise; +inf for the padding rows) and the points' norms ``|x'|``, the same
+        bits, without the ``[rows, d + 2]`` operands."""
+        n = p.features.shape[0]
+        rows = n if rows is None else rows
+
+        def squared(block):
+            f = self.ranking_rows(block, shift)
+            return jnp.sum(f * f, axis=-1)
+
+        sq = numerics.by_row_blocks(squared, p.features)
+        offset = (sq if self.shifted else jnp.zeros_like(sq)) + p.penalty
+        return jnp.pad(offset, (0, rows - n), constant_values=jnp.inf), jnp.sqrt(sq)
+
+    def ranking_rows(self, features: jax.Array, shift: jax.Array) -> jax.Array:
+        """The feature part ``x'`` of the reference operands of prepared points ``[..., d]``
+        (``x - shift`` for the shifted metrics, ``x`` otherwise), the same bits as
+        :meth:`ranking_operands`' for the real rows."""
+        return features - shift if self.shifted else features
 
     def query_from_reference(self, operands: jax.Array) -> jax.Array:
         """The query operands of the points whose reference operands ``[..., d + 2]`` are
@@ -308,7 +330,7 @@ class Cosine(Metric):
             jnp.max(jnp.abs(x), axis=-1, initial=jnp.zeros((), dtype))
         )
         x = numerics.times_pow2(x, -row_exp[:, None])
-        norm = jnp.sqrt(numerics.tree_sum(x * x))
+        norm = jnp.sqrt(numerics.by_row_blocks(lambda r: numerics.tree_sum(r * r), x))
         # x * (1 / norm), not x / norm: XLA rewrites a division by a broadcast into that form
         # in some fusions and not in others, and the two round differently.
         inverse = 1.0 / jnp.where(norm > 0, norm, jnp.ones_like(norm))

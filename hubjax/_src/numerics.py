@@ -241,6 +241,25 @@ def over_row_blocks(fn, n, rows):
     return jax.tree.map(assemble, stacked)
 
 
+# Bytes of the elementwise input (``x * x`` and the like) of a row reduction computed at once:
+# XLA:CPU writes that input to memory in full before reducing it (its reductions of long rows
+# become reduce-windows, as tree_sum's halvings do), so at 2 000 x 20 000 each squared norm
+# pass held one more copy of the points. Longer inputs are reduced in row blocks.
+REDUCE_BLOCK_BYTES = 16 << 20
+
+
+def by_row_blocks(fn, x: jax.Array) -> jax.Array:
+    """``fn(x)`` for an ``fn`` that maps each row of ``x [n, d]`` to one value ``[n]`` on its
+    own, computed in row blocks whose ``[rows, d]`` intermediates stay within
+    :data:`REDUCE_BLOCK_BYTES` (:func:`over_row_blocks`). With :func:`tree_sum` inside, the
+    bits do not depend on the blocks."""
+    n, d = x.shape
+    rows = max(8, REDUCE_BLOCK_BYTES // max(1, d * x.dtype.itemsize))
+    if rows >= n:
+        return fn(x)
+    return over_row_blocks(lambda start: fn(lax.dynamic_slice_in_dim(x, start, rows)), n, rows)
+
+
 def truncnorm_moment(mean: jax.Array, std: jax.Array) -> jax.Array:
     """Third raw moment of N(0, 1) truncated to ``[-mean / std, inf)``; NaN when ``std == 0``.
 

@@ -300,9 +300,16 @@ class Tiled:
 
         def scanned(features, shift, penalty):
             del features, penalty  # xp's (not materialised on the fused path)
-            reference, norms = _blocked_reference(xp, metric, shift, num_blocks, block)
-            state = _empty_lists(num_blocks, block, keep, reference.dtype)
-            return (*_scanned_lists(reference, state, metric=metric, tiles=tiles), norms)
+            if xp.features.shape[1] >= _SPLIT_MIN_FEATURES:
+                offsets, norms = metric.ranking_offsets(xp, shift, num_blocks * block)
+                tiles_of = functools.partial(
+                    _feature_tiles, xp.features, offsets.reshape(num_blocks, block), shift, metric
+                )
+            else:
+                reference, norms = _blocked_reference(xp, metric, shift, num_blocks, block)
+                tiles_of = functools.partial(_reference_tiles, reference, metric=metric)
+            state = _empty_lists(num_blocks, block, keep, xp.features.dtype)
+            return (*_scanned_lists(tiles_of, state, tiles=tiles), norms)
 
         if not self.fused or xp.features.dtype != jnp.float32:
             values, cols, norms = scanned(xp.features, shift, xp.penalty)
@@ -367,16 +374,16 @@ def _fused_lists(features, shift, penalty, *, num_blocks, block, keep, shifted):
     )
 
 
-def _scanned_lists(reference, state, *, metric, tiles):
-    """Running lists ``[num_blocks, block, keep]`` of every pair of blocks of the padded
-    reference operands ``[num_blocks, block, d + 2]``, ``tiles`` block pairs per step of a
-    ``lax.scan`` (:func:`pair_schedule`)."""
-    num_blocks, block = reference.shape[:2]
+def _scanned_lists(tiles_of, state, *, tiles):
+    """Running lists ``state [num_blocks, block, keep]`` updated with every pair of blocks,
+    ``tiles`` block pairs per step of a ``lax.scan`` (:func:`pair_schedule`);
+    ``tiles_of(row_blocks, col_blocks)`` gives the ranking tiles ``[tiles, block, block]``."""
+    num_blocks, block = state[0].shape[:2]
     schedule = jnp.asarray(pair_schedule(num_blocks, tiles))
 
     def step(state, plan):
         row_blocks, col_blocks, mode = plan[:, 0], plan[:, 1], plan[:, 2]
-        strips = _reference_tiles(reference, row_blocks, col_blocks, metric)
+        strips = tiles_of(row_blocks, col_blocks)
         rv, ri, cv, ci = (
             jnp.take(a, blocks, axis=0, mode="clip")
             for a, blocks in (
@@ -400,36 +407,53 @@ def _scanned_lists(reference, state, *, metric, tiles):
     return values, cols
 
 
-# Features from which :func:`_reference_tiles` multiplies the gathered features alone.
+# Features from which the tiled source multiplies the gathered features alone
+# (:func:`_feature_tiles`) instead of the augmented operands (:func:`_reference_tiles`).
 _SPLIT_MIN_FEATURES = 512
 
 
-def _reference_tiles(reference, row_blocks, col_blocks, metric):
-    """Ranking tiles ``[tiles, block, block]`` of the row blocks against the column blocks,
-    both read from the blocked reference operands ``[num_blocks, block, d + 2]``: the product
-    over the features, times the query side's factor (exact), plus both offsets: the query
-    operands' product in another summation order, within the same error bound
-    (:func:`hubjax._src.numerics.ranking_tile` with ``split``).
+def _feature_tiles(features, offsets, shift, metric, row_blocks, col_blocks):
+    """Ranking tiles ``[tiles, block, block]`` of the row blocks against the column blocks
+    from :data:`_SPLIT_MIN_FEATURES` features on: the product over the features, times the
+    query side's factor (exact), plus both offsets; the query operands' product in another
+    summation order, within the same error bound (:func:`hubjax._src.numerics.ranking_tile`
+    with ``split``).
 
-    Gathering each block's features straight into the product's operands holds two
-    ``[tiles, block, d]`` arrays per step; deriving the query operands from the gathered
-    reference rows held three, which at thousands of features outweighed the points. Below
-    :data:`_SPLIT_MIN_FEATURES` the rows' query operands are still derived: there the extra
-    pass over each ``[block, block]`` tile cost more than the third array saved (in-sample
-    hub values of 10 000 x 128: 0.205 -> 0.233 s, 2-core AMD EPYC without AVX-512).
+    Read from the prepared points ``[n, d]`` and the blocked offsets ``[num_blocks, block]``
+    (:meth:`Metric.ranking_offsets <hubjax._src.metric.Metric.ranking_offsets>`), so the
+    blocked reference operands are never written: XLA kept them as one more copy of the points
+    (2 000 x 20 000: 166 MB beside the 160 MB of prepared points). Each gathered block is
+    shifted as it is read (the operands' feature values); the padding rows read the last
+    point, and their +inf offsets make their ranking values +inf, as the operands' zero rows
+    did: the same tiles, bit for bit. One gather per operand: a gather of whole operand rows
+    sliced afterwards was written to memory in full first, and deriving the query operands
+    from the gathered rows held three ``[tiles, block, d]`` arrays per step instead of two,
+    which at thousands of features outweighed the points.
     """
-    dim = reference.shape[-1] - 2
-    if dim < _SPLIT_MIN_FEATURES:  # the query operands' product, offsets in the contraction
-        q = metric.query_from_reference(jnp.take(reference, row_blocks, axis=0, mode="clip"))
-        c = jnp.take(reference, col_blocks, axis=0, mode="clip")
-        return lax.dot_general(q, c, (((2,), (2,)), ((0,), (0,))), precision=lax.Precision.HIGHEST)
-    # one gather per operand, the features only (a gather of whole rows sliced afterwards
-    # was written to memory in full first)
-    rows = reference.at[row_blocks, :, :dim].get(mode="clip")
-    cols = reference.at[col_blocks, :, :dim].get(mode="clip")
+    block = offsets.shape[1]
+
+    def gathered(blocks):
+        index = blocks[:, None] * block + jnp.arange(block, dtype=blocks.dtype)
+        return metric.ranking_rows(jnp.take(features, index, axis=0, mode="clip"), shift)
+
     products = lax.dot_general(
-        rows, cols, (((2,), (2,)), ((0,), (0,))), precision=lax.Precision.HIGHEST
+        gathered(row_blocks),
+        gathered(col_blocks),
+        (((2,), (2,)), ((0,), (0,))),
+        precision=lax.Precision.HIGHEST,
     )
-    row_offsets = reference.at[row_blocks, :, dim + 1].get(mode="clip")
-    col_offsets = reference.at[col_blocks, :, dim + 1].get(mode="clip")
+    row_offsets = jnp.take(offsets, row_blocks, axis=0, mode="clip")
+    col_offsets = jnp.take(offsets, col_blocks, axis=0, mode="clip")
     return -metric.ranking_scale * products + row_offsets[:, :, None] + col_offsets[:, None, :]
+
+
+def _reference_tiles(reference, row_blocks, col_blocks, metric):
+    """Ranking tiles ``[tiles, block, block]`` below :data:`_SPLIT_MIN_FEATURES` features:
+    the query operands' product with the offsets in the contraction, read from the blocked
+    reference operands ``[num_blocks, block, d + 2]`` (the query operands derived from the
+    gathered rows). There the split form's extra pass over each ``[block, block]`` tile cost
+    more than the array it saves (in-sample hub values of 10 000 x 128: 0.205 -> 0.233 s,
+    2-core AMD EPYC without AVX-512)."""
+    q = metric.query_from_reference(jnp.take(reference, row_blocks, axis=0, mode="clip"))
+    c = jnp.take(reference, col_blocks, axis=0, mode="clip")
+    return lax.dot_general(q, c, (((2,), (2,)), ((0,), (0,))), precision=lax.Precision.HIGHEST)
