@@ -362,25 +362,25 @@ def test_row_blocked_reductions_and_wide_tiles_keep_the_bits(monkeypatch):
     ``numerics.REDUCE_BLOCK_BYTES`` (XLA:CPU writes that input in full: at 2 000 x 20 000 one
     more copy of the points), and from 512 features the tiled source reads its tiles from the
     prepared points instead of written reference operands. Forced to blocks of 25 rows (203
-    points: the last block overlaps), the prepared points, their norms, the ranking offsets,
-    and ``knn``/``hub_values`` under ``jit`` and ``vmap`` have the unblocked bits; at 600
-    features the tiled source equals the dense reference bit for bit."""
+    points: the last block overlaps), the prepared points, their norms, the ranking offsets
+    and a ``vmap`` of ``knn`` have the unblocked bits; at 600 features the tiled source equals
+    the dense reference bit for bit."""
     x = jnp.asarray(random_points(203, 40, seed=5) + 3.0)
+
+    @jax.jit
+    def pieces(x):
+        out = []
+        for metric in (SQEUCLIDEAN, COSINE, DOT):
+            p = metric.prepare(x, jnp.float32, metric.exponent(x))
+            out += [*p, *metric.ranking_offsets(p, metric.centre(p), 256)]
+        return out
 
     def run():
         jax.clear_caches()
-        out = []
-        for metric in (SQEUCLIDEAN, COSINE, DOT):
-            p = jax.jit(lambda x, m=metric: m.prepare(x, jnp.float32, m.exponent(x)))(x)
-            offsets = jax.jit(lambda p, m=metric: m.ranking_offsets(p, m.centre(p), 256))(p)
-            out += [*p, *offsets]
-        out += hubjax.knn(x, k=7)
-        out.append(
-            jax.vmap(lambda s: hubjax.hub_values(s, k=5, metric="cosine"))(
-                x[:200].reshape(2, 100, 40)
-            )
+        batched = jax.vmap(lambda s: hubjax.knn(s, k=5, metric="cosine"))(
+            x[:200].reshape(2, 100, 40)
         )
-        return out
+        return [*pieces(x), *batched]
 
     unblocked = run()
     monkeypatch.setattr(numerics, "REDUCE_BLOCK_BYTES", 4096)

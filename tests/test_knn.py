@@ -244,7 +244,7 @@ def test_certified_selection_has_the_bits_of_the_exact_one_whatever_it_is_given(
         np.testing.assert_array_equal(got[0], want[0])
 
 
-@settings(max_examples=examples(6, 20), deadline=None)
+@settings(max_examples=examples(3, 20), deadline=None)
 @seed(HYPOTHESIS_SEED)
 @given(
     rows=st.integers(1, 24),
