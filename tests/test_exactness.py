@@ -362,9 +362,9 @@ def test_row_blocked_reductions_and_wide_tiles_keep_the_bits(monkeypatch):
     ``numerics.REDUCE_BLOCK_BYTES`` (XLA:CPU writes that input in full: at 2 000 x 20 000 one
     more copy of the points), and from 512 features the tiled source reads its tiles from the
     prepared points instead of written reference operands. Forced to blocks of 25 rows (203
-    points: the last block overlaps), the prepared points, their norms, the ranking offsets
-    and a ``vmap`` of ``knn`` have the unblocked bits; at 600 features the tiled source equals
-    the dense reference bit for bit."""
+    points: the last block overlaps), the prepared points, their norms and the ranking
+    offsets (everything the search reads of them) have the unblocked bits under ``jit`` and
+    ``vmap``; at 600 features the tiled source equals the dense reference bit for bit."""
     x = jnp.asarray(random_points(203, 40, seed=5) + 3.0)
 
     @jax.jit
@@ -377,10 +377,7 @@ def test_row_blocked_reductions_and_wide_tiles_keep_the_bits(monkeypatch):
 
     def run():
         jax.clear_caches()
-        batched = jax.vmap(lambda s: hubjax.knn(s, k=5, metric="cosine"))(
-            x[:200].reshape(2, 100, 40)
-        )
-        return [*pieces(x), *batched]
+        return [*pieces(x), *jax.vmap(pieces)(x[:200].reshape(2, 100, 40))]
 
     unblocked = run()
     monkeypatch.setattr(numerics, "REDUCE_BLOCK_BYTES", 4096)
