@@ -271,8 +271,8 @@ def widen(xp, yp, dist, idx, ok, k, metric, shift, *, own=None):
             start, values, cols, bound = state
             rows, safe, xr = gathered(start)
             query = metric.ranking_operands(xr, "query", shift)
-            parts_ = jnp.arange(parts, dtype=jnp.int32)
-            ranking = lax.map(functools.partial(part_tile, query.operands), parts_)
+            part_ids = jnp.arange(parts, dtype=jnp.int32)
+            ranking = lax.map(functools.partial(part_tile, query.operands), part_ids)
             ranking = jnp.moveaxis(ranking, 0, 1).reshape(group, parts * part)[:, :m]
             if own is not None:
                 ranking = jnp.where(own[safe][:, None] == columns[None, :], inf, ranking)

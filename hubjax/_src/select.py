@@ -1,6 +1,6 @@
 """Exact selection of the k smallest entries per row, ties to the smaller column.
 
-Two implementations with identical results:
+Implementations with identical results:
 
 * :func:`smallest_k_simple` -- ``lax.top_k`` on the negated row. Clear, but on CPU ``top_k`` is a
   single-threaded partial sort and on GPU a full sort for k > 16.
@@ -10,6 +10,9 @@ Two implementations with identical results:
   groups holds a minimum strictly before e in that order, so e's group is chosen too. The chosen
   groups are sorted by position before gathering so that ``top_k``'s "lower position first"
   tie rule still means "smaller column first".
+* :func:`smallest_k_certified` -- the same with the groups chosen by ``lax.approx_min_k``
+  (the TPU's opt-in), each row certified from the group minima and selected again exactly
+  where the choice may have missed.
 
 All values must be free of NaN (the distance kernel maps NaN to +inf) and use +0.0 for zero.
 """
