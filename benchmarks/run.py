@@ -350,6 +350,26 @@ def run_workload(spec) -> dict:
     return out
 
 
+def case_table_main(argv, *, doc, prefix, run, to_markdown, cases, quick, repeats) -> int:
+    """The command line of a benchmark over ``cases`` (``--quick``: the ``quick`` cases, one
+    repeat, nothing written): prints ``to_markdown(rows, info, repeats)`` of
+    ``run(cases, repeats)`` and writes it to ``results/<prefix>-<date>-<cpu flags>.md``, the
+    flags saying whether the fused AVX-512 kernel ran (``info["fused"]``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    args = parser.parse_args(argv)
+    cases, repeats = (quick, 1) if args.quick else (cases, args.repeats)
+    rows, info = run(cases, repeats)
+    table = to_markdown(rows, info, repeats)
+    print(table)
+    if not args.quick:
+        RESULTS.mkdir(exist_ok=True)
+        flags = "avx512" if info["fused"] else "no-avx512"
+        (RESULTS / f"{prefix}-{info['date']}-{flags}.md").write_text(table + "\n")
+    return 0
+
+
 def machine() -> dict:
     import jax
 

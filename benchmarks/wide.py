@@ -19,7 +19,6 @@ written to ``benchmarks/results/wide-<date>-<cpu flags>.md``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -97,19 +96,18 @@ def to_markdown(rows, info, repeats: int) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
-    args = parser.parse_args(argv)
-    cases, repeats = (QUICK, 1) if args.quick else (CASES, args.repeats)
-    rows, info = run(cases, repeats)
-    table = to_markdown(rows, info, repeats)
-    print(table)
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        flags = "avx512" if info["fused"] else "no-avx512"
-        (RESULTS / f"wide-{info['date']}-{flags}.md").write_text(table + "\n")
-    return 0
+    from benchmarks.run import case_table_main
+
+    return case_table_main(
+        argv,
+        doc=__doc__,
+        prefix="wide",
+        run=run,
+        to_markdown=to_markdown,
+        cases=CASES,
+        quick=QUICK,
+        repeats=5,
+    )
 
 
 if __name__ == "__main__":
