@@ -38,7 +38,10 @@ def knn(
       neighbours whatever the distances, followed by its k - 1 nearest other points. Needs
       ``k <= n``.
 
-    With ``y`` given every query searches all of ``y``; needs ``k <= m``.
+    With ``y`` given every query searches all of ``y``; needs ``k <= m``. ``knn(x, x)`` with
+    the same array (object, or tracer under ``jit``) gives those lists too (each point among
+    its own neighbours, after any duplicate with a smaller index), computed as one array: one
+    device copy and the in-sample search's memory and speed.
 
     Args:
       x: query points ``[n, d]``. Integer/bool inputs are cast to the default float dtype;

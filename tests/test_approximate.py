@@ -153,7 +153,7 @@ def test_scratch_memory_stays_near_the_input_size():
     x = jax.ShapeDtypeStruct((n, d), np.float32)
     settings = IVF().validate(n)
     options = search.Options(10, SQEUCLIDEAN, approximate=settings)
-    lowered = search.knn.lower(x, None, options)
+    lowered = search._knn.lower(x, None, options)
     scratch = lowered.compile().memory_analysis().temp_size_in_bytes
     assert scratch < 3.2 * n * d * 4, scratch / (n * d * 4)
 
@@ -168,9 +168,9 @@ def test_jit_vmap_and_no_recompile():
     batched = jax.jit(jax.vmap(f))(xb)
     for b in range(3):
         np.testing.assert_array_equal(batched[1][b], f(xb[b])[1])
-    before = search.knn._cache_size()
+    before = search._knn._cache_size()
     f(xb[0] + 1.0)
-    assert search.knn._cache_size() == before
+    assert search._knn._cache_size() == before
 
 
 def test_bad_settings_name_the_values():

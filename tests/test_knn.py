@@ -311,6 +311,49 @@ def test_vmap_query_vs_reference():
         assert_knn_exact((dist[b], idx[b]), reference.knn(xb[b], yb[b], k=5))
 
 
+@pytest.mark.parametrize("metric", sample(METRICS, 2, key="self-query"))
+def test_a_set_against_itself_is_one_array_with_the_query_mode_bits(metric):
+    """``knn(x, x)`` with the same array object is searched as one array: in-sample, each
+    point then merged into its own list at its place (``Options.self_query``; one device copy,
+    one prepared copy, each pair of blocks ranked once). The lists are the query-mode search's
+    of a copy, bit for bit: a duplicate with a smaller index comes before the point itself,
+    ``dot`` puts the point wherever its inner products rank it, a zero row is at cosine
+    distance 1 from itself, a NaN row is a sentinel row and nobody's neighbour. For k = 1, a k
+    that divides nothing and k = n; eagerly, under the user's ``jit`` and under ``vmap``, with
+    blocks that do not divide the points, and on the approximate path (query mode there)."""
+    n = 203
+    x = tie_points(n, 24, seed=4) + 30.0
+    x[9] = x[10] = x[3]  # duplicates after the point
+    x[1] = x[40]  # and before it
+    x[20] = 0.0
+    x[5, 2] = np.nan
+    xb = np.stack([x, x[::-1].copy()])
+    for k in sample([1, 6, n], 1, key=f"self-query-k/{metric}"):
+
+        def same(a, k=k):
+            return hubjax.knn(a, a, k=k, metric=metric, check_finite=False, block_size=48)
+
+        def pair(a, b, k=k):
+            return hubjax.knn(a, b, k=k, metric=metric, check_finite=False, block_size=48)
+
+        want = pair(x, x.copy())
+        assert search._one_array(x, x, search.Options(k, None))[1].self_query  # the premise
+        for got in (same(x), jax.jit(same)(jnp.asarray(x))):
+            assert np.asarray(got[1]).tobytes() == np.asarray(want[1]).tobytes()
+            assert np.asarray(got[0]).tobytes() == np.asarray(want[0]).tobytes()
+        assert (np.asarray(want[1])[5] == -1).all() and not (np.asarray(want[1]) == 5).any()
+        np.testing.assert_array_equal(want[1], knn_dense(x, x.copy(), k=k, metric=metric)[1])
+        got, wanted = jax.vmap(same)(xb), jax.vmap(pair)(xb, xb.copy())
+        for a, b in zip(got, wanted, strict=True):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes()
+        row = np.asarray(want[1])
+        if metric in ("sqeuclidean", "euclidean") and k > 1:
+            assert list(row[9][:3]) == [3, 9, 10] and list(row[40][:2]) == [1, 40]
+    approx = hubjax.knn(x[:64], x[:64], k=3, approximate=True, check_finite=False, metric=metric)
+    exact = hubjax.knn(x[:64], x[:64].copy(), k=3, check_finite=False, metric=metric)
+    assert np.mean(np.asarray(approx[1]) == np.asarray(exact[1])) > 0.9
+
+
 def test_vmap_in_groups_gives_the_loops_bits(monkeypatch):
     """A vmapped search runs its sets in groups (:func:`search.batch_group`; here forced to 2,
     so 5 sets make 3 groups, the last padded): the same bits as one call per set, in-sample,
@@ -358,12 +401,15 @@ def test_batch_groups_fill_one_strip_budget():
 def test_second_call_does_not_recompile():
     x1, x2 = random_points(90, 8, seed=1), random_points(90, 8, seed=2)
     hubjax.knn(x1, k=5, metric="cosine")
-    before = search.knn._cache_size()
+    before = search._knn._cache_size()
     hubjax.knn(x2, k=5, metric="cosine")
     hubjax.knn(jnp.asarray(x2), k=5, metric="cosine")
-    assert search.knn._cache_size() == before
+    assert search._knn._cache_size() == before
     hubjax.knn(x2, k=6, metric="cosine")  # a new static k does compile: the guard can fail
-    assert search.knn._cache_size() == before + 1
+    assert search._knn._cache_size() == before + 1
+    hubjax.knn(x1, x1, k=5)  # one array: compiled once for its shapes
+    hubjax.knn(x2, x2, k=5)
+    assert search._knn._cache_size() == before + 2
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])

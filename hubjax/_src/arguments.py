@@ -13,7 +13,8 @@ from hubjax._src import metric as _metric
 
 def validate_knn(x, y, k, metric, include_self, check_finite):
     """``(x, y, k, metric)``: the points as arrays, ``k`` as a checked Python int and the
-    resolved metric object.
+    resolved metric object. Where ``y is x`` the returned ``y`` is the returned ``x`` (one
+    conversion, one check; the search then treats them as one array).
 
     Raises:
       ValueError: unknown metric, bad shapes, ``k`` out of range, ``include_self`` with ``y``,
@@ -21,6 +22,7 @@ def validate_knn(x, y, k, metric, include_self, check_finite):
       TypeError: non-numeric inputs, non-integer ``k``.
     """
     metric = _metric.resolve(metric)
+    same = y is not None and y is x
     x = checks.as_points(x, "x")
     n = x.shape[0]
     if y is None:
@@ -36,12 +38,12 @@ def validate_knn(x, y, k, metric, include_self, check_finite):
                 "include_self=True applies to in-sample search (y=None); with y given every "
                 "query searches all of y."
             )
-        y = checks.as_points(y, "y")
+        y = x if same else checks.as_points(y, "y")
         checks.check_same_features(x, y)
         k = checks.check_k(k, y.shape[0], f"y has {y.shape[0]} points")
     if check_finite:
         checks.check_finite(x, "x")
-        if y is not None:
+        if y is not None and not same:
             checks.check_finite(y, "y")
     return x, y, k, metric
 

@@ -39,6 +39,7 @@ from jax import lax
 from hubjax._src import numerics, select
 from hubjax._src.finisher import COLUMN_ALIGN, SLACK, Candidates
 from hubjax._src.kernels import cpu
+from hubjax._src.numerics import Ranking
 
 # The longest running list of the symmetric and tiled sources with the CPU kernel's selection.
 FAST_KEEP_MAX = 128
@@ -56,13 +57,27 @@ class Strip:
     certified: bool = False  # groups chosen by select.smallest_k_certified (TPU opt-in)
 
     def candidates(self, xp, yp, metric, shift, *, keep) -> Candidates:
+        """Where ``yp is xp`` (in-sample, or ``knn(x, x)``), the queries' operands are the
+        references' turned into queries (:meth:`Metric.query_from_reference
+        <hubjax._src.metric.Metric.query_from_reference>`, exact), so the search holds the
+        reference operands and not also the prepared points (at 2 000 x 20 000, ``knn(x, x)``'s
+        temporaries: 2.5x -> 1.9x the input, 3.0x -> 2.3x with the fused kernel)."""
         n = xp.features.shape[0]
         dim = xp.features.shape[1]
-        ref_ops, largest = _reference(yp, metric, shift)
+        ref_ops, ref_norms, largest = _reference(yp, metric, shift)
         rows = min(self.rows, n)
         keep = min(keep, ref_ops.shape[0])
+        same = yp is xp
+
+        def query_ranking(start, count):
+            if same:
+                ops = lax.dynamic_slice_in_dim(ref_ops, start, count)
+                norms = lax.dynamic_slice_in_dim(ref_norms, start, count)
+                return Ranking(metric.query_from_reference(ops), norms)
+            return metric.ranking_operands(numerics.rows(xp, start, count), "query", shift)
+
         if self.fused and ref_ops.dtype == jnp.float32:
-            query = metric.ranking_operands(xp, "query", shift)
+            query = query_ranking(0, n)
             bound = metric.ranking_error(query.norms, largest, dim)
 
             def fused(q, r):
@@ -83,7 +98,7 @@ class Strip:
             return Candidates(values, cols, bound, rows)
 
         def one_strip(start):
-            query = metric.ranking_operands(numerics.rows(xp, start, rows), "query", shift)
+            query = query_ranking(start, rows)
             values, cols = _strip_candidates(
                 query.operands, ref_ops, keep, self.group, self.split, self.certified
             )
@@ -103,7 +118,7 @@ class Strip:
         then made exact by the finisher like any source's. No fused kernel.
         """
         n, dim = xp.features.shape
-        ref_ops, largest = _reference(yp, metric, shift)
+        ref_ops, _, largest = _reference(yp, metric, shift)
         last = ref_ops[:, dim - 1]
         rows = min(self.rows, n)
         keep = min(keep, ref_ops.shape[0])
@@ -126,11 +141,12 @@ class Strip:
 
 
 def _reference(yp, metric, shift):
-    """The reference ranking operands, padded to whole column groups, and the largest norm
-    among the finite references (the ranking's error bound)."""
+    """The reference ranking operands, padded to whole column groups, the references' norms
+    and the largest norm among the finite references (the ranking's error bound)."""
     width = numerics.round_up(yp.features.shape[0], COLUMN_ALIGN)
     reference = metric.ranking_operands(yp, "reference", shift, rows=width)
-    return reference.operands, numerics.largest_norm(reference.norms, yp.penalty)
+    largest = numerics.largest_norm(reference.norms, yp.penalty)
+    return reference.operands, reference.norms, largest
 
 
 def _strip_candidates(query_ops, ref_ops, keep, group, split=False, certified=False):
