@@ -126,7 +126,7 @@ def test_recheck_equals_dense_reference():
     assert wrong_rows(CITY[:300], idx, "euclidean") == 0
 
 
-@pytest.mark.parametrize("m", [300, 512, 600])
+@pytest.mark.parametrize("m", sample([300, 512, 600], 2, key="recheck-columns"))
 def test_recheck_column_tiles_equal_dense_reference(m):
     """Long feature vectors cut the re-check's columns into tiles of 256 (d = 4096): whole
     tiles, then a narrower last one (m = 300, 600), or whole tiles only (512); flagged rows
@@ -152,7 +152,8 @@ def test_recheck_column_tiles_equal_dense_reference(m):
     np.testing.assert_array_equal(np.sort(np.asarray(idx)[flagged], 1), np.sort(want, 1))
 
 
-@pytest.mark.parametrize("metric", sample([SQEUCLIDEAN, COSINE, DOT], 2, key="wide-rows"))
+# one metric a run: 8-9 s each (12 000 features)
+@pytest.mark.parametrize("metric", sample([SQEUCLIDEAN, COSINE, DOT], 1, key="wide-rows"))
 def test_wide_rows_that_fail_to_certify_are_ranked_again_with_a_longer_list(metric):
     """At 12 000 features the ranking's error bound (worst case of a 12 000-term sum) exceeds
     the gaps between near neighbours: many rows' k + SLACK candidates do not certify. Ranked
@@ -196,7 +197,8 @@ def test_certificate_rejects_a_lost_neighbour():
     assert not np.asarray(ok)[wrong].any()  # and none of those rows is certified
 
 
-@pytest.mark.parametrize("metric", METRICS)
+# two metrics a run (each compiles six searches at 240 x 512: 5-6 s)
+@pytest.mark.parametrize("metric", sample(METRICS, 2, key="bitwise-metrics"))
 def test_bitwise_identical_across_blocks_engines_and_devices(metric):
     x = (random_points(240, 512, seed=21) + 3.0).astype(np.float32)
     base = engine_knn(
