@@ -61,6 +61,20 @@ def test_wide_benchmark_runs_and_reports_its_peer(capsys):
     assert sorted(wide.RESULTS.iterdir()) == before
 
 
+def test_itself_benchmark_runs_and_reports_its_peer(capsys):
+    """``python -m benchmarks.itself --quick``: ``knn(x, x)`` timed against the search of a
+    copy in the same process, the same bits, nothing written."""
+    from benchmarks import itself
+
+    before = sorted(itself.RESULTS.iterdir())
+    assert itself.main(["--quick"]) == 0
+    table = capsys.readouterr().out
+    assert "CPU " in table and "knn(x, copy)" in table
+    body = [line for line in table.splitlines() if line.startswith("| Gaussian")]
+    assert len(body) == 2 and all(line.endswith("| yes |") for line in body)
+    assert sorted(itself.RESULTS.iterdir()) == before
+
+
 def test_device_benchmark_runs_on_cpu(capsys):
     """``python -m benchmarks.device --quick``: the GPU/TPU benchmark keeps working on any
     backend (small sizes, nothing written): each case against the matmul and the source
