@@ -73,21 +73,26 @@ WIDE = textwrap.dedent(
         out = jax.block_until_ready(f())
         return hwm() - before, out
 
+    from hubjax._src import metric, search
+
     hits = []
     jax.monitoring.register_event_listener(lambda name, **kw: hits.append(name))
     x = np.random.default_rng(0).standard_normal((2000, 20_000), dtype=np.float32)
     hubjax.knn(x[:20], x[20:50], k=3)  # load and initialise XLA first
     if sys.argv[1] == "first":  # NumPy inputs, compilation and the device copy included
         print(growth(lambda: hubjax.hub_values(x, k=10))[0], end=" ")
-        print(growth(lambda: hubjax.knn(x, x, k=10))[0], end=" ")
         print(growth(lambda: hubjax.knn(x[:1000], x[1000:], k=10))[0])
+        # knn(x, x)'s program for the cache (compiled, not run: its search is hub_values')
+        options = search.Options(10, metric.resolve("sqeuclidean"), self_query=True)
+        search._knn.lower(jax.ShapeDtypeStruct(x.shape, x.dtype), None, options).compile()
     else:  # the programs from the disk cache the first process wrote: the search alone
         copy, xd = growth(lambda: jax.device_put(x))
         search, counts = growth(lambda: hubjax.hub_values(xd, k=10))
         assert int(counts.sum()) == 20_000
+        before = hits.count("/jax/compilation_cache/cache_hits")
         itself, (_, idx) = growth(lambda: hubjax.knn(xd, xd, k=10))
         assert (np.asarray(idx[:, 0]) == np.arange(2000)).all()
-        assert "/jax/compilation_cache/cache_hits" in hits, "compiled again"
+        assert hits.count("/jax/compilation_cache/cache_hits") > before, "compiled again"
         print(copy, search, itself)
     """
 )
@@ -108,10 +113,11 @@ def test_wide_data_memory_is_bounded_for_any_dimension(tmp_path):
     too. Before the fixes of issue 31 a first call grew the peak by 760 MB (5x).
 
     ``knn(x, x)`` (the same array) is one array, searched in-sample with each point merged
-    into its own list: its compiled search grows the peak by 1.33x (3.01x while it was two
-    arrays in query mode, the reference operands beside the prepared queries), its first call
-    on a NumPy array by 3.05-3.2x without a disk cache (5.45x: the array was copied to the
-    device twice)."""
+    into its own list: its compiled search grows the peak by 1.47x here (3.19x while it was two
+    arrays in query mode, the reference operands beside the prepared queries; XLA's accounting
+    1.33x against 2.5x). Its program is compiled by the first process, not run (its search is
+    hub_values'); a plain script's first call on a NumPy array grew by 3.05-3.2x (5.45x: the
+    array was copied to the device twice), measured apart."""
     env = default_level_env(
         JAX_COMPILATION_CACHE_DIR=str(tmp_path),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
@@ -133,13 +139,12 @@ def test_wide_data_memory_is_bounded_for_any_dimension(tmp_path):
         return [float(v) for v in out.stdout.split()]
 
     data_mb = 2000 * 20_000 * 4 / 2**20
-    first_in_sample, first_itself, first_query = run("first")
+    first_in_sample, first_query = run("first")
     copy, search, itself = run("cached")
     assert search <= 2 * data_mb, f"the search grew the peak by {search / data_mb:.2f}x"
     assert itself <= 2 * data_mb, f"knn(x, x) grew the peak by {itself / data_mb:.2f}x"
     assert copy <= 1.25 * data_mb, copy  # 1.00-1.12x measured (allocator slack)
     assert first_in_sample <= 3.5 * data_mb, f"first call: {first_in_sample / data_mb:.2f}x"
-    assert first_itself <= 3.5 * data_mb, f"first knn(x, x): {first_itself / data_mb:.2f}x"
     assert first_query <= 5 * data_mb, f"query mode: {first_query / data_mb:.2f}x"
 
 

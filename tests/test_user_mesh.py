@@ -27,7 +27,7 @@ def put(a, mesh):
 MESH_CASES = [(kind, jit) for kind in ("explicit", "auto") for jit in (False, True)]
 
 
-@pytest.mark.parametrize(("kind", "under_jit"), sample(MESH_CASES, 2, key="single_device_api"))
+@pytest.mark.parametrize(("kind", "under_jit"), sample(MESH_CASES, 1, key="single_device_api"))
 def test_single_device_api_on_user_mesh(kind, under_jit):
     mesh = user_mesh(kind)
     xs, ys = put(X, mesh), put(Y[:120], mesh)
