@@ -20,7 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.run import case_table_command
+
 RESULTS = Path(__file__).resolve().parent / "results"
+PREFIX = "itself"  # results/itself-<date>-<cpu flags>.md
+REPEATS = 5
 
 # (name, n, d): the wide case of issue 31, a narrow and a middling embedding size.
 CASES = (
@@ -94,19 +98,7 @@ def to_markdown(rows, info, repeats: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    from benchmarks.run import case_table_main
-
-    return case_table_main(
-        argv,
-        doc=__doc__,
-        prefix="itself",
-        run=run,
-        to_markdown=to_markdown,
-        cases=CASES,
-        quick=QUICK,
-        repeats=5,
-    )
+main = case_table_command(__name__)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.run import case_table_command
+
 RESULTS = Path(__file__).resolve().parent / "results"
+PREFIX = "metrics"  # results/metrics-<date>-<cpu flags>.md
+REPEATS = 3
 
 CASES = ((20_000, 64),)
 QUICK = ((600, 16),)
@@ -68,19 +72,7 @@ def to_markdown(rows, info, repeats: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    from benchmarks.run import case_table_main
-
-    return case_table_main(
-        argv,
-        doc=__doc__,
-        prefix="metrics",
-        run=run,
-        to_markdown=to_markdown,
-        cases=CASES,
-        quick=QUICK,
-        repeats=3,
-    )
+main = case_table_command(__name__)
 
 
 if __name__ == "__main__":

@@ -370,6 +370,27 @@ def case_table_main(argv, *, doc, prefix, run, to_markdown, cases, quick, repeat
     return 0
 
 
+def case_table_command(module_name: str):
+    """``main(argv=None) -> int`` of the case-table benchmark module ``module_name``:
+    :func:`case_table_main` with that module's docstring, ``PREFIX``, ``run``,
+    ``to_markdown``, ``CASES``, ``QUICK`` and ``REPEATS``."""
+
+    def main(argv=None) -> int:
+        m = sys.modules[module_name]
+        return case_table_main(
+            argv,
+            doc=m.__doc__,
+            prefix=m.PREFIX,
+            run=m.run,
+            to_markdown=m.to_markdown,
+            cases=m.CASES,
+            quick=m.QUICK,
+            repeats=m.REPEATS,
+        )
+
+    return main
+
+
 def machine() -> dict:
     import jax
 

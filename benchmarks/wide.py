@@ -23,7 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.run import case_table_command
+
 RESULTS = Path(__file__).resolve().parent / "results"
+PREFIX = "wide"  # results/wide-<date>-<cpu flags>.md
+REPEATS = 5
 
 # (name, n, d, data): the wide case, a text-like sparse set of dexter's shape, and a
 # narrow set where nothing should change.
@@ -95,19 +99,7 @@ def to_markdown(rows, info, repeats: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    from benchmarks.run import case_table_main
-
-    return case_table_main(
-        argv,
-        doc=__doc__,
-        prefix="wide",
-        run=run,
-        to_markdown=to_markdown,
-        cases=CASES,
-        quick=QUICK,
-        repeats=5,
-    )
+main = case_table_command(__name__)
 
 
 if __name__ == "__main__":
