@@ -597,7 +597,7 @@ def _ranking64(q, r):
                 (150, 300, 12),
             ]
         ],
-        21,  # half a run: the grid of 42 cost 20-30 s, in a subprocess without AVX-512
+        14,  # a third a run: the grid of 42 cost 20-30 s, in a subprocess without AVX-512
         key="fused_in_sample",
     ),
 )
@@ -655,7 +655,7 @@ def test_fused_in_sample_lists_are_exact_and_do_not_depend_on_blocks(kind, n, d,
                 (40, 200, 258, 10),
             ]
         ],
-        15,
+        10,
         key="fused_query",
     ),
 )

@@ -80,8 +80,7 @@ WIDE = textwrap.dedent(
     x = np.random.default_rng(0).standard_normal((2000, 20_000), dtype=np.float32)
     hubjax.knn(x[:20], x[20:50], k=3)  # load and initialise XLA first
     if sys.argv[1] == "first":  # NumPy inputs, compilation and the device copy included
-        print(growth(lambda: hubjax.hub_values(x, k=10))[0], end=" ")
-        print(growth(lambda: hubjax.knn(x[:1000], x[1000:], k=10))[0])
+        print(growth(lambda: hubjax.hub_values(x, k=10))[0])
         # knn(x, x)'s program for the cache (compiled, not run: its search is hub_values')
         options = search.Options(10, metric.resolve("sqeuclidean"), self_query=True)
         search._knn.lower(jax.ShapeDtypeStruct(x.shape, x.dtype), None, options).compile()
@@ -108,9 +107,8 @@ def test_wide_data_memory_is_bounded_for_any_dimension(tmp_path):
     each squared-norm pass's ``x * x`` in full. A NumPy input adds JAX's copy of it to the
     device (1x: its buffer is not 64-byte aligned), and the first call of a process the
     compilation and, here, the writing of the disk cache: 3.18x here (2.90-2.98x without a
-    disk cache, as a script runs by default; 3.94x before). The refine step once gathered
-    ``[rows, k + 9, d]`` at once, over 1.5 GB for 1000 queries here; query mode is bounded
-    too. Before the fixes of issue 31 a first call grew the peak by 760 MB (5x).
+    disk cache, as a script runs by default; 3.94x before). Before the fixes of issue 31 a
+    first call grew the peak by 760 MB (5x). Query mode: the next test.
 
     ``knn(x, x)`` (the same array) is one array, searched in-sample with each point merged
     into its own list: its compiled search grows the peak by 1.47x here (3.19x while it was two
@@ -139,13 +137,25 @@ def test_wide_data_memory_is_bounded_for_any_dimension(tmp_path):
         return [float(v) for v in out.stdout.split()]
 
     data_mb = 2000 * 20_000 * 4 / 2**20
-    first_in_sample, first_query = run("first")
+    (first_in_sample,) = run("first")
     copy, search, itself = run("cached")
     assert search <= 2 * data_mb, f"the search grew the peak by {search / data_mb:.2f}x"
     assert itself <= 2 * data_mb, f"knn(x, x) grew the peak by {itself / data_mb:.2f}x"
     assert copy <= 1.25 * data_mb, copy  # 1.00-1.12x measured (allocator slack)
     assert first_in_sample <= 3.5 * data_mb, f"first call: {first_in_sample / data_mb:.2f}x"
-    assert first_query <= 5 * data_mb, f"query mode: {first_query / data_mb:.2f}x"
+
+
+def test_query_mode_program_holds_the_inputs_and_one_strip():
+    """XLA's accounting of ``knn`` of 1 000 queries against 1 000 references of 20 000
+    features (two inputs of 76 MiB): the scaled queries, the reference operands and one strip,
+    1.52x the two inputs (the suite's compiler flags and users' alike). The refine step once
+    gathered ``[rows, k + 9, d]`` at once, over 1.5 GB here (10x). The accounting catches that
+    at the cost of one compilation, where a measured first call (1.24-3.18x of one input's
+    peak growth) cost a compilation at users' level and a search."""
+    h = jax.ShapeDtypeStruct((1000, 20_000), jnp.float32)
+    compiled = jax.jit(lambda a, b: hubjax.knn(a, b, k=10)).lower(h, h).compile()
+    ratio = compiled.memory_analysis().temp_size_in_bytes / (2 * 1000 * 20_000 * 4)
+    assert ratio <= 2, ratio
 
 
 PR_SCRIPT = textwrap.dedent(
