@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run import case_table_command
+from benchmarks.run import case_table_command, cpu_line
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PREFIX = "itself"  # results/itself-<date>-<cpu flags>.md
@@ -35,14 +35,12 @@ CASES = (
 QUICK = (("Gaussian", 300, 3000), ("Gaussian", 2000, 64))
 
 
-def run(cases, repeats: int) -> tuple[list[dict], dict]:
+def run(cases, repeats: int) -> list[dict]:
     import jax
     import jax.numpy as jnp
 
     import hubjax
     from benchmarks.retrieval import timed
-    from benchmarks.run import machine
-    from hubjax._src.kernels import cpu
 
     itself = jax.jit(lambda x: hubjax.knn(x, x, k=10))
     pair = jax.jit(lambda x, y: hubjax.knn(x, y, k=10))
@@ -72,16 +70,12 @@ def run(cases, repeats: int) -> tuple[list[dict], dict]:
                 same=same,
             )
         )
-    info = machine()
-    info["fused"] = cpu.fused()
-    return rows, info
+    return rows
 
 
 def to_markdown(rows, info, repeats: int) -> str:
-    kernel = "fused AVX-512 kernel" if info["fused"] else "no AVX-512"
     lines = [
-        f"CPU {info['cpu']} ({info['cores']} cores), {kernel}; jax {info['versions']['jax']}, "
-        f"{info['date']}. `hubjax.knn(x, x, k=10)` (one array) against `hubjax.knn(x, copy, "
+        cpu_line(info) + " `hubjax.knn(x, x, k=10)` (one array) against `hubjax.knn(x, copy, "
         f"k=10)`, each jitted, device inputs, median of {repeats} warm calls in the same "
         "process (`python -m benchmarks.itself`).",
         "",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run import case_table_command
+from benchmarks.run import case_table_command, cpu_line
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PREFIX = "metrics"  # results/metrics-<date>-<cpu flags>.md
@@ -29,13 +29,11 @@ CASES = ((20_000, 64),)
 QUICK = ((600, 16),)
 
 
-def run(cases, repeats: int) -> tuple[list[dict], dict]:
+def run(cases, repeats: int) -> list[dict]:
     import jax
 
     import hubjax
     from benchmarks.retrieval import timed
-    from benchmarks.run import machine
-    from hubjax._src.kernels import cpu
 
     rows = []
     for n, d in cases:
@@ -49,16 +47,12 @@ def run(cases, repeats: int) -> tuple[list[dict], dict]:
         ):
             warm, first, _ = timed(lambda fn=fn, a=real, b=fake: fn(a, b), repeats)
             rows.append(dict(case=f"{name}, {n} x {d}", s=warm, first=first, peer=peer))
-    info = machine()
-    info["fused"] = cpu.fused()
-    return rows, info
+    return rows
 
 
 def to_markdown(rows, info, repeats: int) -> str:
-    kernel = "fused AVX-512 kernel" if info["fused"] else "no AVX-512"
     lines = [
-        f"CPU {info['cpu']} ({info['cores']} cores), {kernel}; jax {info['versions']['jax']}, "
-        f"{info['date']}. Device inputs, median of {repeats} warm calls; peer: the in-sample "
+        cpu_line(info) + f" Device inputs, median of {repeats} warm calls; peer: the in-sample "
         "`knn(real, k=5)` in the same process (`python -m benchmarks.metrics`).",
         "",
         "| metric | warm (s) | first call (s) | knn (s) | ratio |",

@@ -352,15 +352,19 @@ def run_workload(spec) -> dict:
 
 def case_table_main(argv, *, doc, prefix, run, to_markdown, cases, quick, repeats) -> int:
     """The command line of a benchmark over ``cases`` (``--quick``: the ``quick`` cases, one
-    repeat, nothing written): prints ``to_markdown(rows, info, repeats)`` of
-    ``run(cases, repeats)`` and writes it to ``results/<prefix>-<date>-<cpu flags>.md``, the
-    flags saying whether the fused AVX-512 kernel ran (``info["fused"]``)."""
+    repeat, nothing written): prints ``to_markdown(rows, info, repeats)`` of the rows of
+    ``run(cases, repeats)`` and the :func:`machine` ``info`` (with ``info["fused"]``: whether
+    the fused AVX-512 kernel ran), and writes it to ``results/<prefix>-<date>-<cpu flags>.md``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     args = parser.parse_args(argv)
     cases, repeats = (quick, 1) if args.quick else (cases, args.repeats)
-    rows, info = run(cases, repeats)
+    from hubjax._src.kernels import cpu
+
+    rows = run(cases, repeats)
+    info = machine()
+    info["fused"] = cpu.fused()
     table = to_markdown(rows, info, repeats)
     print(table)
     if not args.quick:
@@ -389,6 +393,16 @@ def case_table_command(module_name: str):
         )
 
     return main
+
+
+def cpu_line(info: dict, without: str = "no AVX-512") -> str:
+    """The table's first words: the CPU (from :func:`case_table_main`'s ``info``), whether the
+    fused AVX-512 kernel ran (else ``without``), the jax version and the date."""
+    kernel = "fused AVX-512 kernel" if info["fused"] else without
+    return (
+        f"CPU {info['cpu']} ({info['cores']} cores), {kernel}; jax {info['versions']['jax']}, "
+        f"{info['date']}."
+    )
 
 
 def machine() -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run import case_table_command
+from benchmarks.run import case_table_command, cpu_line
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PREFIX = "wide"  # results/wide-<date>-<cpu flags>.md
@@ -47,14 +47,13 @@ def points(n: int, d: int, kind: str) -> np.ndarray:
     return rng.standard_normal((n, d), dtype=np.float32)
 
 
-def run(cases, repeats: int) -> tuple[list[dict], dict]:
+def run(cases, repeats: int) -> list[dict]:
     import jax
     import jax.numpy as jnp
 
     import hubjax
     from benchmarks.retrieval import timed
-    from benchmarks.run import _full_matmul_fn, machine
-    from hubjax._src.kernels import cpu
+    from benchmarks.run import _full_matmul_fn
 
     hub = jax.jit(lambda x: hubjax.hub_values(x, k=10))
     rows = []
@@ -74,16 +73,13 @@ def run(cases, repeats: int) -> tuple[list[dict], dict]:
                 temps=temps / (n * d * 4),
             )
         )
-    info = machine()
-    info["fused"] = cpu.fused()
-    return rows, info
+    return rows
 
 
 def to_markdown(rows, info, repeats: int) -> str:
-    kernel = "fused AVX-512 kernel" if info["fused"] else "no AVX-512 (tiled source)"
     lines = [
-        f"CPU {info['cpu']} ({info['cores']} cores), {kernel}; jax {info['versions']['jax']}, "
-        f"{info['date']}. `hubjax.hub_values(x, k=10)`, jitted, device input, median of "
+        cpu_line(info, "no AVX-512 (tiled source)")
+        + " `hubjax.hub_values(x, k=10)`, jitted, device input, median of "
         f"{repeats} warm calls; peer: the bare all-pairs ranking matmul in the same process "
         "(`python -m benchmarks.wide`).",
         "",

@@ -111,7 +111,7 @@ class Metric:
     def prepare_pair(self, x, y):
         """``(xp, yp, exponent)``: both sides cast to the accumulation dtype, scaled by their
         common power of two and prepared; ``yp is xp`` for in-sample work (``y is None``) and
-        where ``y is x`` (one array, prepared once)."""
+        where ``y is x`` (one array, prepared once: the approximate search of ``knn(x, x)``)."""
         if y is x:
             xp, _, e = self.prepare_pair(x, None)
             return xp, xp, e
@@ -125,8 +125,7 @@ class Metric:
         """``(xp, yp)`` of :meth:`prepare_pair` for a known ``exponent`` (the same bits)."""
         dtype = checks.compute_dtype(x) if y is None else checks.compute_dtype(x, y)
         xp = self.prepare(x.astype(dtype), dtype, exponent)
-        same = y is None or y is x
-        return xp, (xp if same else self.prepare(y.astype(dtype), dtype, exponent))
+        return xp, (xp if y is None else self.prepare(y.astype(dtype), dtype, exponent))
 
     # -- ranking ---------------------------------------------------------------------------
 

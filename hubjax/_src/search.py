@@ -74,8 +74,8 @@ class Options:
         inverted-file index instead (:mod:`hubjax._src.ivf`); ``None``: exact.
       self_query: the queries are the references themselves (``knn(x, x)``; query mode, so
         each point is among its own neighbours). Set by :func:`search` and :func:`knn` when
-        ``y is x``: the points are then one array, prepared once, and the queries' ranking
-        operands are read from the references' (:meth:`hubjax._src.sources.Strip.candidates`).
+        ``y is x``: the points are one array, searched in-sample with each point's own entry
+        merged in (:func:`merge_own`; the approximate search runs in query mode).
     """
 
     k: int
@@ -339,9 +339,10 @@ def _search(x, y, options: Options):
             # wait for the search (an optimization barrier is expanded before scheduling)
             v = after[:1, :1]
             never = jnp.any((v != v) & (v == v))
-            xs = jnp.where(never, jnp.zeros((), x.dtype), x)
-            ys = xs if y is None or y is x else jnp.where(never, jnp.zeros((), y.dtype), y)
-            return metric.prepare_with(xs, None if y is None else ys, e)
+            xs, ys = (
+                None if a is None else jnp.where(never, jnp.zeros((), a.dtype), a) for a in (x, y)
+            )
+            return metric.prepare_with(xs, ys, e)
 
         dist, idx = exact(xp, yp, others, options, in_sample=in_sample, again=again)
     if with_self:

@@ -57,11 +57,11 @@ class Strip:
     certified: bool = False  # groups chosen by select.smallest_k_certified (TPU opt-in)
 
     def candidates(self, xp, yp, metric, shift, *, keep) -> Candidates:
-        """Where ``yp is xp`` (in-sample, or ``knn(x, x)``), the queries' operands are the
-        references' turned into queries (:meth:`Metric.query_from_reference
+        """Where ``yp is xp`` (in-sample strips), the queries' operands are the references'
+        turned into queries (:meth:`Metric.query_from_reference
         <hubjax._src.metric.Metric.query_from_reference>`, exact), so the search holds the
-        reference operands and not also the prepared points (at 2 000 x 20 000, ``knn(x, x)``'s
-        temporaries: 2.5x -> 1.9x the input, 3.0x -> 2.3x with the fused kernel)."""
+        reference operands and not also the prepared points (the finisher prepares the points
+        again afterwards)."""
         n = xp.features.shape[0]
         dim = xp.features.shape[1]
         ref_ops, ref_norms, largest = _reference(yp, metric, shift)
