@@ -362,7 +362,7 @@ def search_rows(x, y, k, metric, settings, with_self, query_ids=None):
     # running lists of ranking values and sorted reference positions (sentinels past m + spare)
     empty = _after(_select.sentinel_lists(n, keep, m + spare), ref_sorted)  # see _after
     plans = {p: probe_plan(n, m, nlist, chunk, cols, y is None, p) for p in PLATFORMS}
-    lists = per_platform(probe, plans, empty)
+    lists = per_platform(probe, plans, empty, traced_closure=True)  # probe reads many arrays
     run_v, run_i = lists
     pos = jnp.minimum(run_i, m - 1)  # sorted reference positions
     ids = ref_order[pos]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import functools
 import os
 
+import jax
 from jax import lax
+from jax.extend import core
+from jax.interpreters import batching, mlir
 
 # The platforms plans are made for: "gpu" is every platform without a branch of its own.
 PLATFORMS = ("cpu", "tpu", "gpu")
@@ -28,12 +31,133 @@ def tpu_selection() -> str:
     return value
 
 
-def per_platform(run, plans: dict, *args):
-    """``run(plan, *args)`` with the plan of the platform the program is lowered for:
-    ``plans`` maps each of :data:`PLATFORMS` to a static plan; one ``lax.platform_dependent``
-    branch per plan that differs from the GPU's (the default), none where all agree."""
+def per_platform(run, plans: dict, *args, traced_closure: bool = False):
+    """``run(plan, *args)`` with the plan of the platform the program is lowered for.
+
+    ``plans`` maps each of :data:`PLATFORMS` to a static plan; ``args`` are pytrees of arrays.
+    Where all plans agree, ``run`` is simply called. Otherwise the program holds one branch per
+    distinct plan, and the one of the platform it is lowered for is the one compiled.
+
+    Each branch is **traced only for a platform it is lowered for**: the branch of the tracing
+    host's platform at once (it gives the result's shapes and is the one a program run where it
+    was traced compiles), any other when a program is lowered for that platform
+    (``.lower(lowering_platforms=...)``, ``jax.export``). The host's platform decides only what
+    is traced first, never which plan a program runs: a CPU program runs the CPU plan whatever
+    traced it. A search's branches are most of its trace (two or three per program where plans
+    differ), so this shortens every first call.
+
+    That needs ``run`` to take every traced value as an argument: a branch traced at lowering
+    cannot read a tracer of the trace that has ended. ``traced_closure=True`` says ``run``
+    reads traced values from its closure; every branch is then traced at once
+    (``lax.platform_dependent``). A closure over traced values without it raises.
+    """
     default = plans["gpu"]
-    branches = {p: functools.partial(run, plan) for p, plan in plans.items() if plan != default}
-    if not branches:
+    if all(plan == default for plan in plans.values()):
         return run(default, *args)
-    return lax.platform_dependent(*args, **branches, default=functools.partial(run, default))
+    if traced_closure:
+        branches = {p: functools.partial(run, plan) for p, plan in plans.items() if plan != default}
+        return lax.platform_dependent(*args, **branches, default=functools.partial(run, default))
+    flat, in_tree = jax.tree.flatten(args)
+    flat_run = _FlatRun(run, in_tree)
+    host = _host_platform()
+    traced = jax.make_jaxpr(functools.partial(flat_run, plans[host]))(*flat)
+    if any(isinstance(c, jax.core.Tracer) for c in traced.consts):
+        raise TypeError(
+            f"per_platform: {getattr(run, '__qualname__', run)} reads traced values from its "
+            "closure; pass them as arguments (or traced_closure=True)."
+        )
+    if traced.effects:
+        raise TypeError("per_platform: branches with side effects are not supported.")
+    out = _per_platform_p.bind(
+        *flat,
+        traced=traced,
+        traced_platforms=tuple(p for p in PLATFORMS if plans[p] == plans[host]),
+        plans=tuple((p, plans[p]) for p in PLATFORMS),
+        flat_run=flat_run,
+    )
+    return jax.tree.unflatten(flat_run.out_tree, out)
+
+
+def _host_platform() -> str:
+    """The :data:`PLATFORMS` entry of the tracing host: only which branch is traced first."""
+    backend = jax.default_backend()
+    return backend if backend in ("cpu", "tpu") else "gpu"
+
+
+class _FlatRun:
+    """``run`` on flat leaves, remembering the output's tree (the same for every plan)."""
+
+    def __init__(self, run, in_tree):
+        self.run, self.in_tree, self.out_tree = run, in_tree, None
+
+    def __call__(self, plan, *leaves):
+        out, tree = jax.tree.flatten(self.run(plan, *jax.tree.unflatten(self.in_tree, leaves)))
+        if self.out_tree is None:
+            self.out_tree = tree
+        elif tree != self.out_tree:
+            raise TypeError(f"per_platform: plan {plan!r} returns {tree}, not {self.out_tree}.")
+        return out
+
+
+class _Batched:
+    """A flat ``run`` mapped over a batch (the batching rule's branches)."""
+
+    def __init__(self, flat_run, in_axes, size):
+        self.flat_run, self.in_axes, self.size = flat_run, in_axes, size
+
+    def __call__(self, plan, *leaves):
+        one = functools.partial(self.flat_run, plan)
+        return jax.vmap(one, in_axes=self.in_axes, axis_size=self.size)(*leaves)
+
+
+_per_platform_p = core.Primitive("hubjax_per_platform")
+_per_platform_p.multiple_results = True
+
+
+@_per_platform_p.def_abstract_eval
+def _abstract_eval(*avals, traced, **params):
+    return traced.out_avals
+
+
+@_per_platform_p.def_impl
+def _impl(*args, **params):
+    # outside a trace: compile it (the lowering picks the plan of the platform)
+    return jax.jit(lambda *a: _per_platform_p.bind(*a, **params))(*args)
+
+
+def _batching_rule(args, dims, *, traced, traced_platforms, plans, flat_run):
+    in_axes = tuple(None if d is batching.not_mapped else d for d in dims)
+    size = next(a.shape[d] for a, d in zip(args, in_axes, strict=True) if d is not None)
+    # the traced branch batched from its jaxpr (run is not traced again)
+    as_fun = core.jaxpr_as_fun(traced)
+    batched = jax.make_jaxpr(jax.vmap(as_fun, in_axes=in_axes, axis_size=size))(*args)
+    out = _per_platform_p.bind(
+        *args,
+        traced=batched,
+        traced_platforms=traced_platforms,
+        plans=plans,
+        flat_run=_Batched(flat_run, in_axes, size),
+    )
+    return out, [0] * len(out)
+
+
+batching.primitive_batchers[_per_platform_p] = _batching_rule
+
+
+def _lowering(platform: str):
+    def rule(ctx, *args, traced, traced_platforms, plans, flat_run):
+        if platform not in traced_platforms:  # traced now, from the operands' shapes
+            branch = functools.partial(flat_run, dict(plans)[platform])
+            specs = [
+                jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=a.weak_type) for a in ctx.avals_in
+            ]
+            traced = jax.make_jaxpr(branch)(*specs)
+        # the same lowering either way: a program does not depend on what traced it first
+        return mlir.core_call_lowering(ctx, *args, name="per_platform", call_jaxpr=traced)
+
+    return rule
+
+
+mlir.register_lowering(_per_platform_p, _lowering("cpu"), platform="cpu")
+mlir.register_lowering(_per_platform_p, _lowering("tpu"), platform="tpu")
+mlir.register_lowering(_per_platform_p, _lowering("gpu"))

@@ -155,12 +155,16 @@ def choose_source(n: int, m: int, dim: int, others: int, in_sample: bool, option
     )
 
 
-def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None, again=None):
+def exact(
+    xp, yp, others: int, options: Options, *, in_sample: bool, shift=None, again=None, late=()
+):
     """Exact top-k ``(distances, indices) [n, others]`` (internal scale) of every ``xp`` row
     among ``yp`` (in-sample: ``yp is xp``, self excluded): a source per platform, then the
-    finisher. ``shift`` defaults to the centre of ``yp``. ``again(after)``, where given,
-    returns ``(xp, yp)`` prepared anew once ``after`` (the candidates) exists, for the finisher
-    (see :func:`search`)."""
+    finisher. ``shift`` defaults to the centre of ``yp``. ``again(after, *late)``, where given,
+    returns ``(xp, yp)`` prepared anew from the arrays ``late`` once ``after`` (the candidates)
+    exists, for the finisher (see :func:`search`); it reads no traced value but its arguments
+    (the branches may be traced after this trace, :func:`~hubjax._src.platforms.per_platform`).
+    """
     metric = options.metric
     if shift is None:
         shift = metric.centre(yp)
@@ -168,14 +172,18 @@ def exact(xp, yp, others: int, options: Options, *, in_sample: bool, shift=None,
     m = yp.features.shape[0]
     keep = others + finisher.SLACK + int(in_sample)
 
-    def run(source):
+    def run(source, xp, yp, shift, late):
+        yp = xp if yp is None else yp  # in-sample: one object (the sources test ``yp is xp``)
         candidates = source.candidates(xp, yp, metric, shift, keep=keep)
-        late_x, late_y = (xp, yp) if again is None else again(candidates.values)
+        late_x, late_y = (xp, yp) if again is None else again(candidates.values, *late)
         lists = finisher.refine_lists(late_x, late_y, candidates, others, metric, own=in_sample)
-        return *lists, late_x, late_y
+        return *lists, late_x, None if in_sample else late_y
 
     chosen = {p: choose_source(n, m, dim, others, in_sample, options, p) for p in PLATFORMS}
-    dist, idx, ok, xp, yp = per_platform(run, chosen)
+    dist, idx, ok, xp, yp = per_platform(
+        run, chosen, xp, None if in_sample else yp, shift, tuple(late)
+    )
+    yp = xp if in_sample else yp
     return finisher.recheck_uncertified(
         xp, yp, dist, idx, ok, others, metric, in_sample=in_sample, shift=shift
     )
@@ -201,7 +209,7 @@ def search_both(x, y, options: Options):
     m = y.shape[0]
     k = options.k
 
-    def run(strip):
+    def run(strip, xp, xp_off, yp, shift, e):
         pair = strip.pair_candidates(xp, xp_off, yp, metric, shift, keep=k + finisher.SLACK)
         out = []
         for p, candidates in zip((xp, xp_off), pair, strict=True):
@@ -217,7 +225,7 @@ def search_both(x, y, options: Options):
         p: dataclasses.replace(choose_source(n, m, dim, k, False, options, p), fused=False)
         for p in PLATFORMS
     }
-    return per_platform(run, plans)
+    return per_platform(run, plans, xp, xp_off, yp, shift, e)
 
 
 def search(x, y, options: Options):
@@ -334,7 +342,7 @@ def _search(x, y, options: Options):
         # the same bits, but the first prepared copy is then dead once the ranking operands
         # are built, so the search holds the operands and not also a prepared copy of the
         # points (at 2 000 x 20 000 without AVX-512: XLA's temporaries 2.9x -> 1.9x the input).
-        def again(after):
+        def again(after, x, y, e):
             # a flag that is always false, which XLA cannot fold, makes the second preparation
             # wait for the search (an optimization barrier is expanded before scheduling)
             v = after[:1, :1]
@@ -344,7 +352,7 @@ def _search(x, y, options: Options):
             )
             return metric.prepare_with(xs, ys, e)
 
-        dist, idx = exact(xp, yp, others, options, in_sample=in_sample, again=again)
+        dist, idx = exact(xp, yp, others, options, in_sample=in_sample, again=again, late=(x, y, e))
     if with_self:
         dist = jnp.concatenate([metric.self_distance(xp)[:, None], dist], axis=1)
         idx = jnp.concatenate([jnp.arange(n, dtype=jnp.int32)[:, None], idx], axis=1)
