@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from hubjax._src.kernels import cpu as _cpu
+from hubjax._src.platforms import per_platform
 
 
 def smallest_k_simple(d: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -276,10 +277,16 @@ def update_cols_portable(d, col_segs, row_base, init_v, init_i, *, seg_width, gr
 
 
 def dispatch(kernel, portable, d, *args):
-    """``portable(d, *args)``, or the kernel where the lowering is for CPU and it applies."""
+    """``portable(d, *args)``, or the kernel where the lowering is for CPU and it applies
+    (:func:`~hubjax._src.platforms.per_platform`: the portable branch is traced only for a
+    program lowered for another platform). Neither reads a traced value from its closure."""
     if d.dtype != jnp.float32 or not _cpu.enabled():
         return portable(d, *args)
-    return lax.platform_dependent(d, *args, cpu=kernel, default=portable)
+    return per_platform(_call, {"cpu": kernel, "tpu": portable, "gpu": portable}, d, *args)
+
+
+def _call(f, *args):
+    return f(*args)
 
 
 def update_rows(d, seg_base, init_v, init_i, *, seg_width, group=None, merge=True, certified=False):
