@@ -325,6 +325,10 @@ def test_per_platform_traces_each_branch_for_its_platform_only():
         assert traced[-1] == plan and ({3.0, 5.0} - {plan}).isdisjoint(traced), platform
         assert f"{plan:e}" in text or str(plan) in text, platform
 
+    # one program for two platforms holds both branches, each traced for its platform
+    both = jax.export.export(f, platforms=("tpu", "cuda"))(a).mlir_module()
+    assert all(f"{plan:e}" in both or str(plan) in both for plan in (3.0, 5.0))
+
     def closing(a):
         return platforms.per_platform(lambda plan, b: b * plan + a, plans, a)
 
