@@ -314,8 +314,6 @@ def search_rows(x, y, k, metric, settings, with_self, query_ids=None):
     if not from_ref:
         q_ops = metric.ranking_operands(xp, "query", shift).operands
     keep = min(k + finisher.SLACK + int(in_sample), m)  # in-sample lists hold the point itself too
-    lane = jnp.arange(chunk, dtype=jnp.int32)
-    col_lane = jnp.arange(cols, dtype=jnp.int32)
     # row of y_sorted holding each reference point (in-sample: each query's own row too)
     ref_pos = jnp.zeros(m, jnp.int32).at[ref_order].set(jnp.arange(m, dtype=jnp.int32))
 
@@ -327,30 +325,40 @@ def search_rows(x, y, k, metric, settings, with_self, query_ids=None):
     ends = jnp.cumsum(tiles, dtype=jnp.int32)
     total = ends[-1]
 
-    def unit(u, lists):
-        run_v, run_i = lists
-        g = jnp.minimum(jnp.sum(ends <= u, dtype=jnp.int32), ends.shape[0] - 1)
-        p, c = g // slots, g % slots
-        s = u - (ends[g] - tiles[g])  # the tile of the chunk's list
-        lst = owner[p, c]
-        ok = (lane < length[p, c]) & (u < total)  # units past the total change nothing
-        qid = q_order[p, jnp.minimum(begin[p, c] + lane, n - 1)]
-        if from_ref:
-            q = metric.query_from_reference(ref_sorted[ref_pos[qid]])
-        else:
-            q = q_ops[qid]
-        b = ref_start[lst] + s * cols
-        r = lax.dynamic_slice_in_dim(ref_sorted, b, cols)
-        # points past the list's end rank last: +inf in their offset column (no tile pass)
-        r = r.at[:, -1].set(jnp.where(s * cols + col_lane < ref_size[lst], r[:, -1], jnp.inf))
-        v, i = _select.update_rows(
-            numerics.ranking_tile(q, r), b[None], run_v[qid], run_i[qid], seg_width=cols
-        )
-        write = jnp.where(ok, qid, n)
-        return run_v.at[write].set(v, mode="drop"), run_i.at[write].set(i, mode="drop")
+    # the branches take every array they read as an argument: each is traced only for the
+    # platform it is lowered for (platforms.per_platform)
+    arrays = (ends, tiles, total, owner, length, q_order, begin, ref_sorted, ref_pos, ref_start)
+    arrays += (ref_size, None if from_ref else q_ops)
 
-    def probe(plan, lists):
+    def probe(plan, lists, arrays):
         static, block = plan
+        (ends, tiles, total, owner, length, q_order, begin) = arrays[:7]
+        (ref_sorted, ref_pos, ref_start, ref_size, q_ops) = arrays[7:]
+        lane = jnp.arange(chunk, dtype=jnp.int32)
+        col_lane = jnp.arange(cols, dtype=jnp.int32)
+
+        def unit(u, lists):
+            run_v, run_i = lists
+            g = jnp.minimum(jnp.sum(ends <= u, dtype=jnp.int32), ends.shape[0] - 1)
+            p, c = g // slots, g % slots
+            s = u - (ends[g] - tiles[g])  # the tile of the chunk's list
+            lst = owner[p, c]
+            ok = (lane < length[p, c]) & (u < total)  # units past the total change nothing
+            qid = q_order[p, jnp.minimum(begin[p, c] + lane, n - 1)]
+            if from_ref:
+                q = metric.query_from_reference(ref_sorted[ref_pos[qid]])
+            else:
+                q = q_ops[qid]
+            b = ref_start[lst] + s * cols
+            r = lax.dynamic_slice_in_dim(ref_sorted, b, cols)
+            # points past the list's end rank last: +inf in their offset column (no tile pass)
+            r = r.at[:, -1].set(jnp.where(s * cols + col_lane < ref_size[lst], r[:, -1], jnp.inf))
+            v, i = _select.update_rows(
+                numerics.ranking_tile(q, r), b[None], run_v[qid], run_i[qid], seg_width=cols
+            )
+            write = jnp.where(ok, qid, n)
+            return run_v.at[write].set(v, mode="drop"), run_i.at[write].set(i, mode="drop")
+
         lists = lax.fori_loop(0, static, unit, lists)
 
         def steps(j, lists):
@@ -362,7 +370,7 @@ def search_rows(x, y, k, metric, settings, with_self, query_ids=None):
     # running lists of ranking values and sorted reference positions (sentinels past m + spare)
     empty = _after(_select.sentinel_lists(n, keep, m + spare), ref_sorted)  # see _after
     plans = {p: probe_plan(n, m, nlist, chunk, cols, y is None, p) for p in PLATFORMS}
-    lists = per_platform(probe, plans, empty, traced_closure=True)  # probe reads many arrays
+    lists = per_platform(probe, plans, empty, arrays)
     run_v, run_i = lists
     pos = jnp.minimum(run_i, m - 1)  # sorted reference positions
     ids = ref_order[pos]
