@@ -7,7 +7,6 @@ import functools
 import os
 
 import jax
-from jax import lax
 from jax.extend import core
 from jax.interpreters import batching, mlir
 
@@ -31,7 +30,7 @@ def tpu_selection() -> str:
     return value
 
 
-def per_platform(run, plans: dict, *args, traced_closure: bool = False):
+def per_platform(run, plans: dict, *args):
     """``run(plan, *args)`` with the plan of the platform the program is lowered for.
 
     ``plans`` maps each of :data:`PLATFORMS` to a static plan; ``args`` are pytrees of arrays.
@@ -47,16 +46,12 @@ def per_platform(run, plans: dict, *args, traced_closure: bool = False):
     differ), so this shortens every first call.
 
     That needs ``run`` to take every traced value as an argument: a branch traced at lowering
-    cannot read a tracer of the trace that has ended. ``traced_closure=True`` says ``run``
-    reads traced values from its closure; every branch is then traced at once
-    (``lax.platform_dependent``). A closure over traced values without it raises.
+    cannot read a tracer of the trace that has ended. A ``run`` that reads one from its closure
+    raises ``TypeError`` when it is traced (on any host).
     """
     default = plans["gpu"]
     if all(plan == default for plan in plans.values()):
         return run(default, *args)
-    if traced_closure:
-        branches = {p: functools.partial(run, plan) for p, plan in plans.items() if plan != default}
-        return lax.platform_dependent(*args, **branches, default=functools.partial(run, default))
     flat, in_tree = jax.tree.flatten(args)
     flat_run = _FlatRun(run, in_tree)
     host = _host_platform()
@@ -64,7 +59,7 @@ def per_platform(run, plans: dict, *args, traced_closure: bool = False):
     if any(isinstance(c, jax.core.Tracer) for c in traced.consts):
         raise TypeError(
             f"per_platform: {getattr(run, '__qualname__', run)} reads traced values from its "
-            "closure; pass them as arguments (or traced_closure=True)."
+            "closure; pass them as arguments."
         )
     if traced.effects:
         raise TypeError("per_platform: branches with side effects are not supported.")
