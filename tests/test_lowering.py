@@ -334,3 +334,8 @@ def test_per_platform_traces_each_branch_for_its_platform_only():
 
     with pytest.raises(TypeError, match="closure"):
         jax.jit(closing)(a)
+
+    # a clear error under differentiation; none where the inputs carry no tangent
+    with pytest.raises(TypeError, match="not differentiable"):
+        jax.grad(lambda a: f(a).sum())(a)
+    assert (jax.grad(lambda a: f(jax.lax.stop_gradient(a)).sum() + a.sum())(a) == 1).all()

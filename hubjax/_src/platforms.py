@@ -8,7 +8,7 @@ import os
 
 import jax
 from jax.extend import core
-from jax.interpreters import batching, mlir
+from jax.interpreters import ad, batching, mlir
 
 # The platforms plans are made for: "gpu" is every platform without a branch of its own.
 PLATFORMS = ("cpu", "tpu", "gpu")
@@ -137,6 +137,18 @@ def _batching_rule(args, dims, *, traced, traced_platforms, plans, flat_run):
 
 
 batching.primitive_batchers[_per_platform_p] = _batching_rule
+
+
+def _jvp_rule(primals, tangents, **params):
+    # reached only where an input carries a tangent (JAX skips the rule for symbolic zeros)
+    raise TypeError(
+        "hubjax's exact search is not differentiable: its neighbours are a discrete choice. "
+        "Stop the gradient at its inputs (jax.lax.stop_gradient) and, where distances need "
+        "gradients, recompute them from the returned indices."
+    )
+
+
+ad.primitive_jvps[_per_platform_p] = _jvp_rule
 
 
 def _lowering(platform: str):
