@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from helpers import knn_dense, random_points, sample
+from jax.extend.core import jaxpr_as_fun
 
 import hubjax
 from hubjax._src import numerics, platforms, search
@@ -318,6 +319,9 @@ def test_per_platform_traces_each_branch_for_its_platform_only():
     assert (platforms.per_platform(run, plans, a)["out"] == 2 * a).all()
     assert traced == [2.0]
     f = jax.jit(lambda a: platforms.per_platform(run, plans, a)["out"])
+    # a jaxpr holding it, evaluated op by op, runs the host's branch
+    jaxpr = jax.make_jaxpr(lambda a: platforms.per_platform(run, plans, a)["out"])(a)
+    assert (jaxpr_as_fun(jaxpr)(a)[0] == 2 * a).all()
     assert (jax.vmap(f)(jnp.stack([a, a + 1])) == 2 * jnp.stack([a, a + 1])).all()
     for platform, plan in [("tpu", 3.0), ("cuda", 5.0)]:
         del traced[:]

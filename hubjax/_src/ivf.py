@@ -330,10 +330,9 @@ def search_rows(x, y, k, metric, settings, with_self, query_ids=None):
     arrays = (ends, tiles, total, owner, length, q_order, begin, ref_sorted, ref_pos, ref_start)
     arrays += (ref_size, None if from_ref else q_ops)
 
-    def probe(plan, lists, arrays):
+    def probe(plan, lists, ends, tiles, total, owner, length, q_order, begin, *rest):
         static, block = plan
-        (ends, tiles, total, owner, length, q_order, begin) = arrays[:7]
-        (ref_sorted, ref_pos, ref_start, ref_size, q_ops) = arrays[7:]
+        ref_sorted, ref_pos, ref_start, ref_size, q_ops = rest
         lane = jnp.arange(chunk, dtype=jnp.int32)
         col_lane = jnp.arange(cols, dtype=jnp.int32)
 
@@ -370,7 +369,7 @@ def search_rows(x, y, k, metric, settings, with_self, query_ids=None):
     # running lists of ranking values and sorted reference positions (sentinels past m + spare)
     empty = _after(_select.sentinel_lists(n, keep, m + spare), ref_sorted)  # see _after
     plans = {p: probe_plan(n, m, nlist, chunk, cols, y is None, p) for p in PLATFORMS}
-    lists = per_platform(probe, plans, empty, arrays)
+    lists = per_platform(probe, plans, empty, *arrays)
     run_v, run_i = lists
     pos = jnp.minimum(run_i, m - 1)  # sorted reference positions
     ids = ref_order[pos]

@@ -52,9 +52,11 @@ def per_platform(run, plans: dict, *args):
     default = plans["gpu"]
     if all(plan == default for plan in plans.values()):
         return run(default, *args)
-    flat, in_tree = jax.tree.flatten(args)
-    flat_run = _FlatRun(run, in_tree)
     host = _host_platform()
+    flat, in_tree = jax.tree.flatten(args)
+    if not any(isinstance(a, jax.core.Tracer) for a in flat):
+        return run(plans[host], *args)  # eager: ops run on the default backend's platform
+    flat_run = _FlatRun(run, in_tree)
     traced = jax.make_jaxpr(functools.partial(flat_run, plans[host]))(*flat)
     if any(isinstance(c, jax.core.Tracer) for c in traced.consts):
         raise TypeError(
@@ -115,9 +117,9 @@ def _abstract_eval(*avals, traced, **params):
 
 
 @_per_platform_p.def_impl
-def _impl(*args, **params):
-    # outside a trace: compile it (the lowering picks the plan of the platform)
-    return jax.jit(lambda *a: _per_platform_p.bind(*a, **params))(*args)
+def _impl(*args, traced, **params):
+    # evaluated eagerly (a jaxpr run op by op): the host's branch, as eager per_platform
+    return core.jaxpr_as_fun(traced)(*args)
 
 
 def _batching_rule(args, dims, *, traced, traced_platforms, plans, flat_run):
